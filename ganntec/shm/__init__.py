@@ -1,0 +1,1 @@
+"""Shared memory: record layouts, atomics, segments, SPSC rings, wait strategies, seqlock tables."""
