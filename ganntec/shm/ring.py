@@ -14,14 +14,14 @@ when its cached copy says the ring is full (producer) or empty (consumer).
        128     8  head                  producer: slots published (free-running), release
        136     8  cached_tail           producer: its last read of tail
        144     8  producer_pid          producer on attach (compare-exchange: one producer)
-       152     8  producer_heartbeat_ns producer's runtime
+       152     8  producer_heartbeat_ns  producer's runtime
        160     8  publishes             producer: batches published
        168     8  full_claims           producer: claims that found fewer free slots than asked
        176    16  reserved
        192     8  tail                  consumer: slots consumed (free-running), release
        200     8  cached_head           consumer: its last read of head
        208     8  consumer_pid          consumer on attach (compare-exchange: one consumer)
-       216     8  consumer_heartbeat_ns consumer's runtime
+       216     8  consumer_heartbeat_ns  consumer's runtime
        224     8  releases              consumer: batches released
        232     8  empty_peeks           consumer: peeks that found fewer records than asked
        240    16  reserved
@@ -478,9 +478,11 @@ class Ring:
         return int(readable(self.address))
 
     def slots_view(self, dtype=None) -> np.ndarray:
-        """The slot area as `capacity` records of `dtype` (default: raw bytes per slot)."""
+        """The slot area as `capacity` records of `dtype` (default: a capacity x slot_bytes
+        uint8 matrix; `.view(np.int64)` of it gives 8-byte words)."""
         if dtype is None:
-            return self.segment.view(np.dtype((np.uint8, self.slot_bytes)), SLOTS_OFFSET, self.capacity)
+            raw = self.segment.view(np.uint8, SLOTS_OFFSET, self.capacity * self.slot_bytes)
+            return raw.reshape(self.capacity, self.slot_bytes)
         dtype = np.dtype(dtype)
         if dtype.itemsize != self.slot_bytes:
             raise ValueError(f"dtype itemsize={dtype.itemsize} (ring slots are {self.slot_bytes} bytes)")
