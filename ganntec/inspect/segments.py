@@ -1,0 +1,80 @@
+"""Read-only view of Ganntec's shared-memory segments (live or left over by a dead instance).
+
+Like Aeron's AeronStat: it only maps segments, reads them through the layout modules, and
+never writes a counter or takes a ring role, so it is safe against a running instance.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import posix_ipc
+
+from ganntec.shm.ring import RING_HEADER_DTYPE, RING_MAGIC, SLOTS_OFFSET
+from ganntec.shm.segment import COMMON_HEADER_DTYPE, Outcome, list_segments, probe
+
+
+@dataclass
+class SegmentView:
+    name: str
+    state: str
+    size_bytes: int
+    kind: str
+    layout_version: int
+    creator_pid: int
+    ring: dict = field(default_factory=dict)
+
+
+def _kind(magic: int) -> str:
+    if magic == 0:
+        return "-"
+    raw = int(magic).to_bytes(8, "little", signed=True)
+    return raw.decode("ascii", "replace")
+
+
+def _read(name: str, size: int) -> bytes:
+    shm = posix_ipc.SharedMemory(name, flags=0)
+    try:
+        mm = mmap.mmap(shm.fd, size, prot=mmap.PROT_READ)
+    finally:
+        shm.close_fd()
+    try:
+        return bytes(mm[:size])
+    finally:
+        mm.close()
+
+
+def view(name: str) -> SegmentView:
+    info = probe(name)
+    state = "live" if info.outcome is Outcome.LIVE_OTHER_INSTANCE else info.outcome.value
+    out = SegmentView(name, state, info.size, _kind(info.magic), info.layout_version, info.creator_pid)
+    if info.magic == RING_MAGIC and info.size >= SLOTS_OFFSET:
+        h = np.frombuffer(_read(name, SLOTS_OFFSET), dtype=RING_HEADER_DTYPE, count=1)[0]
+        ring = {k: int(h[k]) for k in RING_HEADER_DTYPE.names}
+        ring["fill"] = ring["head"] - ring["tail"]
+        out.ring = ring
+    return out
+
+
+def snapshot(instance: str | None = None) -> list[dict]:
+    """Every segment of `instance` (or of all instances) as plain dicts."""
+    return [asdict(view(n)) for n in list_segments(instance)]
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "no ganntec segments"
+    lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'bytes':>12} {'pid':>8}  ring"]
+    for r in rows:
+        ring = r["ring"]
+        extra = ""
+        if ring:
+            extra = (f"cap={ring['capacity']} slot={ring['slot_bytes']} head={ring['head']} tail={ring['tail']} "
+                     f"fill={ring['fill']} prod={ring['producer_pid']} cons={ring['consumer_pid']}")
+        lines.append(f"{r['name']:<40} {r['state']:<16} {r['kind']:<9} {r['size_bytes']:>12} {r['creator_pid']:>8}  {extra}")
+    return "\n".join(lines)
+
+
+__all__ = ["snapshot", "format_table", "view", "COMMON_HEADER_DTYPE"]

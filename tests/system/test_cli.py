@@ -1,0 +1,59 @@
+"""The `ganntec` command: inspect reads segments read-only, clean removes only dead leftovers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+
+import orjson
+
+from ganntec.cli import main
+from ganntec.shm.ring import Ring
+from ganntec.shm.segment import list_segments
+
+
+def test_inspect_json_shows_a_live_ring(instance, capsys):
+    with Ring.create(instance, "order.risk", 16, 128) as ring:
+        ring.push(__import__("numpy").zeros((3, 16), "int64"))
+        assert main(["inspect", "--instance", instance, "--json"]) == 0
+        rows = orjson.loads(capsys.readouterr().out)
+        (row,) = rows
+        assert row["name"] == f"/ganntec.{instance}.order.risk"
+        assert row["state"] == "live" and row["kind"] == "GNTCRING"
+        assert (row["ring"]["capacity"], row["ring"]["slot_bytes"], row["ring"]["fill"]) == (16, 128, 3)
+        assert main(["inspect", "--instance", instance]) == 0
+        assert "cap=16" in capsys.readouterr().out
+
+
+def _leave_ring(instance):
+    Ring.create(instance, "left", 8, 64)
+    os._exit(0)
+
+
+def test_clean_removes_a_dead_instance_only(instance, capsys):
+    with Ring.create(instance, "alive", 8, 64):
+        assert main(["clean", "--instance", instance]) == 2
+        assert "is alive" in capsys.readouterr().err
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=_leave_ring, args=(instance,))
+    p.start()
+    p.join(60)
+    assert list_segments(instance) == [f"/ganntec.{instance}.left"]
+    assert main(["inspect", "--instance", instance, "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)[0]["state"] == "stale"
+    assert main(["clean", "--instance", instance]) == 0
+    out = capsys.readouterr().out
+    assert f"/ganntec.{instance}.left" in out and f"/ganntec.{instance}.left.data" in out
+    assert list_segments(instance) == []
+
+
+def test_bad_instance_name_is_a_clear_error(capsys):
+    assert main(["clean", "--instance", "../etc"]) == 2
+    assert "instance='../etc'" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "ganntec.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "inspect" in out.stdout
