@@ -55,12 +55,14 @@ import posix_ipc
 from numba import njit
 
 from ganntec.shm.atomics import (
-    compare_exchange_seqcst,
     copy_bytes,
     exchange_seqcst,
     fence_seqcst,
     load_acquire,
     load_relaxed,
+    py_compare_exchange,
+    py_load_acquire,
+    py_store_relaxed,
     store_relaxed,
     store_release,
 )
@@ -271,11 +273,6 @@ def _pop_array(base, out, n, wake):
     return pop_copy(base, out.ctypes.data, n, wake)
 
 
-@njit(cache=True, nogil=True)
-def _claim_role(address, pid):
-    return compare_exchange_seqcst(address, 0, pid)
-
-
 # --- Python side -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RingStats:
@@ -412,23 +409,17 @@ class Ring:
         addr = self.address + _ROLE_PID[role]
         me = os.getpid()
         for _ in range(3):
-            found = int(_claim_role(addr, me))
+            found = int(py_compare_exchange(addr, 0, me))
             if found in (0, me):
                 self.role = role
                 return
             if process_alive(found, 0):
                 raise SegmentError(Outcome.LIVE_OTHER_INSTANCE, f"ring {self.name}: {role} role held by live pid {found}")
             # The holder died: take the role over from it.
-            if int(self._cas(addr, found, me)) == found:
+            if int(py_compare_exchange(addr, found, me)) == found:
                 self.role = role
                 return
         raise SegmentError(Outcome.LIVE_OTHER_INSTANCE, f"ring {self.name}: {role} role is contended")
-
-    @staticmethod
-    def _cas(addr, expected, desired):
-        from ganntec.shm.atomics import py_compare_exchange
-
-        return py_compare_exchange(addr, expected, desired)
 
     # Python wrappers ------------------------------------------------------------------------
     def _check_records(self, records: np.ndarray) -> None:
@@ -490,14 +481,15 @@ class Ring:
 
     def heartbeat(self, now_ns: int) -> None:
         """Record this side's liveness (the runtime calls it; engines never read clocks)."""
-        from ganntec.shm.atomics import py_store_relaxed
-
         off = OFF_PRODUCER_HEARTBEAT_NS if self.role == PRODUCER else OFF_CONSUMER_HEARTBEAT_NS
         py_store_relaxed(self.address + off, now_ns)
 
     def stats(self) -> RingStats:
+        # The counters through acquire loads (tail first, so fill is never negative); the
+        # statistics are monotonic and only ever displayed.
+        tail = int(py_load_acquire(self.address + OFF_TAIL))
+        head = int(py_load_acquire(self.address + OFF_HEAD))
         h = self.segment.view(RING_HEADER_DTYPE, 0, 1)[0].copy()
-        head, tail = int(h["head"]), int(h["tail"])
         return RingStats(
             capacity=int(h["capacity"]), slot_bytes=int(h["slot_bytes"]), head=head, tail=tail,
             fill=head - tail, publishes=int(h["publishes"]), releases=int(h["releases"]),
@@ -515,7 +507,7 @@ class Ring:
             return
         self._closed = True
         if self.role in _ROLE_PID and self.segment.bytes is not None:
-            self._cas(self.address + _ROLE_PID[self.role], os.getpid(), 0)
+            py_compare_exchange(self.address + _ROLE_PID[self.role], os.getpid(), 0)
         do_unlink = self.segment.owner if unlink is None else unlink
         _drop_semaphore(self.data_sem, unlink=do_unlink)
         _drop_semaphore(self.space_sem, unlink=do_unlink)
