@@ -143,7 +143,7 @@ ROWS_OFFSET = 192
 
 SEQ_BYTES = 8
 CACHE_LINE = 64
-DEFAULT_SPINS = 1 << 14      # tries per compiled read before Python checks the writer (~1 ms)
+DEFAULT_SPINS = 1 << 14      # tries per compiled read before Python checks the writer is alive
 DEFAULT_MAX_ROUNDS = 10_000  # Python rounds (each after a liveness check) before TimeoutError
 
 TABLE_HEADER_DTYPE = np.dtype(
@@ -212,6 +212,12 @@ def _check_row_dtype(dtype: np.dtype) -> None:
         sub, off = dtype.fields[name][:2]
         if off % sub.base.alignment:
             raise ValueError(f"row dtype field {name!r} at offset {off} is not aligned to {sub.base.alignment}")
+
+
+def _same_fields(a: np.dtype, b: np.dtype) -> bool:
+    if a.names is None or b.names is None:
+        return a == b
+    return a.names == b.names and all(a.fields[n][0] == b.fields[n][0] for n in a.names)
 
 
 # --- compiled protocol ---------------------------------------------------------------------
@@ -316,7 +322,7 @@ class Table:
         self.rows = int(hdr["rows"])
         self.row_bytes = int(hdr["row_bytes"])
         self.payload_bytes = int(hdr["payload_bytes"])
-        self.kind = bytes(hdr["kind"]).decode("ascii")
+        self.kind = bytes(hdr["kind"]).decode("ascii", "replace")
         self.dtype = dtype
         self.writer = False
         self.spins = DEFAULT_SPINS
@@ -363,14 +369,7 @@ class Table:
             header_bytes=ROWS_OFFSET, total_bytes=table_bytes(rows, dtype.itemsize),
             init=init, lock_memory=lock_memory, **segment_kw,
         )
-        table = cls(seg, dtype)
-        if writer:
-            try:
-                table.take_writer()
-            except BaseException:
-                table.close()
-                raise
-        return table
+        return cls(seg, dtype)._as_writer(writer)
 
     @classmethod
     def attach(
@@ -418,16 +417,18 @@ class Table:
         except BaseException:
             seg.close(unlink=False)
             raise
-        table = cls(seg, dtype)
-        if writer:
-            try:
-                table.take_writer()
-            except BaseException:
-                table.close()
-                raise
-        return table
+        return cls(seg, dtype)._as_writer(writer)
 
     # the writer role ----------------------------------------------------------------------
+    def _as_writer(self, writer: bool) -> "Table":
+        if writer:
+            try:
+                self.take_writer()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
     def writer_identity(self) -> tuple[int, int]:
         return int(py_load_relaxed(self.address + OFF_WRITER_PID)), int(py_load_relaxed(self.address + OFF_WRITER_START_CS))
 
@@ -462,9 +463,9 @@ class Table:
         return i
 
     def _payload(self, rows, n: int) -> np.ndarray:
-        # Arrays and records must already have the row dtype (numpy would cast fields by
-        # position, silently); tuples and lists are converted.
-        if isinstance(rows, (np.ndarray, np.void)) and rows.dtype != self.dtype:
+        # Arrays and records must have the row dtype's fields (numpy casts structured dtypes
+        # field by position, silently; padding may differ, e.g. after np.stack); tuples convert.
+        if isinstance(rows, (np.ndarray, np.void)) and not _same_fields(rows.dtype, self.dtype):
             raise ValueError(f"rows dtype={rows.dtype} (table {self.name} holds {self.dtype})")
         arr = np.ascontiguousarray(np.asarray(rows, dtype=self.dtype).reshape(-1))
         if len(arr) != n:

@@ -26,7 +26,8 @@ ROWS = 3
 COMPILED_READS = 2_000_000
 PY_READS = 20_000
 READ_ALLS = 5_000
-RAW_READS_MAX = 5_000_000  # the control phase stops earlier, once it has seen RAW_TEARS_WANTED
+MIN_ADVANCES = 1_000  # compiled reads go on (up to 4x) until the writer was seen this often
+RAW_READS_MAX = 200_000_000 # the control phase stops earlier, once it has seen RAW_TEARS_WANTED
 RAW_TEARS_WANTED = 100
 
 
@@ -74,13 +75,16 @@ def _count_torn(words, index):
 
 
 @njit(cache=True, nogil=True)
-def _read_loop(base, rows, buf, n, spins):
-    """Seqlock reads; returns (retries, torn, busy, advances, backwards)."""
+def _read_loop(base, rows, buf, n, spins, min_advances, max_reads):
+    """At least `n` seqlock reads, more (up to `max_reads`) until the rows were seen to advance
+    `min_advances` times. Returns (reads, retries, torn, busy, advances, backwards)."""
     dst = buf.ctypes.data
     last = np.zeros(rows, np.int64)
     retries = torn = busy = advances = backwards = 0
-    for r in range(n):
+    r = 0
+    while r < n or (advances < min_advances and r < max_reads):
         i = r % rows
+        r += 1
         got = read_row(base, i, dst, spins)
         if got < 0:
             busy += 1
@@ -95,7 +99,7 @@ def _read_loop(base, rows, buf, n, spins):
         elif v < last[i]:
             backwards += 1
         last[i] = v
-    return retries, torn, busy, advances, backwards
+    return r, retries, torn, busy, advances, backwards
 
 
 @njit(cache=True, nogil=True)
@@ -132,7 +136,8 @@ def _reader(instance, stop_address, results):
         nw = t.payload_bytes // 8
         buf = np.zeros(nw, np.int64)
         writes_before = t.writes
-        retries, torn, busy, advances, backwards = _read_loop(t.address, t.rows, buf, COMPILED_READS, 1 << 14)
+        reads, retries, torn, busy, advances, backwards = _read_loop(
+            t.address, t.rows, buf, COMPILED_READS, 1 << 14, MIN_ADVANCES, 4 * COMPILED_READS)
 
         index = np.arange(PY_READS) % t.rows
         rows = np.zeros(PY_READS, t.dtype)
@@ -146,7 +151,7 @@ def _reader(instance, stop_address, results):
         raw_reads, raw_torn = _raw_loop(t.address, t.rows, buf, RAW_READS_MAX, RAW_TEARS_WANTED)
         writes_after = t.writes
         results.put(("reader", dict(
-            compiled_reads=COMPILED_READS, retries=retries, torn=torn, busy=busy, advances=advances,
+            compiled_reads=reads, retries=retries, torn=torn, busy=busy, advances=advances,
             backwards=backwards, py_reads=PY_READS + READ_ALLS * t.rows, py_torn=py_torn,
             raw_reads=raw_reads, raw_torn=raw_torn, writes_during_reads=writes_after - writes_before,
         )))
@@ -168,11 +173,11 @@ def test_readers_never_see_torn_rows(instance, kind):
         words = _words(t)
         v0 = _write_batch(t.address, words, 0, 3 * ROWS)
         buf = np.zeros(t.payload_bytes // 8, np.int64)
-        assert _read_loop(t.address, ROWS, buf, 10, 10)[1:3] == (0, 0)
+        assert _read_loop(t.address, ROWS, buf, 10, 10, 0, 10)[:4] == (10, 0, 0, 0)
         assert _raw_loop(t.address, ROWS, buf, 10, 1) == (10, 0)
         assert _count_torn(words.copy(), np.arange(ROWS)) == 0
-        stop[0] = 1  # _write_until writes one batch, then sees stop
-        v0 = _write_until(t.address, words, v0, stop_address)
+        stop[0] = 1  # compiles _write_until, which then returns at once
+        assert _write_until(t.address, words, v0, stop_address) == v0
         stop[0] = 0
         del words
 
@@ -194,9 +199,10 @@ def test_readers_never_see_torn_rows(instance, kind):
         finally:
             stop[0] = 1
             for p in procs:
-                if p.is_alive():
-                    p.kill()
-                p.join()
+                if p.pid is not None:  # started
+                    if p.is_alive():
+                        p.kill()
+                    p.join()
         r = got["reader"]
         print(f"\n{kind}: writer wrote {got['writer']} rows; reader {r}")
         assert r["torn"] == 0 and r["py_torn"] == 0, r
