@@ -14,6 +14,7 @@ import posix_ipc
 
 from ganntec.shm.ring import RING_HEADER_DTYPE, RING_MAGIC, SLOTS_OFFSET
 from ganntec.shm.segment import COMMON_HEADER_DTYPE, Outcome, list_segments, probe
+from ganntec.shm.table import ROWS_OFFSET, TABLE_HEADER_DTYPE, TABLE_MAGIC
 
 
 @dataclass
@@ -25,6 +26,7 @@ class SegmentView:
     layout_version: int
     creator_pid: int
     ring: dict = field(default_factory=dict)
+    table: dict = field(default_factory=dict)
 
 
 def _kind(magic: int) -> str:
@@ -55,6 +57,9 @@ def view(name: str) -> SegmentView:
         ring = {k: int(h[k]) for k in RING_HEADER_DTYPE.names}
         ring["fill"] = ring["head"] - ring["tail"]
         out.ring = ring
+    elif info.magic == TABLE_MAGIC and info.size >= ROWS_OFFSET:
+        h = np.frombuffer(_read(name, ROWS_OFFSET), dtype=TABLE_HEADER_DTYPE, count=1)[0]
+        out.table = {k: (h[k].decode("ascii") if k == "kind" else int(h[k])) for k in TABLE_HEADER_DTYPE.names}
     return out
 
 
@@ -66,10 +71,12 @@ def snapshot(instance: str | None = None) -> list[dict]:
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "no ganntec segments"
-    lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'bytes':>12} {'pid':>8}  ring"]
+    lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'bytes':>12} {'pid':>8}  details"]
     for r in rows:
-        ring = r["ring"]
+        ring, table = r["ring"], r["table"]
         extra = ""
+        if table:
+            extra = f"table {table['kind']}: rows={table['rows']} row_bytes={table['row_bytes']} writes={table['writes']} writer={table['writer_pid']}"
         if ring:
             extra = (f"cap={ring['capacity']} slot={ring['slot_bytes']} head={ring['head']} tail={ring['tail']} "
                      f"fill={ring['fill']} prod={ring['producer_pid']} cons={ring['consumer_pid']}")

@@ -27,6 +27,18 @@ def test_inspect_json_shows_a_live_ring(instance, capsys):
         assert "cap=16" in capsys.readouterr().out
 
 
+def test_inspect_shows_a_table(instance, capsys):
+    from ganntec.shm.table import BALANCE_ROW_DTYPE, Table
+
+    with Table.create(instance, "balances", BALANCE_ROW_DTYPE, 10, writer=True) as table:
+        table.write(3, __import__("numpy").zeros((), BALANCE_ROW_DTYPE))
+        assert main(["inspect", "--instance", instance, "--json"]) == 0
+        (row,) = orjson.loads(capsys.readouterr().out)
+        assert row["kind"] == "GNTCTABL"
+        assert (row["table"]["kind"], row["table"]["rows"], row["table"]["writes"]) == ("balances", 10, 1)
+        assert row["table"]["writer_pid"] == os.getpid()
+
+
 def _leave_ring(instance):
     Ring.create(instance, "left", 8, 64)
     os._exit(0)
