@@ -307,7 +307,7 @@ class Ring:
     uses `ring.address` with the functions above and `ring.slots_view(dtype)`.
     """
 
-    def __init__(self, segment: Segment, data_sem, space_sem, role: str, owns_semaphores: bool):
+    def __init__(self, segment: Segment, data_sem, space_sem, role: str):
         self.segment = segment
         self.name = segment.name
         self.address = segment.address
@@ -318,7 +318,6 @@ class Ring:
         self.data_sem = data_sem
         self.space_sem = space_sem
         self.role = role
-        self._owns_semaphores = owns_semaphores
         self._closed = False
 
     # construction -------------------------------------------------------------------------
@@ -361,7 +360,7 @@ class Ring:
         except BaseException:
             seg.close(unlink=True)
             raise
-        ring = cls(seg, data_sem, space_sem, OBSERVER, owns_semaphores=True)
+        ring = cls(seg, data_sem, space_sem, OBSERVER)
         if role != OBSERVER:
             ring.take_role(role)
         return ring
@@ -393,7 +392,7 @@ class Ring:
         except posix_ipc.ExistentialError:
             seg.close(unlink=False)
             raise SegmentError(Outcome.NOT_INITIALISED, f"ring {seg.name}: its semaphores are missing") from None
-        ring = cls(seg, data_sem, space_sem, OBSERVER, owns_semaphores=False)
+        ring = cls(seg, data_sem, space_sem, OBSERVER)
         if role != OBSERVER:
             try:
                 ring.take_role(role)
