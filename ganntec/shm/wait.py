@@ -110,6 +110,7 @@ def tsc_per_ns() -> float:
     if not _TSC_PER_NS:
         from ganntec.shm.atomics import py_rdtsc
 
+        py_rdtsc()  # load/compile it first: a cold first call takes ms and would skew the window
         t0, c0 = time.perf_counter_ns(), py_rdtsc()
         while time.perf_counter_ns() - t0 < 2_000_000:
             pass

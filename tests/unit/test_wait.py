@@ -44,3 +44,16 @@ def test_make_by_name():
         wt.make("nap")
     with pytest.raises(ValueError, match="processes=0"):
         wt.choose(0, {0})
+
+
+def test_tsc_calibration_in_a_cold_process(tmp_path):
+    """Regression: the first rdtsc call loads compiled code (ms); calibration must not include it."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GANNTEC_NUMBA_CACHE_DIR=str(tmp_path))
+    code = "from ganntec.shm.wait import tsc_per_ns; print(tsc_per_ns())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) > 0.1  # any x86-64 TSC ticks faster than 100 MHz
