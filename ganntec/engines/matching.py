@@ -24,7 +24,9 @@ Results, in this order for one command:
   ORDER_ACCEPTED  a NEW_ORDER entered matching (status NEW), before its fills. Carries the
                   NEW's client_order_id (no other result does), price, qty_lot (0 for MARKET
                   by quote), side, type, tif.
-  ORDER_REJECTED  LIMIT_MAKER that would take (reason WOULD_MATCH); nothing else happens.
+  ORDER_REJECTED  LIMIT_MAKER that would take (reason WOULD_MATCH), or no free order slot in
+                  the engine (BOOK_FULL); nothing else happens. A GTC remainder that cannot
+                  rest because its book is at capacity expires with BOOK_FULL.
   FILL            one per maker touched: price = the maker's price; qty_lot; quote_qty_minor =
                   price x qty x quote_per_tick_lot; maker/taker order ids; maker_account_id
                   (the taker's account is header.account_id); taker_side; maker and taker
@@ -71,8 +73,976 @@ quantity the order expires (FOK_UNFILLED) with no fills and no other effect.
 
 Python API (tests, tools, integrators; the compiled `step` is what runtimes call):
     eng = MatchingEngine(symbol_table, max_orders=..., max_levels=..., shard=0)
-    out = eng.process(commands)     # 128-byte records in -> RECORD_DTYPE results out
+    out = eng.process(commands)     # 128-byte records (an array, or a list of arrays) in ->
+                                    # RECORD_DTYPE results out; records.view(out[i]) types one
     eng.levels(symbol_id, side)     # int64 (n, 3): price_tick, qty_lot, orders; best first
     eng.open_orders(symbol_id, side)  # order ids in priority order
     eng.order(order_id)             # dict of an open order, or None
 """
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
+from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.shm import records as R
+from ganntec.shm.atomics import copy_bytes
+
+# --- engine-private state layouts ----------------------------------------------------------
+ORDER_DTYPE = np.dtype(
+    {
+        "names": ["order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor",
+                  "quote_left_minor", "prev", "next", "level", "account_id", "symbol_id",
+                  "side", "order_type", "time_in_force", "stp_mode"],
+        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4,
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79],
+        "itemsize": 80,
+    }
+)
+LEVEL_DTYPE = np.dtype(
+    {
+        "names": ["price_tick", "qty_lot", "orders", "head", "tail", "epoch"],
+        "formats": ["<i8", "<i8", "<i8", "<i4", "<i4", "<i8"],
+        "offsets": [0, 8, 16, 24, 28, 32],
+        "itemsize": 40,
+    }
+)
+
+
+def _off(dtype: np.dtype, name: str) -> int:
+    return dtype.fields[name][1]
+
+
+OB = ORDER_DTYPE.itemsize
+O_ID, O_PRICE, O_QTY, O_LEAVES, O_EXEC, O_CUMQ, O_QLEFT = (_off(ORDER_DTYPE, n) for n in (
+    "order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor", "quote_left_minor"))
+O_PREV, O_NEXT, O_LEVEL, O_ACC, O_SYM = (_off(ORDER_DTYPE, n) for n in ("prev", "next", "level", "account_id", "symbol_id"))
+O_SIDE, O_TYPE, O_TIF, O_STP = (_off(ORDER_DTYPE, n) for n in ("side", "order_type", "time_in_force", "stp_mode"))
+LB = LEVEL_DTYPE.itemsize
+L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
+SB = SYMBOL_DTYPE.itemsize
+S_QPL = _off(SYMBOL_DTYPE, "quote_per_tick_lot")
+S_STP = _off(SYMBOL_DTYPE, "default_stp")
+
+# Record field offsets (from the one layout module).
+RB = R.RECORD_BYTES
+H_TYPE, H_FLAGS, H_SOURCE, H_REASON, H_SEQ, H_TS, H_SRCSEQ, H_ACC, H_SYM = (
+    _off(R.RECORD_DTYPE, n) for n in ("type", "flags", "source", "reason", "seq", "ts_ns", "source_seq",
+                                      "account_id", "symbol_id"))
+N_PRICE, N_QTY, N_QUOTE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "quote_qty_minor", "side", "order_type", "time_in_force", "stp_mode", "client_order_id"))
+C_ORDER, C_RESTRICT = _off(R.CANCEL_DTYPE, "order_id"), _off(R.CANCEL_DTYPE, "cancel_restrictions")
+A_ORDER, A_PRICE, A_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
+E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (_off(R.ORDER_EVENT_DTYPE, n) for n in (
+    "order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor", "client_order_id", "side",
+    "order_type", "time_in_force", "status"))
+F_TRADE, F_PRICE, F_QTY, F_QUOTE, F_MAKER, F_TAKER, F_MACC, F_TSIDE, F_MLEAVES, F_TLEAVES = (_off(R.FILL_DTYPE, n) for n in (
+    "trade_id", "price_tick", "qty_lot", "quote_qty_minor", "maker_order_id", "taker_order_id", "maker_account_id",
+    "taker_side", "maker_leaves_qty_lot", "taker_leaves_qty_lot"))
+B_ID, B_PRICE, B_QTY, B_ORDERS, B_SIDE = (_off(R.BOOK_UPDATE_DTYPE, n) for n in (
+    "book_update_id", "price_tick", "level_qty_lot", "level_orders", "side"))
+CID_BYTES = R.CLIENT_ID_BYTES
+
+# Enum values as plain ints (compile-time constants).
+BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
+LIMIT, MARKET, LIMIT_MAKER = int(R.OrderType.LIMIT), int(R.OrderType.MARKET), int(R.OrderType.LIMIT_MAKER)
+GTC, IOC, FOK = int(R.TimeInForce.GTC), int(R.TimeInForce.IOC), int(R.TimeInForce.FOK)
+STP_NONE, STP_TAKER, STP_MAKER, STP_BOTH, STP_DECR = (int(R.StpMode.NONE), int(R.StpMode.EXPIRE_TAKER),
+                                                      int(R.StpMode.EXPIRE_MAKER), int(R.StpMode.EXPIRE_BOTH),
+                                                      int(R.StpMode.DECREMENT))
+T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = (int(R.RecordType.NEW_ORDER), int(R.RecordType.CANCEL),
+                                          int(R.RecordType.CANCEL_ALL), int(R.RecordType.AMEND))
+T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_AMENDED, T_CANCEL_REJ, T_BOOK = (int(t) for t in (
+    R.RecordType.ORDER_ACCEPTED, R.RecordType.ORDER_REJECTED, R.RecordType.FILL, R.RecordType.ORDER_EXPIRED,
+    R.RecordType.ORDER_CANCELED, R.RecordType.ORDER_AMENDED, R.RecordType.CANCEL_REJECTED, R.RecordType.BOOK_UPDATE))
+ST_NEW, ST_PARTIAL, ST_FILLED, ST_CANCELED, ST_REJECTED, ST_EXPIRED, ST_EXP_MATCH = (int(s) for s in (
+    R.OrderStatus.NEW, R.OrderStatus.PARTIALLY_FILLED, R.OrderStatus.FILLED, R.OrderStatus.CANCELED,
+    R.OrderStatus.REJECTED, R.OrderStatus.EXPIRED, R.OrderStatus.EXPIRED_IN_MATCH))
+RS_UNKNOWN, RS_WOULD_MATCH, RS_IOC, RS_FOK, RS_STP, RS_USER, RS_RESTRICT, RS_AMOUNT, RS_FULL = (int(r) for r in (
+    R.Reason.UNKNOWN_ORDER, R.Reason.WOULD_MATCH, R.Reason.IOC_UNFILLED, R.Reason.FOK_UNFILLED,
+    R.Reason.SELF_TRADE_PREVENTED, R.Reason.CANCELED_BY_USER, R.Reason.CANCEL_RESTRICTED, R.Reason.INVALID_AMOUNT,
+    R.Reason.BOOK_FULL))
+ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
+FLAG_SELF_TRADE = R.FLAG_SELF_TRADE
+SOURCE_MATCHING = R.SOURCE_MATCHING
+
+# --- the control block: one int64 array whose slots hold every base address and counter ----
+(E_SYM, E_ORD, E_MAXORD, E_OFREE, E_NOFREE, E_LVL, E_LFREE, E_NLFREE, E_BKEYS, E_BLVL, E_BN, E_BCAP,
+ E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
+ E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL) = range(34)
+E_SLOTS = 40
+PEND_NONE, PEND_NEW, PEND_AMEND, PEND_CANCEL_ALL = 0, 1, 2, 3
+MIN_FREE = 8  # output records a step wants free before it starts a command
+# Per-symbol counters in sym_state (int64 x SYMST_WORDS per symbol).
+SS_TRADE, SS_BOOKID, SYMST_WORDS = 0, 1, 2
+RUN_DONE, RUN_SUSPENDED, RUN_STP_STOP = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _g(E, k):
+    return ld_i64(E + 8 * k)
+
+
+@njit(cache=True, nogil=True)
+def _s(E, k, v):
+    st_i64(E + 8 * k, v)
+
+
+@njit(cache=True, nogil=True)
+def _oa(E, i):
+    return _g(E, E_ORD) + i * OB
+
+
+@njit(cache=True, nogil=True)
+def _la(E, lv):
+    return _g(E, E_LVL) + lv * LB
+
+
+# --- order id -> pool slot: open addressing, linear probing, backward-shift deletion --------
+@njit(cache=True, nogil=True)
+def _hash(E, key):
+    # Fibonacci hashing on the low bits of the product (wraps mod 2**64 in int64 arithmetic).
+    return ((key * -7046029254386353131) >> 17) & _g(E, E_HMASK)
+
+
+@njit(cache=True, nogil=True)
+def _h_get(E, key):
+    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
+    j = _hash(E, key)
+    while True:
+        k = ld_i64(keys + 8 * j)
+        if k == key:
+            return ld_i32(vals + 4 * j)
+        if k == 0:
+            return -1
+        j = (j + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _h_put(E, key, val):
+    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
+    j = _hash(E, key)
+    while ld_i64(keys + 8 * j) != 0:
+        j = (j + 1) & mask
+    st_i64(keys + 8 * j, key)
+    st_i32(vals + 4 * j, val)
+
+
+@njit(cache=True, nogil=True)
+def _h_del(E, key):
+    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
+    j = _hash(E, key)
+    while ld_i64(keys + 8 * j) != key:
+        j = (j + 1) & mask
+    # Backward shift: move later entries of the probe run into the hole, so lookups that
+    # stop at an empty slot stay correct without tombstones.
+    hole = j
+    j = (j + 1) & mask
+    while True:
+        k = ld_i64(keys + 8 * j)
+        if k == 0:
+            break
+        home = _hash(E, k)
+        if ((j - home) & mask) >= ((j - hole) & mask):
+            st_i64(keys + 8 * hole, k)
+            st_i32(vals + 4 * hole, ld_i32(vals + 4 * j))
+            hole = j
+        j = (j + 1) & mask
+    st_i64(keys + 8 * hole, 0)
+
+
+# --- pools ------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _order_alloc(E):
+    n = _g(E, E_NOFREE) - 1
+    _s(E, E_NOFREE, n)
+    return ld_i32(_g(E, E_OFREE) + 4 * n)
+
+
+@njit(cache=True, nogil=True)
+def _order_free(E, i):
+    n = _g(E, E_NOFREE)
+    st_i32(_g(E, E_OFREE) + 4 * n, i)
+    _s(E, E_NOFREE, n + 1)
+
+
+@njit(cache=True, nogil=True)
+def _level_alloc(E):
+    n = _g(E, E_NLFREE) - 1
+    _s(E, E_NLFREE, n)
+    return ld_i32(_g(E, E_LFREE) + 4 * n)
+
+
+@njit(cache=True, nogil=True)
+def _level_free(E, lv):
+    n = _g(E, E_NLFREE)
+    st_i32(_g(E, E_LFREE) + 4 * n, lv)
+    _s(E, E_NLFREE, n + 1)
+
+
+# --- books: per (symbol, side) a sorted key array, best last ------------------------------
+@njit(cache=True, nogil=True)
+def _key(side, price):
+    return price if side == BUY else -price
+
+
+@njit(cache=True, nogil=True)
+def _bk(E, b):
+    return _g(E, E_BKEYS) + 8 * b * _g(E, E_BCAP)
+
+
+@njit(cache=True, nogil=True)
+def _bl(E, b):
+    return _g(E, E_BLVL) + 4 * b * _g(E, E_BCAP)
+
+
+@njit(cache=True, nogil=True)
+def _bn(E, b):
+    return ld_i64(_g(E, E_BN) + 8 * b)
+
+
+@njit(cache=True, nogil=True)
+def _lower_bound(E, b, key):
+    keys = _bk(E, b)
+    lo, hi = 0, _bn(E, b)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ld_i64(keys + 8 * mid) < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _find_level(E, b, side, price):
+    """Level index at `price` in book b, or -1."""
+    key = _key(side, price)
+    pos = _lower_bound(E, b, key)
+    if pos < _bn(E, b) and ld_i64(_bk(E, b) + 8 * pos) == key:
+        return ld_i32(_bl(E, b) + 4 * pos)
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _get_level(E, b, side, price):
+    """Level index at `price`, created (empty, untouched) if missing; -1 if the book is full."""
+    key = _key(side, price)
+    keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
+    pos = _lower_bound(E, b, key)
+    if pos < n and ld_i64(keys + 8 * pos) == key:
+        return ld_i32(lvls + 4 * pos)
+    if n == _g(E, E_BCAP) or _g(E, E_NLFREE) == 0:
+        return -1
+    j = n
+    while j > pos:  # shift right; new levels land near the best end, so this is short
+        st_i64(keys + 8 * j, ld_i64(keys + 8 * (j - 1)))
+        st_i32(lvls + 4 * j, ld_i32(lvls + 4 * (j - 1)))
+        j -= 1
+    lv = _level_alloc(E)
+    st_i64(keys + 8 * pos, key)
+    st_i32(lvls + 4 * pos, lv)
+    st_i64(_g(E, E_BN) + 8 * b, n + 1)
+    la = _la(E, lv)
+    st_i64(la + L_PRICE, price)
+    st_i64(la + L_QTY, 0)
+    st_i64(la + L_COUNT, 0)
+    st_i32(la + L_HEAD, -1)
+    st_i32(la + L_TAIL, -1)
+    st_i64(la + L_EPOCH, -1)  # new: `_touch` must check the list for a level it replaced
+    return lv
+
+
+@njit(cache=True, nogil=True)
+def _drop_level(E, b, side, lv):
+    """Remove an empty level from book b and free it."""
+    keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
+    pos = _lower_bound(E, b, _key(side, ld_i64(_la(E, lv) + L_PRICE)))
+    for j in range(pos, n - 1):
+        st_i64(keys + 8 * j, ld_i64(keys + 8 * (j + 1)))
+        st_i32(lvls + 4 * j, ld_i32(lvls + 4 * (j + 1)))
+    st_i64(_g(E, E_BN) + 8 * b, n - 1)
+    _level_free(E, lv)
+
+
+@njit(cache=True, nogil=True)
+def _touch(E, b, lv):
+    """Remember that level lv of book b changed in this command (once per price)."""
+    la = _la(E, lv)
+    epoch = _g(E, E_EPOCH)
+    seen = ld_i64(la + L_EPOCH)
+    if seen == epoch:
+        return
+    st_i64(la + L_EPOCH, epoch)
+    price = ld_i64(la + L_PRICE)
+    nt = _g(E, E_NT)
+    tb, tp = _g(E, E_TBOOK), _g(E, E_TPRICE)
+    if seen == -1:  # a level created in this command may replace one already listed
+        for j in range(nt):
+            if ld_i64(tb + 8 * j) == b and ld_i64(tp + 8 * j) == price:
+                return
+    st_i64(tb + 8 * nt, b)
+    st_i64(tp + 8 * nt, price)
+    _s(E, E_NT, nt + 1)
+
+
+@njit(cache=True, nogil=True)
+def _append(E, lv, oi):
+    """Put order oi at the back of level lv."""
+    la, oa = _la(E, lv), _oa(E, oi)
+    tail = ld_i32(la + L_TAIL)
+    st_i32(oa + O_PREV, tail)
+    st_i32(oa + O_NEXT, -1)
+    st_i32(oa + O_LEVEL, lv)
+    if tail < 0:
+        st_i32(la + L_HEAD, oi)
+    else:
+        st_i32(_oa(E, tail) + O_NEXT, oi)
+    st_i32(la + L_TAIL, oi)
+    st_i64(la + L_QTY, ld_i64(la + L_QTY) + ld_i64(oa + O_LEAVES))
+    st_i64(la + L_COUNT, ld_i64(la + L_COUNT) + 1)
+
+
+@njit(cache=True, nogil=True)
+def _unlink(E, oi):
+    """Take order oi out of its level (dropping the level if it empties); touches it."""
+    oa = _oa(E, oi)
+    lv = ld_i32(oa + O_LEVEL)
+    la = _la(E, lv)
+    side = ld_u8(oa + O_SIDE)
+    b = ld_u32(oa + O_SYM) * 2 + side - 1
+    _touch(E, b, lv)
+    prev, nxt = ld_i32(oa + O_PREV), ld_i32(oa + O_NEXT)
+    if prev < 0:
+        st_i32(la + L_HEAD, nxt)
+    else:
+        st_i32(_oa(E, prev) + O_NEXT, nxt)
+    if nxt < 0:
+        st_i32(la + L_TAIL, prev)
+    else:
+        st_i32(_oa(E, nxt) + O_PREV, prev)
+    st_i32(oa + O_LEVEL, -1)
+    st_i64(la + L_QTY, ld_i64(la + L_QTY) - ld_i64(oa + O_LEAVES))
+    count = ld_i64(la + L_COUNT) - 1
+    st_i64(la + L_COUNT, count)
+    if count == 0:
+        _drop_level(E, b, side, lv)
+
+
+@njit(cache=True, nogil=True)
+def _release(E, oi):
+    """Forget order oi: id map and pool slot."""
+    _h_del(E, ld_i64(_oa(E, oi) + O_ID))
+    _order_free(E, oi)
+
+
+# --- output ------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _emit(E, rtype, account, symbol, reason, flags):
+    """Start the next output record; returns its address (payload zeroed)."""
+    n = _g(E, E_OUTN)
+    a = _g(E, E_OUT) + n * RB
+    zero_bytes(a, RB)
+    seq = _g(E, E_OUTSEQ) + 1
+    _s(E, E_OUTSEQ, seq)
+    _s(E, E_OUTN, n + 1)
+    st_u16(a + H_TYPE, rtype)
+    st_u16(a + H_FLAGS, flags)
+    st_u16(a + H_SOURCE, SOURCE_MATCHING | _g(E, E_SHARD))
+    st_u16(a + H_REASON, reason)
+    st_i64(a + H_TS, _g(E, E_TS))
+    st_i64(a + H_SRCSEQ, seq)
+    st_u32(a + H_ACC, account)
+    st_u32(a + H_SYM, symbol)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _emit_order(E, rtype, oi, reason, status):
+    oa = _oa(E, oi)
+    a = _emit(E, rtype, ld_u32(oa + O_ACC), ld_u32(oa + O_SYM), reason, 0)
+    st_i64(a + E_ORDER, ld_i64(oa + O_ID))
+    st_i64(a + E_PRICE, ld_i64(oa + O_PRICE))
+    st_i64(a + E_QTY, ld_i64(oa + O_QTY))
+    st_i64(a + E_EXEC, ld_i64(oa + O_EXEC))
+    st_i64(a + E_CUMQ, ld_i64(oa + O_CUMQ))
+    st_u8(a + E_SIDE, ld_u8(oa + O_SIDE))
+    st_u8(a + E_TYPE, ld_u8(oa + O_TYPE))
+    st_u8(a + E_TIF, ld_u8(oa + O_TIF))
+    st_u8(a + E_STATUS, status)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _emit_cancel_reject(E, account, symbol, order_id, reason):
+    a = _emit(E, T_CANCEL_REJ, account, symbol, reason, 0)
+    st_i64(a + E_ORDER, order_id)
+
+
+@njit(cache=True, nogil=True)
+def _emit_book_updates(E):
+    """One BOOK_UPDATE per level touched by this command, in first-touch order."""
+    tb, tp = _g(E, E_TBOOK), _g(E, E_TPRICE)
+    for j in range(_g(E, E_NT)):
+        b, price = ld_i64(tb + 8 * j), ld_i64(tp + 8 * j)
+        sym, side = b >> 1, (b & 1) + 1
+        lv = _find_level(E, b, side, price)
+        st_ptr = _g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_BOOKID)
+        uid = ld_i64(st_ptr) + 1
+        st_i64(st_ptr, uid)
+        a = _emit(E, T_BOOK, 0, sym, 0, 0)
+        st_i64(a + B_ID, uid)
+        st_i64(a + B_PRICE, price)
+        if lv >= 0:
+            st_i64(a + B_QTY, ld_i64(_la(E, lv) + L_QTY))
+            st_i64(a + B_ORDERS, ld_i64(_la(E, lv) + L_COUNT))
+        st_u8(a + B_SIDE, side)
+    _s(E, E_NT, 0)
+
+
+@njit(cache=True, nogil=True)
+def _room(E, extra):
+    """True if `extra` more records plus the pending book updates (and their slack) still fit."""
+    return _g(E, E_OUTN) + extra + _g(E, E_NT) + 2 <= _g(E, E_OUTCAP)
+
+
+# --- matching ------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _status_of(oa):
+    if ld_i64(oa + O_EXEC) == 0:
+        return ST_NEW
+    return ST_PARTIAL
+
+
+@njit(cache=True, nogil=True)
+def _crosses(side, limit, maker_price, is_market):
+    if is_market:
+        return True
+    return maker_price <= limit if side == BUY else maker_price >= limit
+
+
+@njit(cache=True, nogil=True)
+def _taker_lots(E, ta, price, qpl):
+    """Lots the taker can still take at `price` (quote-limited for MARKET by quote)."""
+    if ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET:
+        return ld_i64(ta + O_QLEFT) // (price * qpl)
+    return ld_i64(ta + O_LEAVES)
+
+
+@njit(cache=True, nogil=True)
+def _take(E, ta, lots, price, qpl):
+    """Book `lots` at `price` against the taker (leaves or quote budget)."""
+    quote = lots * price * qpl
+    st_i64(ta + O_EXEC, ld_i64(ta + O_EXEC) + lots)
+    st_i64(ta + O_CUMQ, ld_i64(ta + O_CUMQ) + quote)
+    if ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET:
+        st_i64(ta + O_QLEFT, ld_i64(ta + O_QLEFT) - quote)
+    else:
+        st_i64(ta + O_LEAVES, ld_i64(ta + O_LEAVES) - lots)
+    return quote
+
+
+@njit(cache=True, nogil=True)
+def _fok_fillable(E, ti):
+    """FOK pre-check: the quantity STP lets it trade covers the whole order."""
+    ta = _oa(E, ti)
+    side = ld_u8(ta + O_SIDE)
+    sym = ld_u32(ta + O_SYM)
+    acc = ld_u32(ta + O_ACC)
+    stp = ld_u8(ta + O_STP)
+    need = ld_i64(ta + O_LEAVES)
+    limit = ld_i64(ta + O_PRICE)
+    ob = sym * 2 + (2 - side)  # opposite book
+    keys, lvls = _bk(E, ob), _bl(E, ob)
+    got = 0
+    pos = _bn(E, ob) - 1
+    while pos >= 0:
+        la = _la(E, ld_i32(lvls + 4 * pos))
+        if not _crosses(side, limit, ld_i64(la + L_PRICE), False):
+            return False
+        mi = ld_i32(la + L_HEAD)
+        while mi >= 0:
+            ma = _oa(E, mi)
+            if ld_u32(ma + O_ACC) == acc and stp != STP_NONE:
+                if stp != STP_MAKER:
+                    return False
+            else:
+                got += ld_i64(ma + O_LEAVES)
+                if got >= need:
+                    return True
+            mi = ld_i32(ma + O_NEXT)
+        pos -= 1
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _expire(E, oi, reason, status):
+    """Emit the order's end and forget it (it must not be in a level)."""
+    _emit_order(E, T_EXPIRED, oi, reason, status)
+    _release(E, oi)
+
+
+@njit(cache=True, nogil=True)
+def _match(E, ti):
+    """Trade taker ti against the opposite book. RUN_DONE when it can trade no more,
+    RUN_SUSPENDED when the output is full (call again), RUN_STP_STOP when STP ends it."""
+    ta = _oa(E, ti)
+    side = ld_u8(ta + O_SIDE)
+    sym = ld_u32(ta + O_SYM)
+    acc = ld_u32(ta + O_ACC)
+    stp = ld_u8(ta + O_STP)
+    is_market = ld_u8(ta + O_TYPE) == MARKET
+    limit = ld_i64(ta + O_PRICE)
+    qpl = ld_i64(_g(E, E_SYM) + sym * SB + S_QPL)
+    ob = sym * 2 + (2 - side)
+    sst = _g(E, E_SYMST) + 8 * sym * SYMST_WORDS
+    while True:
+        n = _bn(E, ob)
+        if n == 0:
+            return RUN_DONE
+        lv = ld_i32(_bl(E, ob) + 4 * (n - 1))
+        la = _la(E, lv)
+        price = ld_i64(la + L_PRICE)
+        if not _crosses(side, limit, price, is_market):
+            return RUN_DONE
+        lots = _taker_lots(E, ta, price, qpl)
+        if lots <= 0:
+            return RUN_DONE
+        if not _room(E, 3):
+            return RUN_SUSPENDED
+        mi = ld_i32(la + L_HEAD)
+        ma = _oa(E, mi)
+        m_leaves = ld_i64(ma + O_LEAVES)
+        self_trade = ld_u32(ma + O_ACC) == acc
+        if self_trade and stp != STP_NONE:
+            if stp == STP_TAKER:
+                return RUN_STP_STOP
+            if stp == STP_DECR:
+                d = min(lots, m_leaves)
+                _touch(E, ob, lv)
+                st_i64(la + L_QTY, ld_i64(la + L_QTY) - d)
+                st_i64(ma + O_LEAVES, m_leaves - d)
+                if ld_i64(ta + O_QTY) == 0 and is_market:
+                    st_i64(ta + O_QLEFT, ld_i64(ta + O_QLEFT) - d * price * qpl)
+                else:
+                    st_i64(ta + O_LEAVES, ld_i64(ta + O_LEAVES) - d)
+                if m_leaves - d == 0:
+                    _unlink(E, mi)
+                    _expire(E, mi, RS_STP, ST_EXP_MATCH)
+                if _taker_lots(E, ta, price, qpl) == 0 and (ld_i64(ta + O_QTY) != 0 or not is_market):
+                    return RUN_STP_STOP
+                continue
+            # EXPIRE_MAKER and EXPIRE_BOTH remove this maker.
+            _unlink(E, mi)
+            _expire(E, mi, RS_STP, ST_EXP_MATCH)
+            if stp == STP_BOTH:
+                return RUN_STP_STOP
+            continue
+        q = min(lots, m_leaves)
+        st_i64(ma + O_LEAVES, m_leaves - q)
+        st_i64(ma + O_EXEC, ld_i64(ma + O_EXEC) + q)
+        quote = _take(E, ta, q, price, qpl)
+        st_i64(ma + O_CUMQ, ld_i64(ma + O_CUMQ) + quote)
+        st_i64(la + L_QTY, ld_i64(la + L_QTY) - q)
+        _touch(E, ob, lv)
+        trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
+        st_i64(sst + 8 * SS_TRADE, trade_id)
+        a = _emit(E, T_FILL, acc, sym, 0, FLAG_SELF_TRADE if self_trade else 0)
+        st_i64(a + F_TRADE, trade_id)
+        st_i64(a + F_PRICE, price)
+        st_i64(a + F_QTY, q)
+        st_i64(a + F_QUOTE, quote)
+        st_i64(a + F_MAKER, ld_i64(ma + O_ID))
+        st_i64(a + F_TAKER, ld_i64(ta + O_ID))
+        st_u32(a + F_MACC, ld_u32(ma + O_ACC))
+        st_u8(a + F_TSIDE, side)
+        st_i64(a + F_MLEAVES, m_leaves - q)
+        if not (is_market and ld_i64(ta + O_QTY) == 0):
+            st_i64(a + F_TLEAVES, ld_i64(ta + O_LEAVES))
+        if m_leaves == q:
+            # The maker is filled: take it off the book (its qty is already out of the level).
+            st_i64(ma + O_LEAVES, 0)
+            _unlink(E, mi)
+            _release(E, mi)
+
+
+@njit(cache=True, nogil=True)
+def _finish_taker(E, ti, run):
+    """After matching ends: STP-expire, rest, expire the remainder, or forget a filled order."""
+    ta = _oa(E, ti)
+    if run == RUN_STP_STOP:
+        _expire(E, ti, RS_STP, ST_EXP_MATCH)
+        return
+    by_quote = ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET
+    left = ld_i64(ta + O_QLEFT) if by_quote else ld_i64(ta + O_LEAVES)
+    if left == 0:
+        _release(E, ti)  # filled: its fills said so
+        return
+    otype = ld_u8(ta + O_TYPE)
+    if not (otype == LIMIT_MAKER or (otype == LIMIT and ld_u8(ta + O_TIF) == GTC)):
+        _expire(E, ti, RS_IOC, ST_EXPIRED)
+        return
+    side = ld_u8(ta + O_SIDE)
+    sym = ld_u32(ta + O_SYM)
+    b = sym * 2 + side - 1
+    lv = _get_level(E, b, side, ld_i64(ta + O_PRICE))
+    if lv < 0:  # the book is at its configured capacity: refuse to rest rather than lose it
+        _expire(E, ti, RS_FULL, ST_EXPIRED)
+        return
+    _append(E, lv, ti)
+    _touch(E, b, lv)
+
+
+@njit(cache=True, nogil=True)
+def _would_take(E, sym, side, price):
+    ob = sym * 2 + (2 - side)
+    n = _bn(E, ob)
+    if n == 0:
+        return False
+    best = ld_i64(_la(E, ld_i32(_bl(E, ob) + 4 * (n - 1))) + L_PRICE)
+    return _crosses(side, price, best, False)
+
+
+@njit(cache=True, nogil=True)
+def _new_order(E, c):
+    """A NEW_ORDER record at address c. Returns 1 if matching suspended."""
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    otype, side = ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
+    price = ld_i64(c + N_PRICE) if otype != MARKET else 0
+    reject = 0
+    if otype == LIMIT_MAKER and _would_take(E, sym, side, price):
+        reject = RS_WOULD_MATCH
+    elif _g(E, E_NOFREE) == 0:
+        reject = RS_FULL
+    if reject:
+        a = _emit(E, T_REJECTED, acc, sym, reject, 0)
+        st_i64(a + E_ORDER, ld_i64(c + H_SEQ))
+        st_i64(a + E_PRICE, price)
+        st_i64(a + E_QTY, ld_i64(c + N_QTY))
+        copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
+        st_u8(a + E_SIDE, side)
+        st_u8(a + E_TYPE, otype)
+        st_u8(a + E_TIF, ld_u8(c + N_TIF))
+        st_u8(a + E_STATUS, ST_REJECTED)
+        return 0
+    ti = _order_alloc(E)
+    ta = _oa(E, ti)
+    oid = ld_i64(c + H_SEQ)
+    st_i64(ta + O_ID, oid)
+    st_i64(ta + O_PRICE, price)
+    qty = ld_i64(c + N_QTY)
+    st_i64(ta + O_QTY, qty)
+    st_i64(ta + O_LEAVES, qty)
+    st_i64(ta + O_EXEC, 0)
+    st_i64(ta + O_CUMQ, 0)
+    st_i64(ta + O_QLEFT, ld_i64(c + N_QUOTE) if (otype == MARKET and qty == 0) else 0)
+    st_i32(ta + O_LEVEL, -1)
+    st_u32(ta + O_ACC, acc)
+    st_u32(ta + O_SYM, sym)
+    st_u8(ta + O_SIDE, side)
+    st_u8(ta + O_TYPE, otype)
+    tif = ld_u8(c + N_TIF)
+    st_u8(ta + O_TIF, tif)
+    stp = ld_u8(c + N_STP)
+    st_u8(ta + O_STP, stp if stp != 0 else ld_u8(_g(E, E_SYM) + sym * SB + S_STP))
+    _h_put(E, oid, ti)
+    a = _emit_order(E, T_ACCEPTED, ti, 0, ST_NEW)
+    copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
+    if otype == LIMIT and tif == FOK and not _fok_fillable(E, ti):
+        _expire(E, ti, RS_FOK, ST_EXPIRED)
+        return 0
+    if otype == LIMIT_MAKER:
+        _finish_taker(E, ti, RUN_DONE)
+        return 0
+    return _run_taker(E, ti, PEND_NEW)
+
+
+@njit(cache=True, nogil=True)
+def _run_taker(E, ti, kind):
+    run = _match(E, ti)
+    if run == RUN_SUSPENDED:
+        _s(E, E_PEND, kind)
+        _s(E, E_PSLOT, ti)
+        return 1
+    _finish_taker(E, ti, run)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _lookup(E, acc, sym, order_id):
+    """Pool slot of an open order of this account and symbol, or -1."""
+    if order_id <= 0:
+        return -1
+    oi = _h_get(E, order_id)
+    if oi < 0:
+        return -1
+    oa = _oa(E, oi)
+    if ld_u32(oa + O_ACC) != acc or ld_u32(oa + O_SYM) != sym:
+        return -1
+    return oi
+
+
+@njit(cache=True, nogil=True)
+def _cancel(E, c):
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    order_id = ld_i64(c + C_ORDER)
+    oi = _lookup(E, acc, sym, order_id)
+    if oi < 0:
+        _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
+        return
+    oa = _oa(E, oi)
+    restrict = ld_u8(c + C_RESTRICT)
+    executed = ld_i64(oa + O_EXEC)
+    if (restrict == ONLY_NEW and executed != 0) or (restrict == ONLY_PARTIAL and executed == 0):
+        _emit_cancel_reject(E, acc, sym, order_id, RS_RESTRICT)
+        return
+    _unlink(E, oi)
+    _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+    _release(E, oi)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_all(E, acc, sym):
+    """Cancel the account's open orders on the symbol, bids then asks, best first.
+    Returns 1 if the output filled up (resume later: canceled orders are already gone)."""
+    for side in (BUY, SELL):
+        b = sym * 2 + side - 1
+        pos = _bn(E, b) - 1
+        while pos >= 0:
+            oi = ld_i32(_la(E, ld_i32(_bl(E, b) + 4 * pos)) + L_HEAD)
+            while oi >= 0:
+                nxt = ld_i32(_oa(E, oi) + O_NEXT)
+                if ld_u32(_oa(E, oi) + O_ACC) == acc:
+                    if not _room(E, 2):
+                        _s(E, E_PEND, PEND_CANCEL_ALL)
+                        _s(E, E_PACC, acc)
+                        _s(E, E_PSYM, sym)
+                        return 1
+                    _unlink(E, oi)  # may drop the level: positions below pos are unaffected
+                    _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+                    _release(E, oi)
+                    _s(E, E_PFOUND, 1)
+                oi = nxt
+            pos -= 1
+    if _g(E, E_PFOUND) == 0:
+        _emit_cancel_reject(E, acc, sym, 0, RS_UNKNOWN)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _amend(E, c):
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    order_id = ld_i64(c + A_ORDER)
+    oi = _lookup(E, acc, sym, order_id)
+    if oi < 0:
+        _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
+        return 0
+    oa = _oa(E, oi)
+    price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
+    new_price = ld_i64(c + A_PRICE) if ld_i64(c + A_PRICE) != 0 else price
+    new_qty = ld_i64(c + A_QTY) if ld_i64(c + A_QTY) != 0 else qty
+    if new_qty <= executed:
+        _emit_cancel_reject(E, acc, sym, order_id, RS_AMOUNT)
+        return 0
+    side = ld_u8(oa + O_SIDE)
+    if new_price == price and new_qty <= qty:
+        # Quantity down (or unchanged) in place: priority kept.
+        delta = qty - new_qty
+        if delta > 0:
+            lv = ld_i32(oa + O_LEVEL)
+            la = _la(E, lv)
+            st_i64(la + L_QTY, ld_i64(la + L_QTY) - delta)
+            st_i64(oa + O_QTY, new_qty)
+            st_i64(oa + O_LEAVES, ld_i64(oa + O_LEAVES) - delta)
+            _touch(E, sym * 2 + side - 1, lv)
+        _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
+        return 0
+    if ld_u8(oa + O_TYPE) == LIMIT_MAKER and _would_take(E, sym, side, new_price):
+        _emit_cancel_reject(E, acc, sym, order_id, RS_WOULD_MATCH)
+        return 0
+    _unlink(E, oi)
+    st_i64(oa + O_PRICE, new_price)
+    st_i64(oa + O_QTY, new_qty)
+    st_i64(oa + O_LEAVES, new_qty - executed)
+    _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
+    return _run_taker(E, oi, PEND_AMEND)
+
+
+@njit(cache=True, nogil=True)
+def _resume(E):
+    """Finish a command that filled the output last time. Returns 1 if still pending."""
+    kind = _g(E, E_PEND)
+    _s(E, E_PEND, PEND_NONE)
+    if kind == PEND_CANCEL_ALL:
+        if _cancel_all(E, _g(E, E_PACC), _g(E, E_PSYM)):
+            return 1
+    elif kind != PEND_NONE:
+        if _run_taker(E, _g(E, E_PSLOT), kind):
+            return 1
+    _emit_book_updates(E)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def step(control, in_address, n_in, out_address, out_cap):
+    """Process up to `n_in` command records at `in_address`; write results at `out_address`.
+
+    Returns (commands consumed, results written). A command that fills the output is
+    consumed but left pending in the state: call again (with n_in = 0 or more input) until
+    `pending(control)` is 0. `out_cap` must be at least `MatchingEngine.min_out_capacity`.
+    """
+    E = control.ctypes.data
+    _s(E, E_OUT, out_address)
+    _s(E, E_OUTCAP, out_cap)
+    _s(E, E_OUTN, 0)
+    if _g(E, E_PEND) != PEND_NONE and _resume(E):
+        return 0, _g(E, E_OUTN)
+    i = 0
+    while i < n_in and _g(E, E_OUTN) + MIN_FREE <= out_cap:
+        c = in_address + i * RB
+        i += 1
+        _s(E, E_TS, ld_i64(c + H_TS))
+        _s(E, E_EPOCH, _g(E, E_EPOCH) + 1)
+        _s(E, E_NT, 0)
+        _s(E, E_PFOUND, 0)
+        t = ld_u16(c + H_TYPE)
+        suspended = 0
+        if t == T_NEW:
+            suspended = _new_order(E, c)
+        elif t == T_CANCEL:
+            _cancel(E, c)
+        elif t == T_AMEND:
+            suspended = _amend(E, c)
+        elif t == T_CANCEL_ALL:
+            suspended = _cancel_all(E, ld_u32(c + H_ACC), ld_u32(c + H_SYM))
+        if suspended:
+            break
+        _emit_book_updates(E)
+    return i, _g(E, E_OUTN)
+
+
+# --- Python side ---------------------------------------------------------------------------
+def _pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+class MatchingEngine:
+    """The matching state (numpy arrays) plus Python entry points over the compiled `step`."""
+
+    def __init__(self, symbols: np.ndarray, max_orders: int = 1 << 16, max_levels: int = 4096, shard: int = 0):
+        symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
+        if len(symbols) == 0:
+            raise ValueError("symbols=[] (at least one symbol)")
+        if not (1 <= max_orders < (1 << 31)) or not (1 <= max_levels < (1 << 31)):
+            raise ValueError(f"max_orders={max_orders} max_levels={max_levels} (1 .. 2**31-1)")
+        if not 0 <= shard < 0x8000:
+            raise ValueError(f"shard={shard} (0 .. 32767)")
+        n_books = 2 * len(symbols)
+        self.symbols = symbols.copy()
+        self.max_orders, self.max_levels, self.shard = max_orders, max_levels, shard
+        self.orders = np.zeros(max_orders, ORDER_DTYPE)
+        self.order_free = np.arange(max_orders - 1, -1, -1, dtype=np.int32)  # slot 0 is used first
+        n_level_slots = min(max_levels * n_books, max_orders) + 1
+        self.level_pool = np.zeros(n_level_slots, LEVEL_DTYPE)
+        self.level_free = np.arange(n_level_slots - 1, -1, -1, dtype=np.int32)
+        self.book_keys = np.zeros((n_books, max_levels), np.int64)
+        self.book_levels = np.zeros((n_books, max_levels), np.int32)
+        self.book_count = np.zeros(n_books, np.int64)
+        hcap = _pow2_at_least(2 * max_orders)
+        self.hash_keys = np.zeros(hcap, np.int64)
+        self.hash_vals = np.zeros(hcap, np.int32)
+        self.symbol_state = np.zeros((len(symbols), SYMST_WORDS), np.int64)
+        self.min_out_capacity = 2 * max_levels + 16
+        self.touched_book = np.zeros(self.min_out_capacity, np.int64)
+        self.touched_price = np.zeros(self.min_out_capacity, np.int64)
+        c = np.zeros(E_SLOTS, np.int64)
+        c[E_SYM] = self.symbols.ctypes.data
+        c[E_NSYM] = len(symbols)
+        c[E_ORD], c[E_MAXORD] = self.orders.ctypes.data, max_orders
+        c[E_OFREE], c[E_NOFREE] = self.order_free.ctypes.data, max_orders
+        c[E_LVL], c[E_MAXLVL] = self.level_pool.ctypes.data, n_level_slots
+        c[E_LFREE], c[E_NLFREE] = self.level_free.ctypes.data, n_level_slots
+        c[E_BKEYS], c[E_BLVL], c[E_BN] = self.book_keys.ctypes.data, self.book_levels.ctypes.data, self.book_count.ctypes.data
+        c[E_BCAP] = max_levels
+        c[E_HKEYS], c[E_HVALS], c[E_HMASK] = self.hash_keys.ctypes.data, self.hash_vals.ctypes.data, hcap - 1
+        c[E_SYMST] = self.symbol_state.ctypes.data
+        c[E_TBOOK], c[E_TPRICE], c[E_TCAP] = self.touched_book.ctypes.data, self.touched_price.ctypes.data, self.min_out_capacity
+        c[E_SHARD] = shard
+        self.control = c
+        # Raw bytes: numpy skips the padding of structured dtypes when it copies them.
+        self._out = np.zeros((max(self.min_out_capacity, 4096), RB), np.uint8)
+
+    @property
+    def state_bytes(self) -> int:
+        """Memory held by the engine's state arrays."""
+        return sum(a.nbytes for a in (self.symbols, self.orders, self.order_free, self.level_pool, self.level_free,
+                                      self.book_keys, self.book_levels, self.book_count, self.hash_keys,
+                                      self.hash_vals, self.symbol_state, self.touched_book, self.touched_price,
+                                      self.control))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.control[E_PEND] != PEND_NONE)
+
+    def process_into(self, commands: np.ndarray, out: np.ndarray) -> tuple[int, int]:
+        """One compiled step: (commands consumed, results written into `out`)."""
+        if commands.nbytes != len(commands) * RB or out.nbytes != len(out) * RB or len(out) < self.min_out_capacity:
+            raise ValueError(f"commands/out must be rows of {RB} bytes and len(out) >= {self.min_out_capacity}")
+        if not (commands.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("commands and out must be C-contiguous")
+        return step(self.control, commands.ctypes.data, len(commands), out.ctypes.data, len(out))
+
+    def process(self, commands: np.ndarray) -> np.ndarray:
+        """Every result of `commands`, in order, as RECORD_DTYPE records."""
+        commands = R.as_records(commands)
+        parts = []
+        pos, n = 0, len(commands)
+        base, out = commands.ctypes.data, self._out
+        while pos < n or self.pending:
+            used, made = step(self.control, base + pos * RB, n - pos, out.ctypes.data, len(out))
+            parts.append(out[:made].copy())  # a byte copy (see _out)
+            pos += used
+        return R.concat(parts)
+
+    # read-only views ------------------------------------------------------------------------
+    def _book(self, symbol_id: int, side: int) -> int:
+        if not 0 <= symbol_id < len(self.symbols) or side not in (BUY, SELL):
+            raise ValueError(f"symbol_id={symbol_id} side={side}")
+        return symbol_id * 2 + side - 1
+
+    def levels(self, symbol_id: int, side: int) -> np.ndarray:
+        """int64 (n, 3): price_tick, qty_lot, orders per level, best first."""
+        b = self._book(symbol_id, side)
+        n = int(self.book_count[b])
+        pool = self.level_pool[self.book_levels[b, :n][::-1]]
+        return np.stack([pool["price_tick"], pool["qty_lot"], pool["orders"]], axis=1).astype(np.int64)
+
+    def open_orders(self, symbol_id: int, side: int) -> list[int]:
+        """Order ids in priority order: best price first, then arrival."""
+        b = self._book(symbol_id, side)
+        ids = []
+        for pos in range(int(self.book_count[b]) - 1, -1, -1):
+            oi = int(self.level_pool[int(self.book_levels[b, pos])]["head"])
+            while oi >= 0:
+                ids.append(int(self.orders[oi]["order_id"]))
+                oi = int(self.orders[oi]["next"])
+        return ids
+
+    def order(self, order_id: int) -> dict | None:
+        """An open order's fields, or None."""
+        if order_id <= 0:
+            return None
+        mask = len(self.hash_keys) - 1
+        j = ((order_id * -7046029254386353131) % (1 << 64)) >> 17 & mask
+        while self.hash_keys[j] != 0:
+            if self.hash_keys[j] == order_id:
+                rec = self.orders[int(self.hash_vals[j])]
+                return {name: int(rec[name]) for name in ORDER_DTYPE.names}
+            j = (j + 1) & mask
+        return None

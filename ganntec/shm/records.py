@@ -450,6 +450,7 @@ class Reason(enum.IntEnum):
     TOO_MANY_OPEN_ORDERS = 32   # account-wide open order limit
     INVALID_AMOUNT = 33         # admin credit/debit of <= 0 or beyond the balance
     UNKNOWN_ASSET = 34
+    BOOK_FULL = 35              # the engine's configured order/level capacity is reached
 
 
 # Binance error code and message for each rejection reason (the edge turns these into
@@ -484,6 +485,7 @@ REASON_ERRORS: dict[Reason, tuple[int, str]] = {
     Reason.TOO_MANY_OPEN_ORDERS: (-1015, "Too many new orders."),
     Reason.INVALID_AMOUNT: (-1102, "Amount must be positive and within the balance."),
     Reason.UNKNOWN_ASSET: (-1121, "Invalid asset."),
+    Reason.BOOK_FULL: (-1015, "Too many new orders."),
 }
 
 
@@ -501,6 +503,37 @@ def encode_client_id(field: str, value: str) -> bytes:
 def decode_client_id(raw: bytes) -> str:
     """The inverse of `encode_client_id` (numpy already strips the NUL padding)."""
     return bytes(raw).rstrip(b"\0").decode("ascii")
+
+
+def concat(arrays) -> np.ndarray:
+    """Records of any types, in order, as one RECORD_DTYPE array (a byte copy).
+
+    `np.concatenate` is not this: numpy's dtype promotion drops the padding of structured
+    dtypes, which shrinks 128-byte records to their packed field sizes.
+    """
+    raw = [np.ascontiguousarray(a).view(np.uint8).reshape(-1, RECORD_BYTES) for a in arrays]
+    out = np.concatenate(raw) if raw else np.zeros((0, RECORD_BYTES), np.uint8)
+    return out.view(RECORD_DTYPE).reshape(-1)
+
+
+def as_records(data) -> np.ndarray:
+    """A C-contiguous array of 128-byte records from one record array, an (n, 128) byte
+    matrix, or a list of record arrays (concatenated)."""
+    if isinstance(data, (list, tuple)):
+        return concat(data)
+    arr = np.ascontiguousarray(data)
+    if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape[1] == RECORD_BYTES:
+        return arr.view(RECORD_DTYPE).reshape(-1)
+    if arr.dtype.itemsize != RECORD_BYTES or arr.ndim != 1:
+        raise ValueError(f"records shape={arr.shape} dtype itemsize={arr.dtype.itemsize} "
+                         f"(need 1-D {RECORD_BYTES}-byte records; use records.concat, not np.concatenate)")
+    return arr
+
+
+def view(record: np.ndarray) -> np.void:
+    """One record seen through the dtype of its own type."""
+    rec = np.ascontiguousarray(record).reshape(-1)[:1]
+    return rec.view(np.uint8).view(dtype_of(int(rec.view(RECORD_DTYPE)["type"][0])))[0]
 
 
 def empty(record_type: int, n: int = 1) -> np.ndarray:
