@@ -12,7 +12,9 @@ open-addressing hash table.
 Commands (input, by header `type`; `seq` of a NEW_ORDER is its order id; `ts_ns` is copied to
 every result the command causes; account_id/symbol_id from the header):
   NEW_ORDER   LIMIT (GTC/IOC/FOK), MARKET (by qty_lot, or by quote_qty_minor when qty_lot == 0),
-              LIMIT_MAKER. (Stops, take-profits, icebergs, trailing and lists come later.)
+              LIMIT_MAKER, STOP_LOSS / TAKE_PROFIT (a MARKET when triggered) and
+              STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT (a LIMIT with its TIF when triggered).
+              (Icebergs, trailing stops and order lists come later.)
   CANCEL      order_id of an open order of the same account and symbol; cancel_restrictions.
   CANCEL_ALL  every open order of the account on the symbol.
   AMEND       order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
@@ -48,9 +50,20 @@ Results, in this order for one command:
                   the levels were first touched: price, level qty (0 = level gone), orders at
                   the level, side, book_update_id (per symbol, +1 per record, from 1).
 Order events carry order_id, price_tick, qty_lot (original total), executed_qty_lot,
-cum_quote_minor, side, order_type, time_in_force and status after the event. Result headers:
+cum_quote_minor, stop_price_tick, side, order_type, time_in_force and status after the event. Result headers:
 seq 0 (the order engine stamps it), source SOURCE_MATCHING | shard, source_seq = this engine's
 output counter from 1, ts_ns of the command, account_id of the order (taker for fills).
+
+Stops trigger on the symbol's last trade price: STOP_LOSS* BUY and TAKE_PROFIT* SELL when
+last >= stop_price_tick, STOP_LOSS* SELL and TAKE_PROFIT* BUY when last <= stop_price_tick.
+A stop is ORDER_ACCEPTED and waits (no BOOK_UPDATE); one that would trigger at once (there is a
+last price and it already satisfies the condition) is ORDER_REJECTED with WOULD_TRIGGER. After
+every command that can trade, the symbol's stops are fired one at a time — the book of stops
+that trigger on a fall first (highest stop first), then those that trigger on a rise (lowest
+first), FIFO within a stop price — each emitting ORDER_TRIGGERED (status NEW) and then running
+as a taker (FOK pre-check included), which can move the price and fire more. CANCEL and
+CANCEL_ALL reach waiting stops (CANCEL_ALL takes them after the bids and asks, in stop-book
+order); AMEND of a waiting stop is refused (CANCEL_REJECTED, UNSUPPORTED_COMBINATION).
 
 Self-trade prevention applies when taker and maker have the same account; the taker's mode
 (DEFAULT -> the symbol's default_stp) decides: NONE trades; EXPIRE_TAKER expires the taker's
@@ -95,10 +108,10 @@ ORDER_DTYPE = np.dtype(
     {
         "names": ["order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor",
                   "quote_left_minor", "prev", "next", "level", "account_id", "symbol_id",
-                  "side", "order_type", "time_in_force", "stp_mode"],
-        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4,
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79],
-        "itemsize": 80,
+                  "side", "order_type", "time_in_force", "stp_mode", "book", "stop_price_tick"],
+        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 88],
+        "itemsize": 96,
     }
 )
 LEVEL_DTYPE = np.dtype(
@@ -120,6 +133,7 @@ O_ID, O_PRICE, O_QTY, O_LEAVES, O_EXEC, O_CUMQ, O_QLEFT = (_off(ORDER_DTYPE, n) 
     "order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor", "quote_left_minor"))
 O_PREV, O_NEXT, O_LEVEL, O_ACC, O_SYM = (_off(ORDER_DTYPE, n) for n in ("prev", "next", "level", "account_id", "symbol_id"))
 O_SIDE, O_TYPE, O_TIF, O_STP = (_off(ORDER_DTYPE, n) for n in ("side", "order_type", "time_in_force", "stp_mode"))
+O_BOOK, O_STOP = _off(ORDER_DTYPE, "book"), _off(ORDER_DTYPE, "stop_price_tick")
 LB = LEVEL_DTYPE.itemsize
 L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
     "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
@@ -132,13 +146,15 @@ RB = R.RECORD_BYTES
 H_TYPE, H_FLAGS, H_SOURCE, H_REASON, H_SEQ, H_TS, H_SRCSEQ, H_ACC, H_SYM = (
     _off(R.RECORD_DTYPE, n) for n in ("type", "flags", "source", "reason", "seq", "ts_ns", "source_seq",
                                       "account_id", "symbol_id"))
-N_PRICE, N_QTY, N_QUOTE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
-    "price_tick", "qty_lot", "quote_qty_minor", "side", "order_type", "time_in_force", "stp_mode", "client_order_id"))
+N_PRICE, N_QTY, N_QUOTE, N_STOP, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "side", "order_type", "time_in_force", "stp_mode",
+    "client_order_id"))
 C_ORDER, C_RESTRICT = _off(R.CANCEL_DTYPE, "order_id"), _off(R.CANCEL_DTYPE, "cancel_restrictions")
 A_ORDER, A_PRICE, A_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
-E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (_off(R.ORDER_EVENT_DTYPE, n) for n in (
-    "order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor", "client_order_id", "side",
-    "order_type", "time_in_force", "status"))
+E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_STOP, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (
+    _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor",
+                                           "stop_price_tick", "client_order_id", "side", "order_type",
+                                           "time_in_force", "status"))
 F_TRADE, F_PRICE, F_QTY, F_QUOTE, F_MAKER, F_TAKER, F_MACC, F_TSIDE, F_MLEAVES, F_TLEAVES = (_off(R.FILL_DTYPE, n) for n in (
     "trade_id", "price_tick", "qty_lot", "quote_qty_minor", "maker_order_id", "taker_order_id", "maker_account_id",
     "taker_side", "maker_leaves_qty_lot", "taker_leaves_qty_lot"))
@@ -149,15 +165,18 @@ CID_BYTES = R.CLIENT_ID_BYTES
 # Enum values as plain ints (compile-time constants).
 BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
 LIMIT, MARKET, LIMIT_MAKER = int(R.OrderType.LIMIT), int(R.OrderType.MARKET), int(R.OrderType.LIMIT_MAKER)
+STOP_LOSS, STOP_LOSS_LIMIT = int(R.OrderType.STOP_LOSS), int(R.OrderType.STOP_LOSS_LIMIT)
+TAKE_PROFIT, TAKE_PROFIT_LIMIT = int(R.OrderType.TAKE_PROFIT), int(R.OrderType.TAKE_PROFIT_LIMIT)
 GTC, IOC, FOK = int(R.TimeInForce.GTC), int(R.TimeInForce.IOC), int(R.TimeInForce.FOK)
 STP_NONE, STP_TAKER, STP_MAKER, STP_BOTH, STP_DECR = (int(R.StpMode.NONE), int(R.StpMode.EXPIRE_TAKER),
                                                       int(R.StpMode.EXPIRE_MAKER), int(R.StpMode.EXPIRE_BOTH),
                                                       int(R.StpMode.DECREMENT))
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = (int(R.RecordType.NEW_ORDER), int(R.RecordType.CANCEL),
                                           int(R.RecordType.CANCEL_ALL), int(R.RecordType.AMEND))
-T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_AMENDED, T_CANCEL_REJ, T_BOOK = (int(t) for t in (
+T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_AMENDED, T_CANCEL_REJ, T_BOOK, T_TRIGGERED = (int(t) for t in (
     R.RecordType.ORDER_ACCEPTED, R.RecordType.ORDER_REJECTED, R.RecordType.FILL, R.RecordType.ORDER_EXPIRED,
-    R.RecordType.ORDER_CANCELED, R.RecordType.ORDER_AMENDED, R.RecordType.CANCEL_REJECTED, R.RecordType.BOOK_UPDATE))
+    R.RecordType.ORDER_CANCELED, R.RecordType.ORDER_AMENDED, R.RecordType.CANCEL_REJECTED, R.RecordType.BOOK_UPDATE,
+    R.RecordType.ORDER_TRIGGERED))
 ST_NEW, ST_PARTIAL, ST_FILLED, ST_CANCELED, ST_REJECTED, ST_EXPIRED, ST_EXP_MATCH = (int(s) for s in (
     R.OrderStatus.NEW, R.OrderStatus.PARTIALLY_FILLED, R.OrderStatus.FILLED, R.OrderStatus.CANCELED,
     R.OrderStatus.REJECTED, R.OrderStatus.EXPIRED, R.OrderStatus.EXPIRED_IN_MATCH))
@@ -165,6 +184,7 @@ RS_UNKNOWN, RS_WOULD_MATCH, RS_IOC, RS_FOK, RS_STP, RS_USER, RS_RESTRICT, RS_AMO
     R.Reason.UNKNOWN_ORDER, R.Reason.WOULD_MATCH, R.Reason.IOC_UNFILLED, R.Reason.FOK_UNFILLED,
     R.Reason.SELF_TRADE_PREVENTED, R.Reason.CANCELED_BY_USER, R.Reason.CANCEL_RESTRICTED, R.Reason.INVALID_AMOUNT,
     R.Reason.BOOK_FULL))
+RS_WOULD_TRIGGER, RS_UNSUPPORTED = int(R.Reason.WOULD_TRIGGER), int(R.Reason.UNSUPPORTED_COMBINATION)
 ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
 FLAG_SELF_TRADE = R.FLAG_SELF_TRADE
 SOURCE_MATCHING = R.SOURCE_MATCHING
@@ -174,10 +194,10 @@ SOURCE_MATCHING = R.SOURCE_MATCHING
  E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
  E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL) = range(34)
 E_SLOTS = 40
-PEND_NONE, PEND_NEW, PEND_AMEND, PEND_CANCEL_ALL = 0, 1, 2, 3
+PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS = 0, 1, 2, 3
 MIN_FREE = 8  # output records a step wants free before it starts a command
 # Per-symbol counters in sym_state (int64 x SYMST_WORDS per symbol).
-SS_TRADE, SS_BOOKID, SYMST_WORDS = 0, 1, 2
+SS_TRADE, SS_BOOKID, SS_LAST, SYMST_WORDS = 0, 1, 2, 4
 RUN_DONE, RUN_SUSPENDED, RUN_STP_STOP = 0, 1, 2
 
 
@@ -285,8 +305,10 @@ def _level_free(E, lv):
 
 # --- books: per (symbol, side) a sorted key array, best last ------------------------------
 @njit(cache=True, nogil=True)
-def _key(side, price):
-    return price if side == BUY else -price
+def _key(b, price):
+    # Even books sort ascending (best = highest: bids, stops that trigger on a fall), odd
+    # books descending (best = lowest: asks, stops that trigger on a rise). Best is last.
+    return price if (b & 1) == 0 else -price
 
 
 @njit(cache=True, nogil=True)
@@ -318,9 +340,9 @@ def _lower_bound(E, b, key):
 
 
 @njit(cache=True, nogil=True)
-def _find_level(E, b, side, price):
+def _find_level(E, b, price):
     """Level index at `price` in book b, or -1."""
-    key = _key(side, price)
+    key = _key(b, price)
     pos = _lower_bound(E, b, key)
     if pos < _bn(E, b) and ld_i64(_bk(E, b) + 8 * pos) == key:
         return ld_i32(_bl(E, b) + 4 * pos)
@@ -328,9 +350,9 @@ def _find_level(E, b, side, price):
 
 
 @njit(cache=True, nogil=True)
-def _get_level(E, b, side, price):
+def _get_level(E, b, price):
     """Level index at `price`, created (empty, untouched) if missing; -1 if the book is full."""
-    key = _key(side, price)
+    key = _key(b, price)
     keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
     pos = _lower_bound(E, b, key)
     if pos < n and ld_i64(keys + 8 * pos) == key:
@@ -357,10 +379,10 @@ def _get_level(E, b, side, price):
 
 
 @njit(cache=True, nogil=True)
-def _drop_level(E, b, side, lv):
+def _drop_level(E, b, lv):
     """Remove an empty level from book b and free it."""
     keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
-    pos = _lower_bound(E, b, _key(side, ld_i64(_la(E, lv) + L_PRICE)))
+    pos = _lower_bound(E, b, _key(b, ld_i64(_la(E, lv) + L_PRICE)))
     for j in range(pos, n - 1):
         st_i64(keys + 8 * j, ld_i64(keys + 8 * (j + 1)))
         st_i32(lvls + 4 * j, ld_i32(lvls + 4 * (j + 1)))
@@ -370,7 +392,10 @@ def _drop_level(E, b, side, lv):
 
 @njit(cache=True, nogil=True)
 def _touch(E, b, lv):
-    """Remember that level lv of book b changed in this command (once per price)."""
+    """Remember that level lv of book b changed in this command (once per price). Stop books
+    (b >= 2 x symbols) are not market data."""
+    if b >= 2 * _g(E, E_NSYM):
+        return
     la = _la(E, lv)
     epoch = _g(E, E_EPOCH)
     seen = ld_i64(la + L_EPOCH)
@@ -390,9 +415,10 @@ def _touch(E, b, lv):
 
 
 @njit(cache=True, nogil=True)
-def _append(E, lv, oi):
-    """Put order oi at the back of level lv."""
+def _append(E, b, lv, oi):
+    """Put order oi at the back of level lv of book b."""
     la, oa = _la(E, lv), _oa(E, oi)
+    st_i32(oa + O_BOOK, b)
     tail = ld_i32(la + L_TAIL)
     st_i32(oa + O_PREV, tail)
     st_i32(oa + O_NEXT, -1)
@@ -412,8 +438,7 @@ def _unlink(E, oi):
     oa = _oa(E, oi)
     lv = ld_i32(oa + O_LEVEL)
     la = _la(E, lv)
-    side = ld_u8(oa + O_SIDE)
-    b = ld_u32(oa + O_SYM) * 2 + side - 1
+    b = ld_i32(oa + O_BOOK)
     _touch(E, b, lv)
     prev, nxt = ld_i32(oa + O_PREV), ld_i32(oa + O_NEXT)
     if prev < 0:
@@ -429,7 +454,7 @@ def _unlink(E, oi):
     count = ld_i64(la + L_COUNT) - 1
     st_i64(la + L_COUNT, count)
     if count == 0:
-        _drop_level(E, b, side, lv)
+        _drop_level(E, b, lv)
 
 
 @njit(cache=True, nogil=True)
@@ -469,6 +494,7 @@ def _emit_order(E, rtype, oi, reason, status):
     st_i64(a + E_QTY, ld_i64(oa + O_QTY))
     st_i64(a + E_EXEC, ld_i64(oa + O_EXEC))
     st_i64(a + E_CUMQ, ld_i64(oa + O_CUMQ))
+    st_i64(a + E_STOP, ld_i64(oa + O_STOP))
     st_u8(a + E_SIDE, ld_u8(oa + O_SIDE))
     st_u8(a + E_TYPE, ld_u8(oa + O_TYPE))
     st_u8(a + E_TIF, ld_u8(oa + O_TIF))
@@ -489,7 +515,7 @@ def _emit_book_updates(E):
     for j in range(_g(E, E_NT)):
         b, price = ld_i64(tb + 8 * j), ld_i64(tp + 8 * j)
         sym, side = b >> 1, (b & 1) + 1
-        lv = _find_level(E, b, side, price)
+        lv = _find_level(E, b, price)
         st_ptr = _g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_BOOKID)
         uid = ld_i64(st_ptr) + 1
         st_i64(st_ptr, uid)
@@ -515,6 +541,24 @@ def _status_of(oa):
     if ld_i64(oa + O_EXEC) == 0:
         return ST_NEW
     return ST_PARTIAL
+
+
+@njit(cache=True, nogil=True)
+def _market_like(otype):
+    return otype == MARKET or otype == STOP_LOSS or otype == TAKE_PROFIT
+
+
+@njit(cache=True, nogil=True)
+def _is_stop(otype):
+    return otype == STOP_LOSS or otype == STOP_LOSS_LIMIT or otype == TAKE_PROFIT or otype == TAKE_PROFIT_LIMIT
+
+
+@njit(cache=True, nogil=True)
+def _stop_book(E, sym, side, otype):
+    """Stops that trigger on a rise (buy stop-loss, sell take-profit) sit in the odd stop book
+    (lowest stop first); those that trigger on a fall in the even one (highest first)."""
+    rises = (side == BUY) == (otype == STOP_LOSS or otype == STOP_LOSS_LIMIT)
+    return 2 * _g(E, E_NSYM) + sym * 2 + (1 if rises else 0)
 
 
 @njit(cache=True, nogil=True)
@@ -594,7 +638,7 @@ def _match(E, ti):
     sym = ld_u32(ta + O_SYM)
     acc = ld_u32(ta + O_ACC)
     stp = ld_u8(ta + O_STP)
-    is_market = ld_u8(ta + O_TYPE) == MARKET
+    is_market = _market_like(ld_u8(ta + O_TYPE))
     limit = ld_i64(ta + O_PRICE)
     qpl = ld_i64(_g(E, E_SYM) + sym * SB + S_QPL)
     ob = sym * 2 + (2 - side)
@@ -650,6 +694,7 @@ def _match(E, ti):
         _touch(E, ob, lv)
         trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
         st_i64(sst + 8 * SS_TRADE, trade_id)
+        st_i64(sst + 8 * SS_LAST, price)
         a = _emit(E, T_FILL, acc, sym, 0, FLAG_SELF_TRADE if self_trade else 0)
         st_i64(a + F_TRADE, trade_id)
         st_i64(a + F_PRICE, price)
@@ -682,17 +727,18 @@ def _finish_taker(E, ti, run):
         _release(E, ti)  # filled: its fills said so
         return
     otype = ld_u8(ta + O_TYPE)
-    if not (otype == LIMIT_MAKER or (otype == LIMIT and ld_u8(ta + O_TIF) == GTC)):
+    limit_like = otype == LIMIT or otype == STOP_LOSS_LIMIT or otype == TAKE_PROFIT_LIMIT
+    if not (otype == LIMIT_MAKER or (limit_like and ld_u8(ta + O_TIF) == GTC)):
         _expire(E, ti, RS_IOC, ST_EXPIRED)
         return
     side = ld_u8(ta + O_SIDE)
     sym = ld_u32(ta + O_SYM)
     b = sym * 2 + side - 1
-    lv = _get_level(E, b, side, ld_i64(ta + O_PRICE))
+    lv = _get_level(E, b, ld_i64(ta + O_PRICE))
     if lv < 0:  # the book is at its configured capacity: refuse to rest rather than lose it
         _expire(E, ti, RS_FULL, ST_EXPIRED)
         return
-    _append(E, lv, ti)
+    _append(E, b, lv, ti)
     _touch(E, b, lv)
 
 
@@ -712,9 +758,13 @@ def _new_order(E, c):
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
     otype, side = ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
     price = ld_i64(c + N_PRICE) if otype != MARKET else 0
+    stop = ld_i64(c + N_STOP) if _is_stop(otype) else 0
+    last = ld_i64(_g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_LAST))
     reject = 0
     if otype == LIMIT_MAKER and _would_take(E, sym, side, price):
         reject = RS_WOULD_MATCH
+    elif stop > 0 and last > 0 and _triggered(E, _stop_book(E, sym, side, otype), stop, last):
+        reject = RS_WOULD_TRIGGER
     elif _g(E, E_NOFREE) == 0:
         reject = RS_FULL
     if reject:
@@ -725,6 +775,7 @@ def _new_order(E, c):
         copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
         st_u8(a + E_SIDE, side)
         st_u8(a + E_TYPE, otype)
+        st_i64(a + E_STOP, stop)
         st_u8(a + E_TIF, ld_u8(c + N_TIF))
         st_u8(a + E_STATUS, ST_REJECTED)
         return 0
@@ -739,7 +790,9 @@ def _new_order(E, c):
     st_i64(ta + O_EXEC, 0)
     st_i64(ta + O_CUMQ, 0)
     st_i64(ta + O_QLEFT, ld_i64(c + N_QUOTE) if (otype == MARKET and qty == 0) else 0)
+    st_i64(ta + O_STOP, stop)
     st_i32(ta + O_LEVEL, -1)
+    st_i32(ta + O_BOOK, -1)
     st_u32(ta + O_ACC, acc)
     st_u32(ta + O_SYM, sym)
     st_u8(ta + O_SIDE, side)
@@ -751,21 +804,74 @@ def _new_order(E, c):
     _h_put(E, oid, ti)
     a = _emit_order(E, T_ACCEPTED, ti, 0, ST_NEW)
     copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
-    if otype == LIMIT and tif == FOK and not _fok_fillable(E, ti):
-        _expire(E, ti, RS_FOK, ST_EXPIRED)
+    if stop > 0:  # waits in its stop book for the last trade price
+        b = _stop_book(E, sym, side, otype)
+        lv = _get_level(E, b, stop)
+        if lv < 0:
+            _expire(E, ti, RS_FULL, ST_EXPIRED)
+        else:
+            _append(E, b, lv, ti)
         return 0
     if otype == LIMIT_MAKER:
         _finish_taker(E, ti, RUN_DONE)
         return 0
-    return _run_taker(E, ti, PEND_NEW)
+    return _start_taker(E, ti)
 
 
 @njit(cache=True, nogil=True)
-def _run_taker(E, ti, kind):
+def _start_taker(E, ti):
+    """FOK pre-check, then match. Returns 1 if matching suspended."""
+    ta = _oa(E, ti)
+    if ld_u8(ta + O_TIF) == FOK and not _market_like(ld_u8(ta + O_TYPE)) and not _fok_fillable(E, ti):
+        _expire(E, ti, RS_FOK, ST_EXPIRED)
+        return 0
+    return _run_taker(E, ti)
+
+
+@njit(cache=True, nogil=True)
+def _triggered(E, b, stop, last):
+    """Would a stop at `stop` in stop book b fire at last trade price `last`?"""
+    return last >= stop if (b & 1) == 1 else last <= stop
+
+
+@njit(cache=True, nogil=True)
+def _triggers(E, sym):
+    """Fire the symbol's stops that the last trade price has reached, one at a time (falling-
+    trigger book first, best stop first, FIFO), each running as a taker that may move the price
+    further. Returns 1 if the output filled (resume later)."""
+    sst = _g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_LAST)
+    while True:
+        last = ld_i64(sst)
+        if last == 0:
+            return 0
+        fired = -1
+        for k in range(2):
+            b = 2 * _g(E, E_NSYM) + sym * 2 + k
+            n = _bn(E, b)
+            if n > 0:
+                la = _la(E, ld_i32(_bl(E, b) + 4 * (n - 1)))
+                if _triggered(E, b, ld_i64(la + L_PRICE), last):
+                    fired = ld_i32(la + L_HEAD)
+                    break
+        if fired < 0:
+            return 0
+        if not _room(E, 4):
+            _s(E, E_PEND, PEND_TRIGGERS)
+            _s(E, E_PSYM, sym)
+            return 1
+        _unlink(E, fired)
+        _emit_order(E, T_TRIGGERED, fired, 0, ST_NEW)
+        if _start_taker(E, fired):
+            return 1
+
+
+@njit(cache=True, nogil=True)
+def _run_taker(E, ti):
     run = _match(E, ti)
     if run == RUN_SUSPENDED:
-        _s(E, E_PEND, kind)
+        _s(E, E_PEND, PEND_TAKER)
         _s(E, E_PSLOT, ti)
+        _s(E, E_PSYM, ld_u32(_oa(E, ti) + O_SYM))
         return 1
     _finish_taker(E, ti, run)
     return 0
@@ -808,8 +914,8 @@ def _cancel(E, c):
 def _cancel_all(E, acc, sym):
     """Cancel the account's open orders on the symbol, bids then asks, best first.
     Returns 1 if the output filled up (resume later: canceled orders are already gone)."""
-    for side in (BUY, SELL):
-        b = sym * 2 + side - 1
+    nsym = _g(E, E_NSYM)
+    for b in (sym * 2, sym * 2 + 1, 2 * nsym + sym * 2, 2 * nsym + sym * 2 + 1):
         pos = _bn(E, b) - 1
         while pos >= 0:
             oi = ld_i32(_la(E, ld_i32(_bl(E, b) + 4 * pos)) + L_HEAD)
@@ -841,6 +947,9 @@ def _amend(E, c):
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
         return 0
     oa = _oa(E, oi)
+    if ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM):  # a stop that has not triggered yet
+        _emit_cancel_reject(E, acc, sym, order_id, RS_UNSUPPORTED)
+        return 0
     price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
     new_price = ld_i64(c + A_PRICE) if ld_i64(c + A_PRICE) != 0 else price
     new_qty = ld_i64(c + A_QTY) if ld_i64(c + A_QTY) != 0 else qty
@@ -868,7 +977,7 @@ def _amend(E, c):
     st_i64(oa + O_QTY, new_qty)
     st_i64(oa + O_LEAVES, new_qty - executed)
     _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
-    return _run_taker(E, oi, PEND_AMEND)
+    return _run_taker(E, oi)
 
 
 @njit(cache=True, nogil=True)
@@ -879,8 +988,10 @@ def _resume(E):
     if kind == PEND_CANCEL_ALL:
         if _cancel_all(E, _g(E, E_PACC), _g(E, E_PSYM)):
             return 1
-    elif kind != PEND_NONE:
-        if _run_taker(E, _g(E, E_PSLOT), kind):
+    else:
+        if kind == PEND_TAKER and _run_taker(E, _g(E, E_PSLOT)):
+            return 1
+        if _triggers(E, _g(E, E_PSYM)):
             return 1
     _emit_book_updates(E)
     return 0
@@ -909,15 +1020,16 @@ def step(control, in_address, n_in, out_address, out_cap):
         _s(E, E_NT, 0)
         _s(E, E_PFOUND, 0)
         t = ld_u16(c + H_TYPE)
+        sym = ld_u32(c + H_SYM)
         suspended = 0
         if t == T_NEW:
-            suspended = _new_order(E, c)
+            suspended = _new_order(E, c) or _triggers(E, sym)
         elif t == T_CANCEL:
             _cancel(E, c)
         elif t == T_AMEND:
-            suspended = _amend(E, c)
+            suspended = _amend(E, c) or _triggers(E, sym)
         elif t == T_CANCEL_ALL:
-            suspended = _cancel_all(E, ld_u32(c + H_ACC), ld_u32(c + H_SYM))
+            suspended = _cancel_all(E, ld_u32(c + H_ACC), sym)
         if suspended:
             break
         _emit_book_updates(E)
@@ -943,7 +1055,7 @@ class MatchingEngine:
             raise ValueError(f"max_orders={max_orders} max_levels={max_levels} (1 .. 2**31-1)")
         if not 0 <= shard < 0x8000:
             raise ValueError(f"shard={shard} (0 .. 32767)")
-        n_books = 2 * len(symbols)
+        n_books = 4 * len(symbols)  # per symbol: bids, asks, and two stop books
         self.symbols = symbols.copy()
         self.max_orders, self.max_levels, self.shard = max_orders, max_levels, shard
         self.orders = np.zeros(max_orders, ORDER_DTYPE)
