@@ -31,9 +31,12 @@ Results, in this order for one command:
                   rest because its book is at capacity expires with BOOK_FULL.
   FILL            one per maker touched: price = the maker's price; qty_lot; quote_qty_minor =
                   price x qty x quote_per_tick_lot; maker/taker order ids; maker_account_id
-                  (the taker's account is header.account_id); taker_side; maker and taker
-                  leaves (taker leaves are 0 for MARKET by quote); fees 0 (risk sets them);
-                  trade_id per symbol from 1; FLAG_SELF_TRADE when both accounts are the same.
+                  (the taker's account is header.account_id); taker_side; taker_order_type;
+                  maker and taker leaves (taker leaves are 0 for MARKET by quote); fees 0 (risk
+                  sets them); trade_id per symbol from 1. Flags: FLAG_SELF_TRADE when both
+                  accounts are the same, FLAG_MAKER_DONE when the maker is filled,
+                  FLAG_TAKER_DONE when the taker has nothing left (leaves 0, or for MARKET by
+                  quote its quote exactly spent).
   ORDER_EXPIRED   the taker's remainder of IOC or MARKET (reason IOC_UNFILLED, status EXPIRED),
                   a FOK that cannot fill completely (reason FOK_UNFILLED, no fills at all), or
                   an order removed by self-trade prevention (reason SELF_TRADE_PREVENTED, status
@@ -49,6 +52,8 @@ Results, in this order for one command:
   BOOK_UPDATE     after the command, one per price level whose state changed, in the order
                   the levels were first touched: price, level qty (0 = level gone), orders at
                   the level, side, book_update_id (per symbol, +1 per record, from 1).
+The last result of every command carries FLAG_END (a command always has at least one result);
+the order engine counts them to return credits.
 Order events carry order_id, price_tick, qty_lot (original total), executed_qty_lot,
 cum_quote_minor, stop_price_tick, side, order_type, time_in_force and status after the event. Result headers:
 seq 0 (the order engine stamps it), source SOURCE_MATCHING | shard, source_seq = this engine's
@@ -155,9 +160,10 @@ E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_STOP, E_CID, E_SIDE, E_TYPE, E_TIF, E
     _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor",
                                            "stop_price_tick", "client_order_id", "side", "order_type",
                                            "time_in_force", "status"))
-F_TRADE, F_PRICE, F_QTY, F_QUOTE, F_MAKER, F_TAKER, F_MACC, F_TSIDE, F_MLEAVES, F_TLEAVES = (_off(R.FILL_DTYPE, n) for n in (
-    "trade_id", "price_tick", "qty_lot", "quote_qty_minor", "maker_order_id", "taker_order_id", "maker_account_id",
-    "taker_side", "maker_leaves_qty_lot", "taker_leaves_qty_lot"))
+F_TRADE, F_PRICE, F_QTY, F_QUOTE, F_MAKER, F_TAKER, F_MACC, F_TSIDE, F_TTYPE, F_MLEAVES, F_TLEAVES = (
+    _off(R.FILL_DTYPE, n) for n in ("trade_id", "price_tick", "qty_lot", "quote_qty_minor", "maker_order_id",
+                                    "taker_order_id", "maker_account_id", "taker_side", "taker_order_type",
+                                    "maker_leaves_qty_lot", "taker_leaves_qty_lot"))
 B_ID, B_PRICE, B_QTY, B_ORDERS, B_SIDE = (_off(R.BOOK_UPDATE_DTYPE, n) for n in (
     "book_update_id", "price_tick", "level_qty_lot", "level_orders", "side"))
 CID_BYTES = R.CLIENT_ID_BYTES
@@ -186,7 +192,8 @@ RS_UNKNOWN, RS_WOULD_MATCH, RS_IOC, RS_FOK, RS_STP, RS_USER, RS_RESTRICT, RS_AMO
     R.Reason.BOOK_FULL))
 RS_WOULD_TRIGGER, RS_UNSUPPORTED = int(R.Reason.WOULD_TRIGGER), int(R.Reason.UNSUPPORTED_COMBINATION)
 ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
-FLAG_SELF_TRADE = R.FLAG_SELF_TRADE
+FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = (
+    R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END)
 SOURCE_MATCHING = R.SOURCE_MATCHING
 
 # --- the control block: one int64 array whose slots hold every base address and counter ----
@@ -695,7 +702,10 @@ def _match(E, ti):
         trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
         st_i64(sst + 8 * SS_TRADE, trade_id)
         st_i64(sst + 8 * SS_LAST, price)
-        a = _emit(E, T_FILL, acc, sym, 0, FLAG_SELF_TRADE if self_trade else 0)
+        by_quote = is_market and ld_i64(ta + O_QTY) == 0
+        taker_left = ld_i64(ta + O_QLEFT) if by_quote else ld_i64(ta + O_LEAVES)
+        flags = (FLAG_SELF_TRADE if self_trade else 0) | (FLAG_MAKER_DONE if m_leaves == q else 0)
+        a = _emit(E, T_FILL, acc, sym, 0, flags | (FLAG_TAKER_DONE if taker_left == 0 else 0))
         st_i64(a + F_TRADE, trade_id)
         st_i64(a + F_PRICE, price)
         st_i64(a + F_QTY, q)
@@ -704,9 +714,10 @@ def _match(E, ti):
         st_i64(a + F_TAKER, ld_i64(ta + O_ID))
         st_u32(a + F_MACC, ld_u32(ma + O_ACC))
         st_u8(a + F_TSIDE, side)
+        st_u8(a + F_TTYPE, ld_u8(ta + O_TYPE))
         st_i64(a + F_MLEAVES, m_leaves - q)
-        if not (is_market and ld_i64(ta + O_QTY) == 0):
-            st_i64(a + F_TLEAVES, ld_i64(ta + O_LEAVES))
+        if not by_quote:
+            st_i64(a + F_TLEAVES, taker_left)
         if m_leaves == q:
             # The maker is filled: take it off the book (its qty is already out of the level).
             st_i64(ma + O_LEAVES, 0)
@@ -998,6 +1009,15 @@ def _resume(E):
 
 
 @njit(cache=True, nogil=True)
+def _end_command(E):
+    """Mark the last result written as the command's last (FLAG_END)."""
+    n = _g(E, E_OUTN)
+    if n > 0:
+        a = _g(E, E_OUT) + (n - 1) * RB
+        st_u16(a + H_FLAGS, ld_u16(a + H_FLAGS) | FLAG_END)
+
+
+@njit(cache=True, nogil=True)
 def step(control, in_address, n_in, out_address, out_cap):
     """Process up to `n_in` command records at `in_address`; write results at `out_address`.
 
@@ -1009,8 +1029,10 @@ def step(control, in_address, n_in, out_address, out_cap):
     _s(E, E_OUT, out_address)
     _s(E, E_OUTCAP, out_cap)
     _s(E, E_OUTN, 0)
-    if _g(E, E_PEND) != PEND_NONE and _resume(E):
-        return 0, _g(E, E_OUTN)
+    if _g(E, E_PEND) != PEND_NONE:
+        if _resume(E):
+            return 0, _g(E, E_OUTN)
+        _end_command(E)
     i = 0
     while i < n_in and _g(E, E_OUTN) + MIN_FREE <= out_cap:
         c = in_address + i * RB
@@ -1033,6 +1055,7 @@ def step(control, in_address, n_in, out_address, out_cap):
         if suspended:
             break
         _emit_book_updates(E)
+        _end_command(E)
     return i, _g(E, E_OUTN)
 
 

@@ -95,7 +95,8 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         96     8  i8    taker_fee_minor          in the taker's received asset (set by risk)
        104     4  u4    maker_account_id         taker account = header account_id
        108     1  u1    taker_side               Side of the taker
-       109     3  -     (reserved)               zero
+       109     1  u1    taker_order_type         OrderType of the taker
+       110     2  -     (reserved)               zero
        112     8  i8    maker_leaves_qty_lot     maker's remaining quantity (0 = filled)
        120     8  i8    taker_leaves_qty_lot     taker's remaining quantity
 
@@ -201,7 +202,8 @@ PAYLOAD_FIELDS = {
     "FILL": [
         ("trade_id", "<i8"), ("price_tick", "<i8"), ("qty_lot", "<i8"), ("quote_qty_minor", "<i8"),
         ("maker_order_id", "<i8"), ("taker_order_id", "<i8"), ("maker_fee_minor", "<i8"),
-        ("taker_fee_minor", "<i8"), ("maker_account_id", "<u4"), ("taker_side", "u1"), (None, 3),
+        ("taker_fee_minor", "<i8"), ("maker_account_id", "<u4"), ("taker_side", "u1"), ("taker_order_type", "u1"),
+        (None, 2),
         ("maker_leaves_qty_lot", "<i8"), ("taker_leaves_qty_lot", "<i8"),
     ],
     "BOOK_UPDATE": [
@@ -260,6 +262,9 @@ KEY_DTYPE = DTYPES["KEY"]
 FLAG_CONTINUED = 0x0001  # the next record belongs to the same command
 FLAG_REPLAY = 0x0002     # produced while recovering from the journal
 FLAG_SELF_TRADE = 0x0004  # FILL between two orders of one account (STP mode NONE)
+FLAG_MAKER_DONE = 0x0008  # FILL that completed the maker order
+FLAG_TAKER_DONE = 0x0010  # FILL that completed the taker order (nothing left to trade or spend)
+FLAG_END = 0x0020         # the last result of one command (credits: the command is done)
 
 SOURCE_ADMIN = 0
 SOURCE_MATCHING = 0x8000  # | shard index
