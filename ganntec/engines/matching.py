@@ -103,6 +103,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put, lookup
 from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
@@ -228,57 +229,20 @@ def _la(E, lv):
     return _g(E, E_LVL) + lv * LB
 
 
-# --- order id -> pool slot: open addressing, linear probing, backward-shift deletion --------
-@njit(cache=True, nogil=True)
-def _hash(E, key):
-    # Fibonacci hashing on the low bits of the product (wraps mod 2**64 in int64 arithmetic).
-    return ((key * -7046029254386353131) >> 17) & _g(E, E_HMASK)
-
-
+# --- order id -> pool slot ----------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _h_get(E, key):
-    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
-    j = _hash(E, key)
-    while True:
-        k = ld_i64(keys + 8 * j)
-        if k == key:
-            return ld_i32(vals + 4 * j)
-        if k == 0:
-            return -1
-        j = (j + 1) & mask
+    return hm_get(_g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK), key, -1)
 
 
 @njit(cache=True, nogil=True)
 def _h_put(E, key, val):
-    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
-    j = _hash(E, key)
-    while ld_i64(keys + 8 * j) != 0:
-        j = (j + 1) & mask
-    st_i64(keys + 8 * j, key)
-    st_i32(vals + 4 * j, val)
+    hm_put(_g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK), key, val)
 
 
 @njit(cache=True, nogil=True)
 def _h_del(E, key):
-    keys, vals, mask = _g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK)
-    j = _hash(E, key)
-    while ld_i64(keys + 8 * j) != key:
-        j = (j + 1) & mask
-    # Backward shift: move later entries of the probe run into the hole, so lookups that
-    # stop at an empty slot stay correct without tombstones.
-    hole = j
-    j = (j + 1) & mask
-    while True:
-        k = ld_i64(keys + 8 * j)
-        if k == 0:
-            break
-        home = _hash(E, k)
-        if ((j - home) & mask) >= ((j - hole) & mask):
-            st_i64(keys + 8 * hole, k)
-            st_i32(vals + 4 * hole, ld_i32(vals + 4 * j))
-            hole = j
-        j = (j + 1) & mask
-    st_i64(keys + 8 * hole, 0)
+    hm_del(_g(E, E_HKEYS), _g(E, E_HVALS), _g(E, E_HMASK), key)
 
 
 # --- pools ------------------------------------------------------------------------------
@@ -1060,13 +1024,6 @@ def step(control, in_address, n_in, out_address, out_cap):
 
 
 # --- Python side ---------------------------------------------------------------------------
-def _pow2_at_least(n: int) -> int:
-    p = 1
-    while p < n:
-        p <<= 1
-    return p
-
-
 class MatchingEngine:
     """The matching state (numpy arrays) plus Python entry points over the compiled `step`."""
 
@@ -1089,9 +1046,9 @@ class MatchingEngine:
         self.book_keys = np.zeros((n_books, max_levels), np.int64)
         self.book_levels = np.zeros((n_books, max_levels), np.int32)
         self.book_count = np.zeros(n_books, np.int64)
-        hcap = _pow2_at_least(2 * max_orders)
+        hcap = capacity_for(max_orders)
         self.hash_keys = np.zeros(hcap, np.int64)
-        self.hash_vals = np.zeros(hcap, np.int32)
+        self.hash_vals = np.zeros(hcap, np.int64)
         self.symbol_state = np.zeros((len(symbols), SYMST_WORDS), np.int64)
         self.min_out_capacity = 2 * max_levels + 16
         self.touched_book = np.zeros(self.min_out_capacity, np.int64)
@@ -1171,13 +1128,8 @@ class MatchingEngine:
 
     def order(self, order_id: int) -> dict | None:
         """An open order's fields, or None."""
-        if order_id <= 0:
+        slot = lookup(self.hash_keys, self.hash_vals, order_id) if order_id > 0 else None
+        if slot is None:
             return None
-        mask = len(self.hash_keys) - 1
-        j = ((order_id * -7046029254386353131) % (1 << 64)) >> 17 & mask
-        while self.hash_keys[j] != 0:
-            if self.hash_keys[j] == order_id:
-                rec = self.orders[int(self.hash_vals[j])]
-                return {name: int(rec[name]) for name in ORDER_DTYPE.names}
-            j = (j + 1) & mask
-        return None
+        rec = self.orders[slot]
+        return {name: int(rec[name]) for name in ORDER_DTYPE.names}
