@@ -22,6 +22,9 @@ every result the command causes; account_id/symbol_id from the header):
               priority; a price change or a quantity up re-enters the order at the back of its
               new level, where it may trade as a taker.
 
+Any other input record (a rejection risk made: ORDER_REJECTED, CANCEL_REJECTED) is copied to
+the output unchanged but for FLAG_END, so every command the order engine forwarded comes back.
+
 Results, in this order for one command:
   ORDER_ACCEPTED  a NEW_ORDER entered matching (status NEW), before its fills. Carries the
                   NEW's client_order_id (no other result does), price, qty_lot (0 for MARKET
@@ -1016,6 +1019,10 @@ def step(control, in_address, n_in, out_address, out_cap):
             suspended = _amend(E, c) or _triggers(E, sym)
         elif t == T_CANCEL_ALL:
             suspended = _cancel_all(E, ld_u32(c + H_ACC), sym)
+        else:  # a rejection made upstream (risk): echoed so the order engine sees it end
+            a = _g(E, E_OUT) + _g(E, E_OUTN) * RB
+            copy_bytes(a, c, RB)
+            _s(E, E_OUTN, _g(E, E_OUTN) + 1)
         if suspended:
             break
         _emit_book_updates(E)

@@ -1,0 +1,368 @@
+"""Order engine: the sequencer. It merges results and client commands into one total order,
+stamps each record with the global sequence and a timestamp, validates new orders against the
+symbol's Binance filters, and counts credits.
+
+Inputs of one `step`: results from matching (always drained first, so the loop order -> risk
+-> matching -> order cannot deadlock) and client/admin commands (admitted while fewer than
+`max_in_flight` commands are in flight). Output: the sequenced stream, which is what the journal
+stores and what risk consumes.
+
+Per record:
+  seq    global sequence, +1 per output record; a NEW_ORDER's seq is its order id.
+  ts_ns  max(previous ts_ns, the record's own ts_ns): the edge stamps receive time, so time is
+         an input; the order engine never reads a clock and its stamps never go backwards.
+
+Client commands (header `source` = edge id >= 1) carry the edge's own sequence in source_seq:
+one at or below the last journaled for that edge is a duplicate (a retry after a restart) and
+is dropped, never applied twice. Admin commands (source 0) are not deduplicated here.
+
+NEW_ORDER validation, in this order (first failure wins; the command becomes ORDER_REJECTED
+with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
+  UNKNOWN_SYMBOL                symbol_id not configured
+  UNSUPPORTED_COMBINATION       side / type / time-in-force / STP value out of range; a field
+                                the type needs is missing or one it forbids is set (price for
+                                MARKET, quote for anything but MARKET, stop for non-stops);
+                                icebergs and trailing stops (not supported yet)
+  FILTER_PRICE                  PRICE_FILTER: min_price <= price (and stop price) <= max_price
+  FILTER_LOT_SIZE               LOT_SIZE: min_qty <= qty <= max_qty (limit-priced types)
+  FILTER_MARKET_LOT_SIZE        MARKET_LOT_SIZE for MARKET / STOP_LOSS / TAKE_PROFIT quantities
+  FILTER_MIN_NOTIONAL / FILTER_NOTIONAL
+                                price x qty (MARKET: the last trade price, skipped before any
+                                trade; MARKET by quote: the quote amount) within min/max notional
+  FILTER_PERCENT_PRICE_BY_SIDE  limit price within [last x down, last x up] of its side's
+                                multipliers (skipped before the symbol's first trade). Binance
+                                uses a weighted average price; we use the last trade price.
+  FILTER_MAX_NUM_ORDERS         the account already has max_num_orders open orders on the symbol
+Orders that are not MARKET count as open from ORDER_ACCEPTED until a result ends them (a FILL
+with FLAG_MAKER_DONE / FLAG_TAKER_DONE, ORDER_EXPIRED, ORDER_CANCELED).
+
+Credits: NEW_ORDER, CANCEL, CANCEL_ALL and AMEND forwarded -> +1 in flight; a result with
+FLAG_END -> -1. Multi-record commands (CANCEL_REPLACE, ORDER_LIST, EXT) are refused with
+UNSUPPORTED_COMBINATION until matching supports them; a CANCEL / AMEND / CANCEL_ALL for an
+unknown symbol becomes CANCEL_REJECTED (UNKNOWN_SYMBOL) without a round trip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ganntec.engines.hashmap import capacity_for, hm_del, hm_find, hm_get, hm_put
+from ganntec.engines.mem import ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u8, st_u16, zero_bytes
+from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.shm import records as R
+from ganntec.shm.atomics import copy_bytes
+
+
+def _off(dtype, name):
+    return dtype.fields[name][1]
+
+
+RB = R.RECORD_BYTES
+H_TYPE, H_FLAGS, H_SOURCE, H_REASON, H_SEQ, H_TS, H_SRCSEQ, H_ACC, H_SYM = (
+    _off(R.RECORD_DTYPE, n) for n in ("type", "flags", "source", "reason", "seq", "ts_ns", "source_seq",
+                                      "account_id", "symbol_id"))
+N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_TRAIL, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (
+    _off(R.NEW_ORDER_DTYPE, n) for n in ("price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick",
+                                         "iceberg_qty_lot", "trailing_delta_bips", "side", "order_type",
+                                         "time_in_force", "stp_mode", "client_order_id"))
+EV_ORDER, EV_PRICE, EV_QTY, EV_STOP, EV_CID, EV_SIDE, EV_TYPE, EV_TIF, EV_STATUS = (
+    _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "stop_price_tick", "client_order_id",
+                                           "side", "order_type", "time_in_force", "status"))
+F_PRICE, F_MACC, F_TTYPE = (_off(R.FILL_DTYPE, n) for n in ("price_tick", "maker_account_id", "taker_order_type"))
+S = {n: _off(SYMBOL_DTYPE, n) for n in SYMBOL_DTYPE.names}
+S_MINP, S_MAXP, S_MINQ, S_MAXQ = S["min_price_tick"], S["max_price_tick"], S["min_qty_lot"], S["max_qty_lot"]
+S_MMINQ, S_MMAXQ, S_MINN, S_MAXN = S["market_min_qty_lot"], S["market_max_qty_lot"], S["min_notional_minor"], S["max_notional_minor"]
+S_QPL, S_MAXORD = S["quote_per_tick_lot"], S["max_num_orders"]
+S_BUP, S_BDN, S_AUP, S_ADN = S["bid_multiplier_up_e8"], S["bid_multiplier_down_e8"], S["ask_multiplier_up_e8"], S["ask_multiplier_down_e8"]
+SB = SYMBOL_DTYPE.itemsize
+CID_BYTES = R.CLIENT_ID_BYTES
+E8 = 100_000_000
+
+T = R.RecordType
+T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
+T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_CANCEL_REJ = (int(t) for t in (
+    T.ORDER_ACCEPTED, T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.CANCEL_REJECTED))
+FIRST_ADMIN, FIRST_RESULT = int(T.CREDIT), int(T.ORDER_ACCEPTED)
+OT = R.OrderType
+LIMIT, MARKET, LIMIT_MAKER = int(OT.LIMIT), int(OT.MARKET), int(OT.LIMIT_MAKER)
+STOP_LOSS, STOP_LOSS_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT = (int(OT.STOP_LOSS), int(OT.STOP_LOSS_LIMIT),
+                                                              int(OT.TAKE_PROFIT), int(OT.TAKE_PROFIT_LIMIT))
+BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
+GTC, FOK = int(R.TimeInForce.GTC), int(R.TimeInForce.FOK)
+MAX_STP = int(R.StpMode.DECREMENT)
+ST_REJECTED = int(R.OrderStatus.REJECTED)
+FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END
+RS = R.Reason
+RS_SYMBOL, RS_COMBO, RS_PRICE, RS_LOT, RS_MLOT = (int(r) for r in (
+    RS.UNKNOWN_SYMBOL, RS.UNSUPPORTED_COMBINATION, RS.FILTER_PRICE, RS.FILTER_LOT_SIZE, RS.FILTER_MARKET_LOT_SIZE))
+RS_MINN, RS_NOTIONAL, RS_PCT, RS_MAXORD = (int(r) for r in (
+    RS.FILTER_MIN_NOTIONAL, RS.FILTER_NOTIONAL, RS.FILTER_PERCENT_PRICE_BY_SIDE, RS.FILTER_MAX_NUM_ORDERS))
+
+# Control block slots (int64).
+(C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
+ C_DUPES, C_OUT, C_OUTN) = range(15)
+C_SLOTS = 16
+SYMBOL_BITS = 20  # open-order counts are keyed by account << 20 | symbol
+
+
+@njit(cache=True, nogil=True)
+def _g(C, k):
+    return ld_i64(C + 8 * k)
+
+
+@njit(cache=True, nogil=True)
+def _s(C, k, v):
+    st_i64(C + 8 * k, v)
+
+
+@njit(cache=True, nogil=True)
+def _is_stop(t):
+    return t == STOP_LOSS or t == STOP_LOSS_LIMIT or t == TAKE_PROFIT or t == TAKE_PROFIT_LIMIT
+
+
+@njit(cache=True, nogil=True)
+def _open_key(account, symbol):
+    return ((account << SYMBOL_BITS) | symbol) + 1
+
+
+@njit(cache=True, nogil=True)
+def _open_add(C, account, symbol, delta):
+    keys, vals, mask = _g(C, C_OKEYS), _g(C, C_OVALS), _g(C, C_OMASK)
+    key = _open_key(account, symbol)
+    n = hm_get(keys, vals, mask, key, 0) + delta
+    if n > 0:
+        hm_put(keys, vals, mask, key, n)
+    else:
+        hm_del(keys, vals, mask, key)
+
+
+@njit(cache=True, nogil=True)
+def validate_new(C, c):
+    """Reason code for a NEW_ORDER record at address c, 0 if it passes every filter."""
+    sym = ld_u32(c + H_SYM)
+    if sym >= _g(C, C_NSYM):
+        return RS_SYMBOL
+    s = _g(C, C_SYM) + sym * SB
+    side, t, tif, stp = ld_u8(c + N_SIDE), ld_u8(c + N_TYPE), ld_u8(c + N_TIF), ld_u8(c + N_STP)
+    price, qty, quote, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_QUOTE), ld_i64(c + N_STOP)
+    if side != BUY and side != SELL or t < LIMIT or t > LIMIT_MAKER or stp > MAX_STP:
+        return RS_COMBO
+    if ld_i64(c + N_ICE) != 0 or ld_u32(c + N_TRAIL) != 0:
+        return RS_COMBO
+    market_like = t == MARKET or t == STOP_LOSS or t == TAKE_PROFIT
+    if market_like:
+        if price != 0 or (t != MARKET and quote != 0) or (qty > 0) == (quote > 0) or qty < 0 or quote < 0:
+            return RS_COMBO
+    else:
+        if price <= 0 or qty <= 0 or quote != 0:
+            return RS_COMBO
+        if t == LIMIT_MAKER:
+            if tif != 0 and tif != GTC:
+                return RS_COMBO
+        elif tif < GTC or tif > FOK:
+            return RS_COMBO
+    if _is_stop(t) != (stop > 0) or stop < 0:
+        return RS_COMBO
+    minp, maxp = ld_i64(s + S_MINP), ld_i64(s + S_MAXP)
+    if not market_like and (price < minp or price > maxp):
+        return RS_PRICE
+    if stop > 0 and (stop < minp or stop > maxp):
+        return RS_PRICE
+    if qty > 0:
+        if market_like:
+            if qty < ld_i64(s + S_MMINQ) or qty > ld_i64(s + S_MMAXQ):
+                return RS_MLOT
+        elif qty < ld_i64(s + S_MINQ) or qty > ld_i64(s + S_MAXQ):
+            return RS_LOT
+    last = ld_i64(_g(C, C_LAST) + 8 * sym)
+    ref = price if not market_like else (stop if stop > 0 else last)
+    # Bounded by the symbol's validation: max price x max qty x qpl < 2**62, so no overflow.
+    notional = quote if quote > 0 else (ref * qty * ld_i64(s + S_QPL) if ref > 0 else -1)
+    if notional >= 0:
+        if notional < ld_i64(s + S_MINN):
+            return RS_MINN
+        if notional > ld_i64(s + S_MAXN):
+            return RS_NOTIONAL
+    if not market_like and last > 0:
+        up = ld_i64(s + (S_BUP if side == BUY else S_AUP))
+        down = ld_i64(s + (S_BDN if side == BUY else S_ADN))
+        # price <= last x up / 1e8, exactly: both sides < 2**63 (prices < 2**33, rates < 2**30).
+        if price * E8 > last * up or price * E8 < last * down:
+            return RS_PCT
+    if t != MARKET:
+        keys, vals, mask = _g(C, C_OKEYS), _g(C, C_OVALS), _g(C, C_OMASK)
+        if hm_get(keys, vals, mask, _open_key(ld_u32(c + H_ACC), sym), 0) >= ld_i64(s + S_MAXORD):
+            return RS_MAXORD
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _stamp(C, src):
+    """Copy the record at src to the output, stamped; returns its output address."""
+    n = _g(C, C_OUTN)
+    a = _g(C, C_OUT) + n * RB
+    copy_bytes(a, src, RB)
+    seq = _g(C, C_SEQ) + 1
+    _s(C, C_SEQ, seq)
+    ts = max(_g(C, C_TS), ld_i64(src + H_TS))
+    _s(C, C_TS, ts)
+    st_i64(a + H_SEQ, seq)
+    st_i64(a + H_TS, ts)
+    _s(C, C_OUTN, n + 1)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _reject_new(C, a, reason):
+    """Turn the stamped NEW_ORDER at a into its ORDER_REJECTED (same header, event payload).
+    The client order id sits at the same offset in both layouts, so it stays where it is."""
+    price, qty, stop = ld_i64(a + N_PRICE), ld_i64(a + N_QTY), ld_i64(a + N_STOP)
+    side, t, tif = ld_u8(a + N_SIDE), ld_u8(a + N_TYPE), ld_u8(a + N_TIF)
+    zero_bytes(a + 40, EV_CID - 40)
+    zero_bytes(a + EV_CID + CID_BYTES, RB - EV_CID - CID_BYTES)
+    st_u16(a + H_TYPE, T_REJECTED)
+    st_u16(a + H_REASON, reason)
+    st_u16(a + H_FLAGS, FLAG_END)
+    st_i64(a + EV_ORDER, ld_i64(a + H_SEQ))
+    st_i64(a + EV_PRICE, price)
+    st_i64(a + EV_QTY, qty)
+    st_i64(a + EV_STOP, stop)
+    st_u8(a + EV_SIDE, side)
+    st_u8(a + EV_TYPE, t)
+    st_u8(a + EV_TIF, tif)
+    st_u8(a + EV_STATUS, ST_REJECTED)
+
+
+@njit(cache=True, nogil=True)
+def _refuse(C, a, reason):
+    """Turn a stamped CANCEL / AMEND / CANCEL_ALL / other command into CANCEL_REJECTED (the
+    target order id stays at offset 40 in both layouts)."""
+    zero_bytes(a + 48, RB - 48)
+    st_u16(a + H_TYPE, T_CANCEL_REJ)
+    st_u16(a + H_REASON, reason)
+    st_u16(a + H_FLAGS, FLAG_END)
+
+
+@njit(cache=True, nogil=True)
+def _result(C, r):
+    """Sequence one result from matching and learn from it (credits, last price, open counts)."""
+    a = _stamp(C, r)
+    t, flags = ld_u16(a + H_TYPE), ld_u16(a + H_FLAGS)
+    acc, sym = ld_u32(a + H_ACC), ld_u32(a + H_SYM)
+    if flags & FLAG_END:
+        _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) - 1)
+    if t == T_FILL:
+        st_i64(_g(C, C_LAST) + 8 * sym, ld_i64(a + F_PRICE))
+        if flags & FLAG_MAKER_DONE:
+            _open_add(C, ld_u32(a + F_MACC), sym, -1)
+        if flags & FLAG_TAKER_DONE and ld_u8(a + F_TTYPE) != MARKET:
+            _open_add(C, acc, sym, -1)
+    elif t == T_ACCEPTED and ld_u8(a + EV_TYPE) != MARKET:
+        _open_add(C, acc, sym, 1)
+    elif (t == T_EXPIRED or t == T_CANCELED) and ld_u8(a + EV_TYPE) != MARKET:
+        _open_add(C, acc, sym, -1)
+
+
+@njit(cache=True, nogil=True)
+def _command(C, c):
+    """Sequence one client or admin command. Returns 1 if it was dropped as a duplicate."""
+    source = ld_u16(c + H_SOURCE)
+    if source > 0:
+        if source > _g(C, C_NEDGE):
+            source = 0  # unknown edge: no dedup slot (validated at the edge's registration)
+        else:
+            last = _g(C, C_EDGE) + 8 * source
+            sseq = ld_i64(c + H_SRCSEQ)
+            if sseq <= ld_i64(last):
+                _s(C, C_DUPES, _g(C, C_DUPES) + 1)
+                return 1
+            st_i64(last, sseq)
+    t = ld_u16(c + H_TYPE)
+    a = _stamp(C, c)
+    if t == T_NEW:
+        reason = validate_new(C, a)
+        if reason:
+            _reject_new(C, a, reason)
+            return 0
+    elif FIRST_ADMIN <= t < FIRST_RESULT:
+        return 0  # admin: applied by risk, no matching round trip
+    elif t != T_CANCEL and t != T_CANCEL_ALL and t != T_AMEND:
+        _refuse(C, a, RS_COMBO)  # multi-record commands (not supported yet) or no command at all
+        return 0
+    elif ld_u32(a + H_SYM) >= _g(C, C_NSYM):
+        _refuse(C, a, RS_SYMBOL)
+        return 0
+    _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def step(control, results_address, n_results, commands_address, n_commands, out_address, out_cap):
+    """Sequence every result (up to out_cap), then commands while credits last.
+
+    Returns (results consumed, commands consumed, records written)."""
+    C = control.ctypes.data
+    _s(C, C_OUT, out_address)
+    _s(C, C_OUTN, 0)
+    r = 0
+    while r < n_results and _g(C, C_OUTN) < out_cap:
+        _result(C, results_address + r * RB)
+        r += 1
+    k = 0
+    while k < n_commands and _g(C, C_OUTN) < out_cap and _g(C, C_INFLIGHT) < _g(C, C_MAXFLIGHT):
+        _command(C, commands_address + k * RB)
+        k += 1
+    return r, k, _g(C, C_OUTN)
+
+
+class OrderEngine:
+    """Sequencer state (numpy arrays) and Python entry points over the compiled `step`."""
+
+    def __init__(self, symbols: np.ndarray, max_in_flight: int = 1024, max_edges: int = 64,
+                 max_open_orders: int = 1 << 16):
+        symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
+        if len(symbols) >= (1 << SYMBOL_BITS):
+            raise ValueError(f"symbols={len(symbols)} (at most {(1 << SYMBOL_BITS) - 1})")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight} (must be >= 1)")
+        self.symbols = symbols.copy()
+        self.last_price = np.zeros(len(symbols), np.int64)
+        self.edge_last_seq = np.zeros(max_edges + 1, np.int64)
+        cap = capacity_for(max_open_orders)
+        self.open_keys = np.zeros(cap, np.int64)
+        self.open_vals = np.zeros(cap, np.int64)
+        c = np.zeros(C_SLOTS, np.int64)
+        c[C_SYM], c[C_NSYM] = self.symbols.ctypes.data, len(symbols)
+        c[C_LAST] = self.last_price.ctypes.data
+        c[C_EDGE], c[C_NEDGE] = self.edge_last_seq.ctypes.data, max_edges
+        c[C_OKEYS], c[C_OVALS], c[C_OMASK] = self.open_keys.ctypes.data, self.open_vals.ctypes.data, cap - 1
+        c[C_MAXFLIGHT] = max_in_flight
+        self.control = c
+
+    @property
+    def seq(self) -> int:
+        return int(self.control[C_SEQ])
+
+    @property
+    def in_flight(self) -> int:
+        return int(self.control[C_INFLIGHT])
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.control[C_DUPES])
+
+    def open_orders(self, account_id: int, symbol_id: int) -> int:
+        j = hm_find(self.open_keys.ctypes.data, len(self.open_keys) - 1, ((account_id << SYMBOL_BITS) | symbol_id) + 1)
+        return 0 if j < 0 else int(self.open_vals[j])
+
+    def process(self, results=(), commands=()) -> tuple[np.ndarray, int, int]:
+        """Sequence `results` then `commands` (record arrays or lists of them). Returns (the
+        sequenced records, results consumed, commands consumed); commands beyond the credit
+        limit stay unconsumed."""
+        res = R.as_records(results if len(results) else np.zeros((0, RB), np.uint8))
+        cmd = R.as_records(commands if len(commands) else np.zeros((0, RB), np.uint8))
+        out = np.zeros((len(res) + len(cmd), RB), np.uint8)
+        used_r, used_c, made = step(self.control, res.ctypes.data, len(res), cmd.ctypes.data, len(cmd),
+                                    out.ctypes.data, len(out))
+        return out[:made].view(R.RECORD_DTYPE).reshape(-1), used_r, used_c
