@@ -82,7 +82,9 @@ expire, the maker's ORDER_EXPIRED comes first. A resting order never matches ano
 order, and a taker whose matching STP stopped never rests (its remainder expires).
 
 MARKET by quote: at each level it takes min(maker qty, quote_left // (price x
-quote_per_tick_lot)) lots and stops when not one more lot is affordable. It ends without an
+quote_per_tick_lot)) lots and stops when not one more lot is affordable. A market-like order
+with both qty_lot and quote_qty_minor (risk caps market buys by quantity with the quote it
+holds) takes lots while both allow and is done when its quantity is. It ends without an
 ORDER_EXPIRED only when quote_left reaches exactly 0; otherwise its remainder expires with
 IOC_UNFILLED. MARKET by quantity ends without ORDER_EXPIRED only when fully filled.
 
@@ -542,24 +544,39 @@ def _crosses(side, limit, maker_price, is_market):
     return maker_price <= limit if side == BUY else maker_price >= limit
 
 
+# A taker has up to two budgets: leaves (when qty_lot > 0) and a quote budget (quote_left >= 0;
+# -1 = none): MARKET by quote, or a cap risk sets on market buys by quantity.
 @njit(cache=True, nogil=True)
 def _taker_lots(E, ta, price, qpl):
-    """Lots the taker can still take at `price` (quote-limited for MARKET by quote)."""
-    if ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET:
-        return ld_i64(ta + O_QLEFT) // (price * qpl)
-    return ld_i64(ta + O_LEAVES)
+    """Lots the taker can still take at `price`: the smaller of its budgets."""
+    lots = ld_i64(ta + O_LEAVES) if ld_i64(ta + O_QTY) > 0 else (1 << 62)
+    qleft = ld_i64(ta + O_QLEFT)
+    if qleft >= 0:
+        lots = min(lots, qleft // (price * qpl))
+    return lots
+
+
+@njit(cache=True, nogil=True)
+def _consume(E, ta, lots, quote):
+    if ld_i64(ta + O_QTY) > 0:
+        st_i64(ta + O_LEAVES, ld_i64(ta + O_LEAVES) - lots)
+    if ld_i64(ta + O_QLEFT) >= 0:
+        st_i64(ta + O_QLEFT, ld_i64(ta + O_QLEFT) - quote)
+
+
+@njit(cache=True, nogil=True)
+def _taker_left(ta):
+    """What the taker has left of its defining budget (quantity, or quote for MARKET by quote)."""
+    return ld_i64(ta + O_LEAVES) if ld_i64(ta + O_QTY) > 0 else ld_i64(ta + O_QLEFT)
 
 
 @njit(cache=True, nogil=True)
 def _take(E, ta, lots, price, qpl):
-    """Book `lots` at `price` against the taker (leaves or quote budget)."""
+    """Book `lots` at `price` against the taker's budgets; returns the quote amount."""
     quote = lots * price * qpl
     st_i64(ta + O_EXEC, ld_i64(ta + O_EXEC) + lots)
     st_i64(ta + O_CUMQ, ld_i64(ta + O_CUMQ) + quote)
-    if ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET:
-        st_i64(ta + O_QLEFT, ld_i64(ta + O_QLEFT) - quote)
-    else:
-        st_i64(ta + O_LEAVES, ld_i64(ta + O_LEAVES) - lots)
+    _consume(E, ta, lots, quote)
     return quote
 
 
@@ -643,14 +660,11 @@ def _match(E, ti):
                 _touch(E, ob, lv)
                 st_i64(la + L_QTY, ld_i64(la + L_QTY) - d)
                 st_i64(ma + O_LEAVES, m_leaves - d)
-                if ld_i64(ta + O_QTY) == 0 and is_market:
-                    st_i64(ta + O_QLEFT, ld_i64(ta + O_QLEFT) - d * price * qpl)
-                else:
-                    st_i64(ta + O_LEAVES, ld_i64(ta + O_LEAVES) - d)
+                _consume(E, ta, d, d * price * qpl)
                 if m_leaves - d == 0:
                     _unlink(E, mi)
                     _expire(E, mi, RS_STP, ST_EXP_MATCH)
-                if _taker_lots(E, ta, price, qpl) == 0 and (ld_i64(ta + O_QTY) != 0 or not is_market):
+                if _taker_left(ta) == 0:
                     return RUN_STP_STOP
                 continue
             # EXPIRE_MAKER and EXPIRE_BOTH remove this maker.
@@ -669,8 +683,7 @@ def _match(E, ti):
         trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
         st_i64(sst + 8 * SS_TRADE, trade_id)
         st_i64(sst + 8 * SS_LAST, price)
-        by_quote = is_market and ld_i64(ta + O_QTY) == 0
-        taker_left = ld_i64(ta + O_QLEFT) if by_quote else ld_i64(ta + O_LEAVES)
+        taker_left = _taker_left(ta)
         flags = (FLAG_SELF_TRADE if self_trade else 0) | (FLAG_MAKER_DONE if m_leaves == q else 0)
         a = _emit(E, T_FILL, acc, sym, 0, flags | (FLAG_TAKER_DONE if taker_left == 0 else 0))
         st_i64(a + F_TRADE, trade_id)
@@ -683,7 +696,7 @@ def _match(E, ti):
         st_u8(a + F_TSIDE, side)
         st_u8(a + F_TTYPE, ld_u8(ta + O_TYPE))
         st_i64(a + F_MLEAVES, m_leaves - q)
-        if not by_quote:
+        if ld_i64(ta + O_QTY) > 0:
             st_i64(a + F_TLEAVES, taker_left)
         if m_leaves == q:
             # The maker is filled: take it off the book (its qty is already out of the level).
@@ -699,9 +712,7 @@ def _finish_taker(E, ti, run):
     if run == RUN_STP_STOP:
         _expire(E, ti, RS_STP, ST_EXP_MATCH)
         return
-    by_quote = ld_i64(ta + O_QTY) == 0 and ld_u8(ta + O_TYPE) == MARKET
-    left = ld_i64(ta + O_QLEFT) if by_quote else ld_i64(ta + O_LEAVES)
-    if left == 0:
+    if _taker_left(ta) == 0:
         _release(E, ti)  # filled: its fills said so
         return
     otype = ld_u8(ta + O_TYPE)
@@ -767,7 +778,8 @@ def _new_order(E, c):
     st_i64(ta + O_LEAVES, qty)
     st_i64(ta + O_EXEC, 0)
     st_i64(ta + O_CUMQ, 0)
-    st_i64(ta + O_QLEFT, ld_i64(c + N_QUOTE) if (otype == MARKET and qty == 0) else 0)
+    quote = ld_i64(c + N_QUOTE)
+    st_i64(ta + O_QLEFT, quote if (_market_like(otype) and quote > 0) else -1)
     st_i64(ta + O_STOP, stop)
     st_i32(ta + O_LEVEL, -1)
     st_i32(ta + O_BOOK, -1)
