@@ -84,7 +84,9 @@ order, and a taker whose matching STP stopped never rests (its remainder expires
 MARKET by quote: at each level it takes min(maker qty, quote_left // (price x
 quote_per_tick_lot)) lots and stops when not one more lot is affordable. A market-like order
 with both qty_lot and quote_qty_minor (risk caps market buys by quantity with the quote it
-holds) takes lots while both allow and is done when its quantity is. It ends without an
+holds; a MARKET sell by quote gets a quantity cap, flagged FLAG_QTY_CAP) takes lots while
+both allow and is done when its defining budget is (the quantity, or the quote when the
+quantity is a cap, which results then report as qty_lot 0). It ends without an
 ORDER_EXPIRED only when quote_left reaches exactly 0; otherwise its remainder expires with
 IOC_UNFILLED. MARKET by quantity ends without ORDER_EXPIRED only when fully filled.
 
@@ -119,9 +121,9 @@ ORDER_DTYPE = np.dtype(
     {
         "names": ["order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor",
                   "quote_left_minor", "prev", "next", "level", "account_id", "symbol_id",
-                  "side", "order_type", "time_in_force", "stp_mode", "book", "stop_price_tick"],
-        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 88],
+                  "side", "order_type", "time_in_force", "stp_mode", "book", "qty_is_cap", "stop_price_tick"],
+        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "u1", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 84, 88],
         "itemsize": 96,
     }
 )
@@ -144,7 +146,7 @@ O_ID, O_PRICE, O_QTY, O_LEAVES, O_EXEC, O_CUMQ, O_QLEFT = (_off(ORDER_DTYPE, n) 
     "order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor", "quote_left_minor"))
 O_PREV, O_NEXT, O_LEVEL, O_ACC, O_SYM = (_off(ORDER_DTYPE, n) for n in ("prev", "next", "level", "account_id", "symbol_id"))
 O_SIDE, O_TYPE, O_TIF, O_STP = (_off(ORDER_DTYPE, n) for n in ("side", "order_type", "time_in_force", "stp_mode"))
-O_BOOK, O_STOP = _off(ORDER_DTYPE, "book"), _off(ORDER_DTYPE, "stop_price_tick")
+O_BOOK, O_CAP, O_STOP = _off(ORDER_DTYPE, "book"), _off(ORDER_DTYPE, "qty_is_cap"), _off(ORDER_DTYPE, "stop_price_tick")
 LB = LEVEL_DTYPE.itemsize
 L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
     "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
@@ -198,8 +200,8 @@ RS_UNKNOWN, RS_WOULD_MATCH, RS_IOC, RS_FOK, RS_STP, RS_USER, RS_RESTRICT, RS_AMO
     R.Reason.BOOK_FULL))
 RS_WOULD_TRIGGER, RS_UNSUPPORTED = int(R.Reason.WOULD_TRIGGER), int(R.Reason.UNSUPPORTED_COMBINATION)
 ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
-FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = (
-    R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END)
+FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
+    R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END, R.FLAG_QTY_CAP)
 SOURCE_MATCHING = R.SOURCE_MATCHING
 
 # --- the control block: one int64 array whose slots hold every base address and counter ----
@@ -467,7 +469,7 @@ def _emit_order(E, rtype, oi, reason, status):
     a = _emit(E, rtype, ld_u32(oa + O_ACC), ld_u32(oa + O_SYM), reason, 0)
     st_i64(a + E_ORDER, ld_i64(oa + O_ID))
     st_i64(a + E_PRICE, ld_i64(oa + O_PRICE))
-    st_i64(a + E_QTY, ld_i64(oa + O_QTY))
+    st_i64(a + E_QTY, 0 if ld_u8(oa + O_CAP) else ld_i64(oa + O_QTY))  # a risk cap is not the order's
     st_i64(a + E_EXEC, ld_i64(oa + O_EXEC))
     st_i64(a + E_CUMQ, ld_i64(oa + O_CUMQ))
     st_i64(a + E_STOP, ld_i64(oa + O_STOP))
@@ -565,9 +567,14 @@ def _consume(E, ta, lots, quote):
 
 
 @njit(cache=True, nogil=True)
+def _defined_by_qty(ta):
+    return ld_i64(ta + O_QTY) > 0 and ld_u8(ta + O_CAP) == 0
+
+
+@njit(cache=True, nogil=True)
 def _taker_left(ta):
     """What the taker has left of its defining budget (quantity, or quote for MARKET by quote)."""
-    return ld_i64(ta + O_LEAVES) if ld_i64(ta + O_QTY) > 0 else ld_i64(ta + O_QLEFT)
+    return ld_i64(ta + O_LEAVES) if _defined_by_qty(ta) else ld_i64(ta + O_QLEFT)
 
 
 @njit(cache=True, nogil=True)
@@ -696,7 +703,7 @@ def _match(E, ti):
         st_u8(a + F_TSIDE, side)
         st_u8(a + F_TTYPE, ld_u8(ta + O_TYPE))
         st_i64(a + F_MLEAVES, m_leaves - q)
-        if ld_i64(ta + O_QTY) > 0:
+        if _defined_by_qty(ta):
             st_i64(a + F_TLEAVES, taker_left)
         if m_leaves == q:
             # The maker is filled: take it off the book (its qty is already out of the level).
@@ -783,6 +790,7 @@ def _new_order(E, c):
     st_i64(ta + O_STOP, stop)
     st_i32(ta + O_LEVEL, -1)
     st_i32(ta + O_BOOK, -1)
+    st_u8(ta + O_CAP, 1 if (ld_u16(c + H_FLAGS) & FLAG_QTY_CAP) and quote > 0 else 0)
     st_u32(ta + O_ACC, acc)
     st_u32(ta + O_SYM, sym)
     st_u8(ta + O_SIDE, side)
@@ -1004,7 +1012,12 @@ def step(control, in_address, n_in, out_address, out_cap):
     consumed but left pending in the state: call again (with n_in = 0 or more input) until
     `pending(control)` is 0. `out_cap` must be at least `MatchingEngine.min_out_capacity`.
     """
-    E = control.ctypes.data
+    return run(control.ctypes.data, in_address, n_in, out_address, out_cap)
+
+
+@njit(cache=True, nogil=True)
+def run(E, in_address, n_in, out_address, out_cap):
+    """`step` on the control block's address (compiled drivers call this: no NRT)."""
     _s(E, E_OUT, out_address)
     _s(E, E_OUTCAP, out_cap)
     _s(E, E_OUTN, 0)

@@ -302,7 +302,12 @@ def step(control, results_address, n_results, commands_address, n_commands, out_
     """Sequence every result (up to out_cap), then commands while credits last.
 
     Returns (results consumed, commands consumed, records written)."""
-    C = control.ctypes.data
+    return run(control.ctypes.data, results_address, n_results, commands_address, n_commands, out_address, out_cap)
+
+
+@njit(cache=True, nogil=True)
+def run(C, results_address, n_results, commands_address, n_commands, out_address, out_cap):
+    """`step` on the control block's address (compiled drivers call this: no NRT)."""
     _s(C, C_OUT, out_address)
     _s(C, C_OUTN, 0)
     r = 0

@@ -265,6 +265,7 @@ FLAG_SELF_TRADE = 0x0004  # FILL between two orders of one account (STP mode NON
 FLAG_MAKER_DONE = 0x0008  # FILL that completed the maker order
 FLAG_TAKER_DONE = 0x0010  # FILL that completed the taker order (nothing left to trade or spend)
 FLAG_END = 0x0020         # the last result of one command (credits: the command is done)
+FLAG_QTY_CAP = 0x0040     # NEW_ORDER: qty_lot is a cap risk added; the order is defined by its quote
 
 SOURCE_ADMIN = 0
 SOURCE_MATCHING = 0x8000  # | shard index

@@ -1,0 +1,647 @@
+"""Risk engine: accounts, balances, holds, pre-trade checks, fees, settlement, admin.
+
+It consumes the sequenced stream (order engine output) and writes two streams:
+  to matching  the commands it lets through (NEW_ORDER, CANCEL, CANCEL_ALL, AMEND) and its own
+               rejections (ORDER_REJECTED / CANCEL_REJECTED), which matching echoes back so
+               every forwarded command returns to the order engine and is journaled;
+  to position  every result and admin record of the stream, settled: FILLs with their fees
+               set, admin records with a reason when refused, and a BALANCE record (free and
+               locked after the change) for every account and asset a record changed.
+Nothing the edge sees bypasses the journal: risk's own rejections reach position only as the
+echo that comes back through the order engine.
+
+Balances are int64 minor units per (account, asset): free and locked. An order's hold is the
+amount it locks when risk accepts it:
+  BUY LIMIT-priced (LIMIT, LIMIT_MAKER, *_LIMIT)  price x qty x quote_per_tick_lot of quote
+  BUY MARKET by quote                              the quote amount
+  BUY MARKET by quantity                           all free quote, passed to matching as a quote
+                                                   cap so the order can never spend more
+  BUY STOP_LOSS / TAKE_PROFIT                      stop price x qty x qpl, passed as the cap
+  SELL by quantity (every type)                    qty x base_per_lot of base
+  SELL MARKET by quote                             all free base, passed as a quantity cap
+A fill spends the hold (a limit buy filled below its limit gets the difference back at once);
+the end of an order (FLAG_MAKER_DONE / FLAG_TAKER_DONE fill, ORDER_EXPIRED, ORDER_CANCELED, a
+matching ORDER_REJECTED) releases what is left. An AMEND that needs more locks the extra before
+it is forwarded (refused with INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the
+amend's CANCEL_REJECTED settles the hold to what the order then needs.
+
+Fees are charged in the asset received, at the maker or taker rate (account override, else the
+symbol's), rounded down: floor(received x rate_e8 / 1e8), computed without overflow. They go to
+the fee account. Conservation holds after every record: per asset, the sum over all accounts
+(fee account included) of free + locked equals credits minus debits.
+
+Pre-trade checks on NEW_ORDER, first failure wins: UNKNOWN_ACCOUNT (never opened),
+ACCOUNT_DISABLED (killed), NO_TRADE_PERMISSION, MARKET_CLOSED (symbol halted),
+TOO_MANY_OPEN_ORDERS (account-wide limit), ORDER_NOTIONAL_CAP (account's max order notional,
+limit-priced orders), INSUFFICIENT_BALANCE.
+
+Admin: CREDIT / DEBIT (amount > 0, asset configured, a debit only from free balance, no
+overflow; else INVALID_AMOUNT / UNKNOWN_ASSET), ACCOUNT_OPEN (active, permissions, limits, fee
+overrides), ACCOUNT_LIMITS (limits and fees only), KILL_ACCOUNT / UNKILL_ACCOUNT (a killed
+account can cancel but not place), HALT_SYMBOL / RESUME_SYMBOL (cancels still allowed). Key
+records are passed on for the edge. The daily loss limit is stored but not yet enforced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put
+from ganntec.engines.mem import ld_i64, ld_i32, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
+from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.shm import records as R
+from ganntec.shm.atomics import copy_bytes
+
+
+def _off(dtype, name):
+    return dtype.fields[name][1]
+
+
+ACCOUNT_STATE_DTYPE = np.dtype(
+    {
+        "names": ["status", "permissions", "max_open_orders", "open_orders", "maker_fee_e8", "taker_fee_e8",
+                  "max_order_notional_minor", "daily_loss_limit_minor"],
+        "formats": ["<i8"] * 8,
+        "offsets": [8 * i for i in range(8)],
+        "itemsize": 64,
+    }
+)
+HOLD_DTYPE = np.dtype(
+    {
+        "names": ["order_id", "held_minor", "price_tick", "qty_lot", "leaves_lot", "account_id", "symbol_id",
+                  "asset_id", "side", "order_type"],
+        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1"],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53],
+        "itemsize": 56,
+    }
+)
+ACCOUNT_NONE, ACCOUNT_ACTIVE, ACCOUNT_KILLED = 0, 1, 2
+A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS = (
+    _off(ACCOUNT_STATE_DTYPE, n) for n in ACCOUNT_STATE_DTYPE.names)
+AB = ACCOUNT_STATE_DTYPE.itemsize
+HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE = (
+    _off(HOLD_DTYPE, n) for n in HOLD_DTYPE.names)
+HB = HOLD_DTYPE.itemsize
+
+RB = R.RECORD_BYTES
+H_TYPE, H_FLAGS, H_REASON, H_SEQ, H_ACC, H_SYM = (_off(R.RECORD_DTYPE, n) for n in (
+    "type", "flags", "reason", "seq", "account_id", "symbol_id"))
+N_PRICE, N_QTY, N_QUOTE, N_STOP, N_SIDE, N_TYPE, N_CID, N_TIF = (_off(R.NEW_ORDER_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "side", "order_type", "client_order_id",
+    "time_in_force"))
+AM_ORDER, AM_PRICE, AM_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
+EV_ORDER, EV_PRICE, EV_QTY, EV_EXEC, EV_STOP, EV_SIDE, EV_TYPE, EV_TIF, EV_STATUS = (
+    _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "executed_qty_lot",
+                                           "stop_price_tick", "side", "order_type", "time_in_force", "status"))
+F_PRICE, F_QTY, F_QUOTE, F_MAKER, F_TAKER, F_MFEE, F_TFEE, F_MACC, F_TSIDE = (_off(R.FILL_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "quote_qty_minor", "maker_order_id", "taker_order_id", "maker_fee_minor",
+    "taker_fee_minor", "maker_account_id", "taker_side"))
+BA_ASSET, BA_FREE, BA_LOCKED, BA_DELTA = (_off(R.BALANCE_DTYPE, n) for n in (
+    "asset_id", "free_minor", "locked_minor", "delta_minor"))
+TR_AMOUNT, TR_ASSET = _off(R.TRANSFER_DTYPE, "amount_minor"), _off(R.TRANSFER_DTYPE, "asset_id")
+AC_PERM, AC_MAXOPEN, AC_MAKER, AC_TAKER, AC_CAP, AC_LOSS = (_off(R.ACCOUNT_DTYPE, n) for n in (
+    "permissions", "max_open_orders", "maker_fee_e8", "taker_fee_e8", "max_order_notional_minor",
+    "daily_loss_limit_minor"))
+S_BASE, S_QUOTE, S_QPL, S_BPL, S_MAKER, S_TAKER = (_off(SYMBOL_DTYPE, n) for n in (
+    "base_asset_id", "quote_asset_id", "quote_per_tick_lot", "base_per_lot", "maker_fee_e8", "taker_fee_e8"))
+SB = SYMBOL_DTYPE.itemsize
+
+T = R.RecordType
+T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
+T_CREDIT, T_DEBIT, T_HALT, T_RESUME, T_KILL, T_UNKILL = (int(t) for t in (
+    T.CREDIT, T.DEBIT, T.HALT_SYMBOL, T.RESUME_SYMBOL, T.KILL_ACCOUNT, T.UNKILL_ACCOUNT))
+T_OPEN, T_LIMITS = int(T.ACCOUNT_OPEN), int(T.ACCOUNT_LIMITS)
+T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_AMENDED, T_CANCEL_REJ, T_BALANCE = (int(t) for t in (
+    T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.ORDER_AMENDED, T.CANCEL_REJECTED, T.BALANCE))
+OT = R.OrderType
+MARKET, STOP_LOSS, TAKE_PROFIT = int(OT.MARKET), int(OT.STOP_LOSS), int(OT.TAKE_PROFIT)
+BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
+ST_REJECTED = int(R.OrderStatus.REJECTED)
+PERM_TRADE = int(R.Permission.TRADE)
+FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_QTY_CAP = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_QTY_CAP
+RS = R.Reason
+RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL = (
+    int(r) for r in (RS.INSUFFICIENT_BALANCE, RS.UNKNOWN_ACCOUNT, RS.ACCOUNT_DISABLED, RS.NO_TRADE_PERMISSION,
+                     RS.MARKET_CLOSED, RS.TOO_MANY_OPEN_ORDERS, RS.ORDER_NOTIONAL_CAP, RS.INVALID_AMOUNT,
+                     RS.UNKNOWN_ASSET, RS.UNKNOWN_SYMBOL))
+E8 = 100_000_000
+MAX_BALANCE = (1 << 62)  # balances stay below this, so sums of two never overflow
+SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
+
+(K_SYM, K_NSYM, K_SYMST, K_ACC, K_NACC, K_BAL, K_NASSET, K_TOT, K_HOLD, K_HFREE, K_NHFREE, K_HKEYS, K_HVALS,
+ K_HMASK, K_FEEACC, K_A, K_NA, K_B, K_NB) = range(19)
+K_SLOTS = 20
+
+
+@njit(cache=True, nogil=True)
+def _g(K, k):
+    return ld_i64(K + 8 * k)
+
+
+@njit(cache=True, nogil=True)
+def _s(K, k, v):
+    st_i64(K + 8 * k, v)
+
+
+@njit(cache=True, nogil=True)
+def _acc(K, account):
+    return _g(K, K_ACC) + account * AB
+
+
+@njit(cache=True, nogil=True)
+def _bal(K, account, asset):
+    """Address of (free, locked) for account and asset."""
+    return _g(K, K_BAL) + 16 * (account * _g(K, K_NASSET) + asset)
+
+
+@njit(cache=True, nogil=True)
+def _sym(K, symbol):
+    return _g(K, K_SYM) + symbol * SB
+
+
+@njit(cache=True, nogil=True)
+def fee_of(amount, rate_e8):
+    """floor(amount x rate_e8 / 1e8) without overflow (amount < 2**62, 0 <= rate_e8 <= 1e8)."""
+    return (amount // E8) * rate_e8 + ((amount % E8) * rate_e8) // E8
+
+
+# --- outputs ---------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _to_a(K, src):
+    n = _g(K, K_NA)
+    a = _g(K, K_A) + n * RB
+    copy_bytes(a, src, RB)
+    _s(K, K_NA, n + 1)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _to_b(K, src):
+    n = _g(K, K_NB)
+    a = _g(K, K_B) + n * RB
+    copy_bytes(a, src, RB)
+    _s(K, K_NB, n + 1)
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _balance_record(K, src, account, asset, delta):
+    """BALANCE for (account, asset), with the header of the record that changed it."""
+    n = _g(K, K_NB)
+    a = _g(K, K_B) + n * RB
+    copy_bytes(a, src, 40)
+    zero_bytes(a + 40, RB - 40)
+    st_u16(a + H_TYPE, T_BALANCE)
+    st_u16(a + H_FLAGS, 0)
+    st_u16(a + H_REASON, 0)
+    st_u32(a + H_ACC, account)
+    b = _bal(K, account, asset)
+    st_u32(a + BA_ASSET, asset)
+    st_i64(a + BA_FREE, ld_i64(b))
+    st_i64(a + BA_LOCKED, ld_i64(b + 8))
+    st_i64(a + BA_DELTA, delta)
+    _s(K, K_NB, n + 1)
+
+
+# --- holds -----------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _hold_of(K, order_id):
+    return hm_get(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), order_id, -1)
+
+
+@njit(cache=True, nogil=True)
+def _ha(K, h):
+    return _g(K, K_HOLD) + h * HB
+
+
+@njit(cache=True, nogil=True)
+def _lock(K, account, asset, amount):
+    b = _bal(K, account, asset)
+    st_i64(b, ld_i64(b) - amount)
+    st_i64(b + 8, ld_i64(b + 8) + amount)
+
+
+@njit(cache=True, nogil=True)
+def _requirement(K, ha):
+    """What the order still needs locked: buys at their limit, sells by quantity."""
+    qty_left = ld_i64(ha + HO_LEAVES)
+    sym = ld_i32(ha + HO_SYM)
+    if ld_u8(ha + HO_SIDE) == SELL:
+        return qty_left * ld_i64(_sym(K, sym) + S_BPL)
+    price = ld_i64(ha + HO_PRICE)
+    if price == 0:  # market buys: their cap is whatever is held
+        return ld_i64(ha + HO_HELD)
+    return price * qty_left * ld_i64(_sym(K, sym) + S_QPL)
+
+
+@njit(cache=True, nogil=True)
+def _shrink_hold(K, ha, to_amount):
+    """Release what the hold has above `to_amount` back to free."""
+    extra = ld_i64(ha + HO_HELD) - to_amount
+    if extra > 0:
+        _lock(K, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), -extra)
+        st_i64(ha + HO_HELD, to_amount)
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _release(K, src, order_id):
+    """An order ended: free its remaining hold and forget it; BALANCE if anything moved."""
+    h = _hold_of(K, order_id)
+    if h < 0:
+        return
+    ha = _ha(K, h)
+    acc, asset = ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET)
+    moved = _shrink_hold(K, ha, 0)
+    if ld_u8(ha + HO_TYPE) != MARKET:
+        aa = _acc(K, acc)
+        st_i64(aa + A_OPEN, ld_i64(aa + A_OPEN) - 1)
+    hm_del(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), order_id)
+    n = _g(K, K_NHFREE)
+    st_i32(_g(K, K_HFREE) + 4 * n, h)
+    _s(K, K_NHFREE, n + 1)
+    if moved:
+        _balance_record(K, src, acc, asset, 0)
+
+
+# --- commands --------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _reject_new(K, c, reason):
+    """ORDER_REJECTED for the NEW_ORDER at c, sent to matching to be echoed."""
+    a = _to_a(K, c)
+    price, qty, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_STOP)
+    side, t, tif = ld_u8(c + N_SIDE), ld_u8(c + N_TYPE), ld_u8(c + N_TIF)
+    zero_bytes(a + 40, N_CID - 40)  # the client order id is at the same offset in both layouts
+    zero_bytes(a + N_CID + R.CLIENT_ID_BYTES, RB - N_CID - R.CLIENT_ID_BYTES)
+    st_u16(a + H_TYPE, T_REJECTED)
+    st_u16(a + H_REASON, reason)
+    st_i64(a + EV_ORDER, ld_i64(c + H_SEQ))
+    st_i64(a + EV_PRICE, price)
+    st_i64(a + EV_QTY, qty)
+    st_i64(a + EV_STOP, stop)
+    st_u8(a + EV_SIDE, side)
+    st_u8(a + EV_TYPE, t)
+    st_u8(a + EV_TIF, tif)
+    st_u8(a + EV_STATUS, ST_REJECTED)
+
+
+@njit(cache=True, nogil=True)
+def _new_order(K, c):
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    if acc >= _g(K, K_NACC) or ld_i64(_acc(K, acc) + A_STATUS) == ACCOUNT_NONE:
+        _reject_new(K, c, RS_NOACC)
+        return
+    aa = _acc(K, acc)
+    if ld_i64(aa + A_STATUS) == ACCOUNT_KILLED:
+        _reject_new(K, c, RS_DISABLED)
+        return
+    if ld_i64(aa + A_PERM) & PERM_TRADE == 0:
+        _reject_new(K, c, RS_PERM)
+        return
+    if ld_i64(_g(K, K_SYMST) + 8 * sym) == SYMBOL_HALTED:
+        _reject_new(K, c, RS_CLOSED)
+        return
+    t, side = ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
+    maxopen = ld_i64(aa + A_MAXOPEN)
+    if t != MARKET and maxopen > 0 and ld_i64(aa + A_OPEN) >= maxopen:
+        _reject_new(K, c, RS_TOOMANY)
+        return
+    s = _sym(K, sym)
+    qpl, bpl = ld_i64(s + S_QPL), ld_i64(s + S_BPL)
+    price, qty, quote, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_QUOTE), ld_i64(c + N_STOP)
+    cap = ld_i64(aa + A_CAP)
+    if cap > 0 and price > 0 and price * qty * qpl > cap:
+        _reject_new(K, c, RS_CAP)
+        return
+    asset = ld_u32(s + (S_QUOTE if side == BUY else S_BASE))
+    free = ld_i64(_bal(K, acc, asset))
+    market_like = t == MARKET or t == STOP_LOSS or t == TAKE_PROFIT
+    hold_price = 0
+    cap_quote, cap_qty = quote, qty
+    if side == BUY:
+        if not market_like:
+            amount = price * qty * qpl
+            hold_price = price
+        elif quote > 0:
+            amount = quote
+        elif t == MARKET:
+            amount = free
+            cap_quote = free
+        else:
+            amount = stop * qty * qpl
+            cap_quote = amount
+    else:
+        if qty > 0:
+            amount = qty * bpl
+        else:
+            amount = (free // bpl) * bpl
+            cap_qty = free // bpl
+    if amount <= 0 or amount > free:
+        _reject_new(K, c, RS_FUNDS)
+        return
+    h = _g(K, K_NHFREE) - 1
+    _s(K, K_NHFREE, h)
+    h = ld_i32(_g(K, K_HFREE) + 4 * h)
+    ha = _ha(K, h)
+    oid = ld_i64(c + H_SEQ)
+    st_i64(ha + HO_ID, oid)
+    st_i64(ha + HO_HELD, amount)
+    st_i64(ha + HO_PRICE, hold_price)
+    st_i64(ha + HO_QTY, cap_qty)
+    st_i64(ha + HO_LEAVES, cap_qty)
+    st_i32(ha + HO_ACC, acc)
+    st_i32(ha + HO_SYM, sym)
+    st_i32(ha + HO_ASSET, asset)
+    st_u8(ha + HO_SIDE, side)
+    st_u8(ha + HO_TYPE, t)
+    hm_put(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), oid, h)
+    _lock(K, acc, asset, amount)
+    if t != MARKET:
+        st_i64(aa + A_OPEN, ld_i64(aa + A_OPEN) + 1)
+    a = _to_a(K, c)
+    st_i64(a + N_QUOTE, cap_quote)
+    st_i64(a + N_QTY, cap_qty)
+    if cap_qty != qty:
+        st_u16(a + H_FLAGS, ld_u16(a + H_FLAGS) | FLAG_QTY_CAP)
+    _balance_record(K, c, acc, asset, 0)
+
+
+@njit(cache=True, nogil=True)
+def _amend(K, c):
+    acc = ld_u32(c + H_ACC)
+    h = _hold_of(K, ld_i64(c + AM_ORDER))
+    if h >= 0 and ld_i32(_ha(K, h) + HO_ACC) == acc:
+        ha = _ha(K, h)
+        qty, leaves = ld_i64(ha + HO_QTY), ld_i64(ha + HO_LEAVES)
+        new_qty = ld_i64(c + AM_QTY) if ld_i64(c + AM_QTY) > 0 else qty
+        new_price = ld_i64(c + AM_PRICE) if ld_i64(c + AM_PRICE) > 0 else ld_i64(ha + HO_PRICE)
+        new_leaves = new_qty - (qty - leaves)
+        if new_leaves > 0:
+            s = _sym(K, ld_i32(ha + HO_SYM))
+            if ld_u8(ha + HO_SIDE) == SELL:
+                need = new_leaves * ld_i64(s + S_BPL)
+            else:
+                need = new_price * new_leaves * ld_i64(s + S_QPL)
+            extra = need - ld_i64(ha + HO_HELD)
+            if extra > 0:
+                asset = ld_i32(ha + HO_ASSET)
+                if ld_i64(_bal(K, acc, asset)) < extra:
+                    a = _to_a(K, c)
+                    zero_bytes(a + 48, RB - 48)  # order id stays at 40
+                    st_u16(a + H_TYPE, T_CANCEL_REJ)
+                    st_u16(a + H_REASON, RS_FUNDS)
+                    return
+                _lock(K, acc, asset, extra)
+                st_i64(ha + HO_HELD, need)
+                _balance_record(K, c, acc, asset, 0)
+    _to_a(K, c)
+
+
+# --- results ---------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _settle_side(K, src, account, order_id, lots, pay_asset, pay, get_asset, get, fee, price, qpl):
+    """One side of a fill: spend `pay` of its hold, receive `get` minus `fee`."""
+    h = _hold_of(K, order_id)
+    b = _bal(K, account, pay_asset)
+    if h < 0:  # every order risk let through has a hold; never lose conservation if not
+        st_i64(b, ld_i64(b) - pay)
+    else:
+        ha = _ha(K, h)
+        st_i64(b + 8, ld_i64(b + 8) - pay)
+        st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) - pay)
+        st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - lots)
+        limit = ld_i64(ha + HO_PRICE)
+        if limit > price:  # a limit buy filled below its limit: the difference comes back now
+            _shrink_hold(K, ha, ld_i64(ha + HO_HELD) - (limit - price) * lots * qpl)
+    g = _bal(K, account, get_asset)
+    st_i64(g, ld_i64(g) + get - fee)
+    fa = _bal(K, _g(K, K_FEEACC), get_asset)
+    st_i64(fa, ld_i64(fa) + fee)
+
+
+@njit(cache=True, nogil=True)
+def _rate(K, account, sym, maker):
+    aa = _acc(K, account)
+    r = ld_i64(aa + (A_MAKER if maker else A_TAKER))
+    if r >= 0:
+        return r
+    return ld_i64(_sym(K, sym) + (S_MAKER if maker else S_TAKER))
+
+
+@njit(cache=True, nogil=True)
+def _fill(K, f):
+    a = _to_b(K, f)
+    taker, sym = ld_u32(f + H_ACC), ld_u32(f + H_SYM)
+    maker = ld_u32(f + F_MACC)
+    s = _sym(K, sym)
+    qpl, bpl = ld_i64(s + S_QPL), ld_i64(s + S_BPL)
+    base_asset, quote_asset = ld_u32(s + S_BASE), ld_u32(s + S_QUOTE)
+    lots, price, quote = ld_i64(f + F_QTY), ld_i64(f + F_PRICE), ld_i64(f + F_QUOTE)
+    base = lots * bpl
+    taker_buys = ld_u8(f + F_TSIDE) == BUY
+    m_fee = fee_of(quote if taker_buys else base, _rate(K, maker, sym, True))
+    t_fee = fee_of(base if taker_buys else quote, _rate(K, taker, sym, False))
+    st_i64(a + F_MFEE, m_fee)
+    st_i64(a + F_TFEE, t_fee)
+    buyer, buyer_order, buyer_fee = (taker, ld_i64(f + F_TAKER), t_fee) if taker_buys else (maker, ld_i64(f + F_MAKER), m_fee)
+    seller, seller_order, seller_fee = (maker, ld_i64(f + F_MAKER), m_fee) if taker_buys else (taker, ld_i64(f + F_TAKER), t_fee)
+    _settle_side(K, f, buyer, buyer_order, lots, quote_asset, quote, base_asset, base, buyer_fee, price, qpl)
+    _settle_side(K, f, seller, seller_order, lots, base_asset, base, quote_asset, quote, seller_fee, price, qpl)
+    flags = ld_u16(f + H_FLAGS)
+    if flags & FLAG_MAKER_DONE:
+        _release(K, f, ld_i64(f + F_MAKER))
+    if flags & FLAG_TAKER_DONE:
+        _release(K, f, ld_i64(f + F_TAKER))
+    _balance_record(K, f, buyer, base_asset, 0)
+    _balance_record(K, f, buyer, quote_asset, 0)
+    if seller != buyer:
+        _balance_record(K, f, seller, base_asset, 0)
+        _balance_record(K, f, seller, quote_asset, 0)
+
+
+@njit(cache=True, nogil=True)
+def _settle_hold(K, e):
+    """ORDER_AMENDED / CANCEL_REJECTED: the hold shrinks to what the order needs now."""
+    h = _hold_of(K, ld_i64(e + EV_ORDER))
+    if h < 0:
+        return
+    ha = _ha(K, h)
+    if ld_u16(e + H_TYPE) == T_AMENDED:
+        st_i64(ha + HO_PRICE, ld_i64(e + EV_PRICE) if ld_i64(ha + HO_PRICE) > 0 else 0)
+        st_i64(ha + HO_QTY, ld_i64(e + EV_QTY))
+        st_i64(ha + HO_LEAVES, ld_i64(e + EV_QTY) - ld_i64(e + EV_EXEC))
+    if _shrink_hold(K, ha, _requirement(K, ha)):
+        _balance_record(K, e, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
+
+
+# --- admin -----------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _transfer(K, c, credit):
+    a = _to_b(K, c)
+    acc, asset, amount = ld_u32(c + H_ACC), ld_u32(c + TR_ASSET), ld_i64(c + TR_AMOUNT)
+    if asset >= _g(K, K_NASSET):
+        st_u16(a + H_REASON, RS_ASSET)
+        return
+    if acc >= _g(K, K_NACC) or amount <= 0:
+        st_u16(a + H_REASON, RS_AMOUNT)
+        return
+    b = _bal(K, acc, asset)
+    tot = _g(K, K_TOT) + 16 * asset + (0 if credit else 8)
+    if credit:
+        if amount > MAX_BALANCE - ld_i64(b) - ld_i64(b + 8) or amount > MAX_BALANCE - ld_i64(tot):
+            st_u16(a + H_REASON, RS_AMOUNT)
+            return
+        st_i64(b, ld_i64(b) + amount)
+    else:
+        if amount > ld_i64(b):
+            st_u16(a + H_REASON, RS_AMOUNT)
+            return
+        st_i64(b, ld_i64(b) - amount)
+    st_i64(tot, ld_i64(tot) + amount)
+    _balance_record(K, c, acc, asset, amount if credit else -amount)
+
+
+@njit(cache=True, nogil=True)
+def _account(K, c, t):
+    a = _to_b(K, c)
+    acc = ld_u32(c + H_ACC)
+    if acc >= _g(K, K_NACC):
+        st_u16(a + H_REASON, RS_NOACC)
+        return
+    aa = _acc(K, acc)
+    if t == T_OPEN:
+        st_i64(aa + A_STATUS, ACCOUNT_ACTIVE)
+    elif ld_i64(aa + A_STATUS) == ACCOUNT_NONE:
+        st_u16(a + H_REASON, RS_NOACC)
+        return
+    if t == T_OPEN or t == T_LIMITS:
+        if t == T_OPEN:
+            st_i64(aa + A_PERM, ld_u32(c + AC_PERM))
+        st_i64(aa + A_MAXOPEN, ld_u32(c + AC_MAXOPEN))
+        st_i64(aa + A_MAKER, ld_i32(c + AC_MAKER))
+        st_i64(aa + A_TAKER, ld_i32(c + AC_TAKER))
+        st_i64(aa + A_CAP, ld_i64(c + AC_CAP))
+        st_i64(aa + A_LOSS, ld_i64(c + AC_LOSS))
+    elif t == T_KILL:
+        st_i64(aa + A_STATUS, ACCOUNT_KILLED)
+    elif t == T_UNKILL:
+        st_i64(aa + A_STATUS, ACCOUNT_ACTIVE)
+
+
+@njit(cache=True, nogil=True)
+def _record(K, c):
+    t = ld_u16(c + H_TYPE)
+    if t == T_NEW:
+        _new_order(K, c)
+    elif t == T_CANCEL or t == T_CANCEL_ALL:
+        _to_a(K, c)
+    elif t == T_AMEND:
+        _amend(K, c)
+    elif t == T_FILL:
+        _fill(K, c)
+    elif t == T_CREDIT or t == T_DEBIT:
+        _transfer(K, c, t == T_CREDIT)
+    elif t == T_OPEN or t == T_LIMITS or t == T_KILL or t == T_UNKILL:
+        _account(K, c, t)
+    elif t == T_HALT or t == T_RESUME:
+        a = _to_b(K, c)
+        sym = ld_u32(c + H_SYM)
+        if sym < _g(K, K_NSYM):
+            st_i64(_g(K, K_SYMST) + 8 * sym, SYMBOL_HALTED if t == T_HALT else SYMBOL_TRADING)
+        else:
+            st_u16(a + H_REASON, RS_SYMBOL)
+    else:
+        _to_b(K, c)  # results and everything else go on to position
+        if t == T_EXPIRED or t == T_CANCELED or t == T_REJECTED:
+            _release(K, c, ld_i64(c + EV_ORDER))
+        elif t == T_AMENDED or t == T_CANCEL_REJ:
+            _settle_hold(K, c)
+
+
+OUT_B_PER_RECORD = 8  # the most position-bound records one input can produce
+
+
+@njit(cache=True, nogil=True)
+def step(control, in_address, n_in, a_address, a_cap, b_address, b_cap):
+    """Apply up to n_in sequenced records. Returns (consumed, to-matching count, to-position count)."""
+    return run(control.ctypes.data, in_address, n_in, a_address, a_cap, b_address, b_cap)
+
+
+@njit(cache=True, nogil=True)
+def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
+    """`step` on the control block's address (compiled drivers call this: no NRT)."""
+    _s(K, K_A, a_address)
+    _s(K, K_NA, 0)
+    _s(K, K_B, b_address)
+    _s(K, K_NB, 0)
+    i = 0
+    while i < n_in and _g(K, K_NA) < a_cap and _g(K, K_NB) + OUT_B_PER_RECORD <= b_cap:
+        _record(K, in_address + i * RB)
+        i += 1
+    return i, _g(K, K_NA), _g(K, K_NB)
+
+
+class RiskEngine:
+    """Risk state (numpy arrays) and Python entry points over the compiled `step`."""
+
+    def __init__(self, symbols: np.ndarray, n_assets: int, max_accounts: int = 1024, max_orders: int = 1 << 16,
+                 fee_account: int = 0):
+        symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
+        if max(int(symbols["base_asset_id"].max()), int(symbols["quote_asset_id"].max())) >= n_assets:
+            raise ValueError(f"n_assets={n_assets} (a symbol names an asset id beyond it)")
+        if not 0 <= fee_account < max_accounts:
+            raise ValueError(f"fee_account={fee_account} (0 .. max_accounts-1)")
+        self.symbols = symbols.copy()
+        self.symbol_status = np.full(len(symbols), SYMBOL_TRADING, np.int64)
+        self.accounts = np.zeros(max_accounts, ACCOUNT_STATE_DTYPE)
+        self.accounts["maker_fee_e8"] = -1
+        self.accounts["taker_fee_e8"] = -1
+        self.balances = np.zeros((max_accounts, n_assets, 2), np.int64)  # free, locked
+        self.totals = np.zeros((n_assets, 2), np.int64)                   # credited, debited
+        self.holds = np.zeros(max_orders, HOLD_DTYPE)
+        self.hold_free = np.arange(max_orders - 1, -1, -1, dtype=np.int32)
+        cap = capacity_for(max_orders)
+        self.hold_keys = np.zeros(cap, np.int64)
+        self.hold_vals = np.zeros(cap, np.int64)
+        k = np.zeros(K_SLOTS, np.int64)
+        k[K_SYM], k[K_NSYM], k[K_SYMST] = self.symbols.ctypes.data, len(symbols), self.symbol_status.ctypes.data
+        k[K_ACC], k[K_NACC] = self.accounts.ctypes.data, max_accounts
+        k[K_BAL], k[K_NASSET], k[K_TOT] = self.balances.ctypes.data, n_assets, self.totals.ctypes.data
+        k[K_HOLD], k[K_HFREE], k[K_NHFREE] = self.holds.ctypes.data, self.hold_free.ctypes.data, max_orders
+        k[K_HKEYS], k[K_HVALS], k[K_HMASK] = self.hold_keys.ctypes.data, self.hold_vals.ctypes.data, cap - 1
+        k[K_FEEACC] = fee_account
+        self.control = k
+        self.max_orders = max_orders
+
+    def process(self, records) -> tuple[np.ndarray, np.ndarray]:
+        """Apply sequenced records; returns (records for matching, records for position)."""
+        recs = R.as_records(records)
+        a_parts, b_parts, pos = [], [], 0
+        a = np.zeros((max(len(recs), 1), RB), np.uint8)
+        b = np.zeros((max(len(recs), 1) * OUT_B_PER_RECORD, RB), np.uint8)
+        while pos < len(recs):
+            used, na, nb = step(self.control, recs.ctypes.data + pos * RB, len(recs) - pos,
+                                a.ctypes.data, len(a), b.ctypes.data, len(b))
+            a_parts.append(a[:na].copy())
+            b_parts.append(b[:nb].copy())
+            pos += used
+        return R.concat(a_parts), R.concat(b_parts)
+
+    # checks (tests, tools) ----------------------------------------------------------------------
+    def conservation_errors(self) -> list[str]:
+        """Assets whose account total differs from credits minus debits (empty when sound)."""
+        held = self.balances.sum(axis=(0, 2))
+        want = self.totals[:, 0] - self.totals[:, 1]
+        return [f"asset {i}: accounts hold {int(held[i])}, credits - debits = {int(want[i])}"
+                for i in range(len(held)) if held[i] != want[i]]
+
+    def hold_errors(self) -> list[str]:
+        """(account, asset) whose locked balance differs from the sum of its orders' holds."""
+        live = self.hold_keys != 0
+        slots = self.hold_vals[live]
+        sums = np.zeros_like(self.balances[:, :, 1])
+        np.add.at(sums, (self.holds["account_id"][slots], self.holds["asset_id"][slots]), self.holds["held_minor"][slots])
+        bad = np.argwhere(sums != self.balances[:, :, 1])
+        return [f"account {a} asset {s}: locked {int(self.balances[a, s, 1])}, holds {int(sums[a, s])}" for a, s in bad]

@@ -1,0 +1,94 @@
+"""The in-process deterministic driver: the four engines in one process, linked by buffers.
+
+For every command, in input order, the compiled loop runs the whole path of DESIGN §3:
+order (sequence) -> risk -> matching -> order (sequence the results) -> risk (settle) ->
+position -> edge, until the command and every result it caused (stops it fired included) is
+through. So a command's results are journaled before the next command is sequenced, which is
+the canonical total order: the journal and the edge stream are the same bytes whatever batches
+the commands arrive in. The live multi-process runtime reaches the same journal whenever its
+rings keep up; replay (3/7) feeds journals through these same engines.
+
+Outputs per call: the journal (every sequenced record) and the edge stream (what clients are
+told), both as 128-byte records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ganntec.engines import matching, order, position, risk
+from ganntec.shm import records as R
+from ganntec.shm.atomics import copy_bytes
+
+RB = R.RECORD_BYTES
+RISK_FANOUT = risk.OUT_B_PER_RECORD
+
+
+@njit(cache=True, nogil=True)
+def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, b_buf, jr, nj, ed, ne):
+    """Sequence results then commands, apply risk, then position. Returns (journal count,
+    edge count, records for matching written to a_buf, commands consumed)."""
+    _, used_c, ns = order.run(oc, res, n_res, cmd, n_cmd, seq_buf, n_res + n_cmd)
+    copy_bytes(jr + nj * RB, seq_buf, ns * RB)
+    _, na, nb = risk.run(rc, seq_buf, ns, a_buf, ns, b_buf, ns * RISK_FANOUT)
+    _, made = position.run(pc, b_buf, nb, ed + ne * RB, nb)
+    return nj + ns, ne + made, na, used_c
+
+
+@njit(cache=True, nogil=True)
+def drive(oc, rc, mc, pc, cmds, n_cmds, seq_buf, a_buf, b_buf, m_buf, m_cap, jr, jr_cap, ed, ed_cap):
+    """Run commands through every engine until the buffers are nearly full. Returns
+    (commands consumed, journal records, edge records). Matching may stay pending (a command
+    whose results outgrew m_buf): call again, with or without more commands, until it is not."""
+    nj = 0
+    ne = 0
+    i = 0
+    worst = m_cap + 1  # the most records one pass can sequence
+    while nj + worst <= jr_cap and ne + worst * RISK_FANOUT <= ed_cap:
+        if matching._g(mc, matching.E_PEND) != matching.PEND_NONE:
+            na = 0
+        elif i < n_cmds:
+            nj, ne, na, used = _pipe(oc, rc, pc, 0, 0, cmds + i * RB, 1, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+            i += used
+            if na == 0:
+                continue
+        else:
+            break
+        _, nm = matching.run(mc, a_buf, na, m_buf, m_cap)
+        nj, ne, _, _ = _pipe(oc, rc, pc, m_buf, nm, 0, 0, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+    return i, nj, ne
+
+
+class InProcessDriver:
+    """The four engines, their buffers, and `run(commands) -> (journal, edge records)`."""
+
+    def __init__(self, symbols: np.ndarray, n_assets: int, max_accounts: int = 1024, max_orders: int = 1 << 16,
+                 max_levels: int = 4096, fee_account: int = 0, chunk: int = 4096):
+        self.order = order.OrderEngine(symbols, max_in_flight=1 << 30, max_open_orders=max_orders)
+        self.risk = risk.RiskEngine(symbols, n_assets, max_accounts, max_orders, fee_account)
+        self.matching = matching.MatchingEngine(symbols, max_orders, max_levels)
+        self.position = position.PositionEngine(symbols, max_positions=max_orders)
+        m_cap = self.matching.min_out_capacity
+        self._m = np.zeros((m_cap, RB), np.uint8)
+        self._seq = np.zeros((m_cap + 1, RB), np.uint8)
+        self._a = np.zeros((m_cap + 1, RB), np.uint8)
+        self._b = np.zeros(((m_cap + 1) * RISK_FANOUT, RB), np.uint8)
+        self._jr = np.zeros((chunk + m_cap + 1, RB), np.uint8)
+        self._ed = np.zeros(((chunk + m_cap + 1) * RISK_FANOUT, RB), np.uint8)
+
+    def run(self, commands) -> tuple[np.ndarray, np.ndarray]:
+        """Every command through the engines; returns (journal records, edge records)."""
+        cmds = R.as_records(commands)
+        journal, edge = [], []
+        pos = 0
+        while pos < len(cmds) or self.matching.pending:
+            used, nj, ne = drive(self.order.control.ctypes.data, self.risk.control.ctypes.data,
+                                 self.matching.control.ctypes.data, self.position.control.ctypes.data,
+                                 cmds.ctypes.data + pos * RB, len(cmds) - pos, self._seq.ctypes.data,
+                                 self._a.ctypes.data, self._b.ctypes.data, self._m.ctypes.data, len(self._m),
+                                 self._jr.ctypes.data, len(self._jr), self._ed.ctypes.data, len(self._ed))
+            journal.append(self._jr[:nj].copy())
+            edge.append(self._ed[:ne].copy())
+            pos += used
+        return R.concat(journal), R.concat(edge)
