@@ -111,7 +111,8 @@ import numpy as np
 from numba import njit
 
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put, lookup
-from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
+from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, move_bytes, st_i32, st_i64, st_u8, st_u16,
+                                 st_u32, zero_bytes)
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -337,11 +338,9 @@ def _get_level(E, b, price):
         return ld_i32(lvls + 4 * pos)
     if n == _g(E, E_BCAP) or _g(E, E_NLFREE) == 0:
         return -1
-    j = n
-    while j > pos:  # shift right; new levels land near the best end, so this is short
-        st_i64(keys + 8 * j, ld_i64(keys + 8 * (j - 1)))
-        st_i32(lvls + 4 * j, ld_i32(lvls + 4 * (j - 1)))
-        j -= 1
+    # Open a gap at pos (best is last, so new levels near the top move little).
+    move_bytes(keys + 8 * (pos + 1), keys + 8 * pos, 8 * (n - pos))
+    move_bytes(lvls + 4 * (pos + 1), lvls + 4 * pos, 4 * (n - pos))
     lv = _level_alloc(E)
     st_i64(keys + 8 * pos, key)
     st_i32(lvls + 4 * pos, lv)
@@ -361,9 +360,8 @@ def _drop_level(E, b, lv):
     """Remove an empty level from book b and free it."""
     keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
     pos = _lower_bound(E, b, _key(b, ld_i64(_la(E, lv) + L_PRICE)))
-    for j in range(pos, n - 1):
-        st_i64(keys + 8 * j, ld_i64(keys + 8 * (j + 1)))
-        st_i32(lvls + 4 * j, ld_i32(lvls + 4 * (j + 1)))
+    move_bytes(keys + 8 * pos, keys + 8 * (pos + 1), 8 * (n - 1 - pos))
+    move_bytes(lvls + 4 * pos, lvls + 4 * (pos + 1), 4 * (n - 1 - pos))
     st_i64(_g(E, E_BN) + 8 * b, n - 1)
     _level_free(E, lv)
 

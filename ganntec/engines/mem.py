@@ -87,3 +87,21 @@ def zero_bytes(typingctx, addr, nbytes):
         return context.get_dummy_value()
 
     return types.none(addr, nbytes), codegen
+
+
+@intrinsic
+def move_bytes(typingctx, dst, src, nbytes):
+    """memmove(dst, src, nbytes): overlapping ranges allowed (sorted-array inserts/deletes)."""
+    if not (isinstance(dst, types.Integer) and isinstance(src, types.Integer) and isinstance(nbytes, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        d = builder.inttoptr(context.cast(builder, args[0], sig.args[0], types.int64), i8p)
+        s = builder.inttoptr(context.cast(builder, args[1], sig.args[1], types.int64), i8p)
+        n = context.cast(builder, args[2], sig.args[2], types.int64)
+        fn = builder.module.declare_intrinsic("llvm.memmove", [i8p, i8p, ir.IntType(64)])
+        builder.call(fn, [d, s, n, ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+
+    return types.none(dst, src, nbytes), codegen
