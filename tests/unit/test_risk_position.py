@@ -1,0 +1,171 @@
+"""Risk (checks, holds, fees, settlement, admin) and position (P&L) through the whole
+in-process exchange, with hand-computed figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganntec.engines.risk import fee_of
+from ganntec.engines.symbols import Asset, Symbol
+from ganntec.exchange import Exchange
+from ganntec.shm import records as R
+from ganntec.shm.records import OrderType as OT
+from ganntec.shm.records import Permission, Reason, RecordType, Side, TimeInForce
+
+BTC, USDT = Asset(0, "BTC", 8), Asset(1, "USDT", 8)
+SYM = Symbol(0, "BTCUSDT", BTC, USDT, tick_size="0.01", step_size="0.001", min_price="0.01", max_price="1000000",
+             min_qty="0.001", max_qty="1000", maker_fee="0.001", taker_fee="0.002", bid_multiplier_up="100",
+             bid_multiplier_down="0.01", ask_multiplier_up="100", ask_multiplier_down="0.01")
+
+
+@pytest.fixture
+def ex():
+    e = Exchange([SYM], max_accounts=16)
+    for acc in (1, 2, 3):
+        e.open_account(acc)
+    e.deposit(1, "USDT", "10000")
+    e.deposit(2, "BTC", "5")
+    return e
+
+
+def of_type(out, rtype):
+    return [R.view(r) for r in out if int(r["type"]) == rtype]
+
+
+def reasons(out):
+    return [int(v["reason"]) for v in of_type(out, RecordType.ORDER_REJECTED)]
+
+
+def limit(ex, acc, side, price, qty, tif=TimeInForce.GTC, ts=0):
+    return ex.submit(ex.limit_orders(acc, side, [price], [qty], tif=tif, ts_ns=ts))
+
+
+def test_limit_buy_locks_price_times_qty_and_cancel_releases(ex):
+    out = limit(ex, 1, Side.BUY, "100", "2")
+    assert ex.balance(1, "USDT") == ("9800.00000000", "200.00000000")
+    oid = int(of_type(out, RecordType.ORDER_ACCEPTED)[0]["order_id"])
+    out = ex.submit(ex.cancels(1, oid))
+    assert of_type(out, RecordType.ORDER_CANCELED) and ex.balance(1, "USDT") == ("10000.00000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_fill_below_limit_returns_the_difference_and_charges_fees_in_received_asset(ex):
+    limit(ex, 2, Side.SELL, "90", "1")                  # maker sells 1 BTC at 90
+    out = limit(ex, 1, Side.BUY, "100", "1.5")          # taker buys: 1 @ 90, 0.5 rests at 100
+    fill = of_type(out, RecordType.FILL)[0]
+    # taker (buyer) pays 0.2% of 1 BTC received; maker (seller) 0.1% of 90 USDT received
+    assert (int(fill["taker_fee_minor"]), int(fill["maker_fee_minor"])) == (200000, 9000000)
+    assert ex.balance(1, "USDT") == ("9860.00000000", "50.00000000")   # 10000 - 90 - 50 resting
+    assert ex.balance(1, "BTC") == ("0.99800000", "0.00000000")
+    assert ex.balance(2, "USDT") == ("89.91000000", "0.00000000")
+    assert ex.balance(2, "BTC") == ("4.00000000", "0.00000000")
+    assert ex.balance(0, "BTC") == ("0.00200000", "0.00000000") and ex.balance(0, "USDT") == ("0.09000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+@pytest.mark.parametrize("setup, kw, reason", [
+    (lambda e: None, dict(acc=9), Reason.UNKNOWN_ACCOUNT),
+    (lambda e: e.submit(_admin(RecordType.KILL_ACCOUNT, account_id=1)), dict(acc=1), Reason.ACCOUNT_DISABLED),
+    (lambda e: e.open_account(4, permissions=Permission.READ), dict(acc=4), Reason.NO_TRADE_PERMISSION),
+    (lambda e: e.submit(_admin(RecordType.HALT_SYMBOL, symbol_id=0)), dict(acc=1), Reason.MARKET_CLOSED),
+    (lambda e: None, dict(acc=3), Reason.INSUFFICIENT_BALANCE),
+    (lambda e: None, dict(acc=1, qty="101"), Reason.INSUFFICIENT_BALANCE),
+])
+def test_pre_trade_rejections(ex, setup, kw, reason):
+    setup(ex)
+    out = limit(ex, kw.get("acc"), Side.BUY, "100", kw.get("qty", "1"))
+    assert reasons(out) == [reason]
+    assert ex.conservation_errors() == []
+
+
+def test_account_open_order_limit_and_unkill(ex):
+    ex.open_account(1, max_open_orders=1)
+    limit(ex, 1, Side.BUY, "1", "1")
+    assert reasons(limit(ex, 1, Side.BUY, "1", "1")) == [Reason.TOO_MANY_OPEN_ORDERS]
+    ex.submit(_admin(RecordType.KILL_ACCOUNT, account_id=2))
+    assert reasons(limit(ex, 2, Side.SELL, "100", "1")) == [Reason.ACCOUNT_DISABLED]
+    ex.submit(_admin(RecordType.UNKILL_ACCOUNT, account_id=2))
+    assert reasons(limit(ex, 2, Side.SELL, "100", "1")) == []
+
+
+def test_market_buy_by_quantity_cannot_overspend(ex):
+    ex.deposit(3, "USDT", "150")
+    limit(ex, 2, Side.SELL, "100", "1")
+    limit(ex, 2, Side.SELL, "200", "1")
+    out = ex.submit(ex.orders(3, Side.BUY, 0, 2000, OT.MARKET))   # wants 2 BTC, holds all 150 USDT
+    fills = of_type(out, RecordType.FILL)
+    assert [int(f["qty_lot"]) for f in fills] == [1000, 250]        # 1 @ 100, then 0.25 @ 200 = 150
+    assert of_type(out, RecordType.ORDER_EXPIRED)                   # 1.75 BTC unfilled: out of funds
+    assert ex.balance(3, "USDT") == ("0.00000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_market_sell_by_quote_is_capped_by_base_and_reports_by_quote(ex):
+    limit(ex, 1, Side.BUY, "100", "10")
+    ex.deposit(3, "BTC", "0.5")
+    out = ex.submit(ex.orders(3, Side.SELL, 0, 0, OT.MARKET, quote_qty_minor=USDT.to_minor("q", "30")))
+    acc = of_type(out, RecordType.ORDER_ACCEPTED)[0]
+    assert int(acc["qty_lot"]) == 0                                  # the cap is not the order's
+    assert [int(f["qty_lot"]) for f in of_type(out, RecordType.FILL)] == [300]
+    assert int(of_type(out, RecordType.FILL)[0]["flags"]) & R.FLAG_TAKER_DONE   # quote spent: filled
+    assert not of_type(out, RecordType.ORDER_EXPIRED)
+    assert ex.balance(3, "BTC") == ("0.20000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_amend_up_locks_more_or_is_refused(ex):
+    oid = int(of_type(limit(ex, 1, Side.BUY, "100", "10"), RecordType.ORDER_ACCEPTED)[0]["order_id"])
+    amend = R.empty(RecordType.AMEND)
+    amend["account_id"], amend["order_id"], amend["new_price_tick"] = 1, oid, SYM.price_to_tick("p", "1000.01")
+    out = ex.submit(amend)   # needs 10000.1, owns 10000: refused, hold unchanged
+    assert [int(v["reason"]) for v in of_type(out, RecordType.CANCEL_REJECTED)] == [Reason.INSUFFICIENT_BALANCE]
+    assert ex.balance(1, "USDT") == ("9000.00000000", "1000.00000000")
+    amend["new_price_tick"] = SYM.price_to_tick("p", "500")
+    out = ex.submit(amend)
+    assert of_type(out, RecordType.ORDER_AMENDED) and ex.balance(1, "USDT") == ("5000.00000000", "5000.00000000")
+    amend["new_price_tick"], amend["new_qty_lot"] = 0, 2000
+    out = ex.submit(amend)
+    assert of_type(out, RecordType.ORDER_AMENDED) and ex.balance(1, "USDT") == ("9000.00000000", "1000.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_credit_debit_rules(ex):
+    out = ex.submit(_admin(RecordType.DEBIT, account_id=1, asset_id=1, amount_minor=USDT.to_minor("a", "10001")))
+    assert int(of_type(out, RecordType.DEBIT)[0]["reason"]) == Reason.INVALID_AMOUNT
+    out = ex.submit(_admin(RecordType.CREDIT, account_id=1, asset_id=7, amount_minor=1))
+    assert int(of_type(out, RecordType.CREDIT)[0]["reason"]) == Reason.UNKNOWN_ASSET
+    out = ex.submit(_admin(RecordType.CREDIT, account_id=1, asset_id=1, amount_minor=(1 << 62)))
+    assert int(of_type(out, RecordType.CREDIT)[0]["reason"]) == Reason.INVALID_AMOUNT  # would overflow
+    ex.submit(_admin(RecordType.DEBIT, account_id=1, asset_id=1, amount_minor=USDT.to_minor("a", "1")))
+    assert ex.balance(1, "USDT") == ("9999.00000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+@pytest.mark.parametrize("amount, rate, fee", [(10 ** 8, 10 ** 5, 10 ** 5), (999, 10 ** 5, 0), ((1 << 62) - 1, 10 ** 8, (1 << 62) - 1),
+                                               (123456789, 123456, 123456789 * 123456 // 10 ** 8)])
+def test_fee_is_floored_exactly_without_overflow(amount, rate, fee):
+    assert fee_of(amount, rate) == fee == amount * rate // 10 ** 8
+
+
+def test_positions_track_entry_realized_pnl_and_flips(ex):
+    ex.deposit(3, "USDT", "100000")
+    ex.deposit(3, "BTC", "5")
+    limit(ex, 2, Side.SELL, "100", "2")
+    limit(ex, 3, Side.BUY, "100", "2")        # 3 long 2 @ 100
+    limit(ex, 1, Side.BUY, "130", "3")        # bid for 3 @ 130
+    limit(ex, 3, Side.SELL, "130", "3")       # 3 sells 3: closes 2 (+60), opens short 1 @ 130
+    pos = {int(p["account_id"]): p for p in ex.positions()}
+    qpl = int(ex.table["quote_per_tick_lot"][0])
+    p3 = pos[3]
+    assert int(p3["net_qty_lot"]) == -1000
+    assert int(p3["realized_pnl_quote_minor"]) == USDT.to_minor("pnl", "60")
+    assert int(p3["entry_value_quote_minor"]) == -1000 * 13000 * qpl
+    assert int(p3["volume_qty_lot"]) == 5000
+    assert int(pos[2]["net_qty_lot"]) == -2000 and int(pos[1]["net_qty_lot"]) == 3000
+
+
+def _admin(rtype, **fields):
+    r = R.empty(rtype)
+    for k, v in fields.items():
+        r[k] = v
+    return r
