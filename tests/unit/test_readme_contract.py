@@ -24,3 +24,14 @@ def test_ci_runs_the_readme_test_command():
     test = _readme_commands()[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert test in ci.splitlines()
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch, instance):
+    """Every ```python block of the README runs as written (ring examples use their own
+    instance name, so segments are checked by the `instance` fixture's sweep of it)."""
+    text = (ROOT / "README.md").read_text().replace('"demo"', repr(instance))
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
