@@ -36,6 +36,11 @@ with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
 Orders that are not MARKET count as open from ORDER_ACCEPTED until a result ends them (a FILL
 with FLAG_MAKER_DONE / FLAG_TAKER_DONE, ORDER_EXPIRED, ORDER_CANCELED).
 
+Client order ids: a NEW_ORDER whose client_order_id (per account) belongs to an open order is
+rejected with DUPLICATE_ORDER. CANCEL and AMEND with order_id 0 name their target by
+orig_client_order_id; the order engine fills in the order id (or refuses with CANCEL_REJECTED,
+UNKNOWN_ORDER, without a round trip). An id is free again once its order ends.
+
 Credits: NEW_ORDER, CANCEL, CANCEL_ALL and AMEND forwarded -> +1 in flight; a result with
 FLAG_END -> -1. Multi-record commands (CANCEL_REPLACE, ORDER_LIST, EXT) are refused with
 UNSUPPORTED_COMBINATION until matching supports them; a CANCEL / AMEND / CANCEL_ALL for an
@@ -69,7 +74,8 @@ N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_TRAIL, N_SIDE, N_TYPE, N_TIF, N_STP, N
 EV_ORDER, EV_PRICE, EV_QTY, EV_STOP, EV_CID, EV_SIDE, EV_TYPE, EV_TIF, EV_STATUS = (
     _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "stop_price_tick", "client_order_id",
                                            "side", "order_type", "time_in_force", "status"))
-F_PRICE, F_MACC, F_TTYPE = (_off(R.FILL_DTYPE, n) for n in ("price_tick", "maker_account_id", "taker_order_type"))
+F_PRICE, F_MACC, F_TTYPE, F_MAKER, F_TAKER = (_off(R.FILL_DTYPE, n) for n in (
+    "price_tick", "maker_account_id", "taker_order_type", "maker_order_id", "taker_order_id"))
 S = {n: _off(SYMBOL_DTYPE, n) for n in SYMBOL_DTYPE.names}
 S_MINP, S_MAXP, S_MINQ, S_MAXQ = S["min_price_tick"], S["max_price_tick"], S["min_qty_lot"], S["max_qty_lot"]
 S_MMINQ, S_MMAXQ, S_MINN, S_MAXN = S["market_min_qty_lot"], S["market_max_qty_lot"], S["min_notional_minor"], S["max_notional_minor"]
@@ -101,8 +107,15 @@ RS_MINN, RS_NOTIONAL, RS_PCT, RS_MAXORD = (int(r) for r in (
 
 # Control block slots (int64).
 (C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
- C_DUPES, C_OUT, C_OUTN) = range(15)
-C_SLOTS = 16
+ C_DUPES, C_OUT, C_OUTN, C_CKEYS, C_CVALS, C_CMASK, C_IKEYS, C_IVALS, C_IMASK, C_ENT, C_EFREE, C_NEFREE) = range(24)
+C_SLOTS = 24
+# Client order ids of open orders: entry = order_id, account, then the 36 id bytes as 4 x int64
+# + 1 x int64 holding the last 4 bytes. Looked up by a 64-bit hash of (account, id), verified
+# against the stored bytes, and found again by order id when the order ends.
+ENTRY_WORDS = 7
+C_ID_ORDER, C_ID_CANCEL, C_ID_AMEND = N_CID, _off(R.CANCEL_DTYPE, "orig_client_order_id"), _off(R.AMEND_DTYPE, "orig_client_order_id")
+CX_ORDER = _off(R.CANCEL_DTYPE, "order_id")
+RS_DUP, RS_UNKNOWN, RS_FULL = int(RS.DUPLICATE_ORDER), int(RS.UNKNOWN_ORDER), int(RS.BOOK_FULL)
 SYMBOL_BITS = 20  # open-order counts are keyed by account << 20 | symbol
 
 
@@ -135,6 +148,83 @@ def _open_add(C, account, symbol, delta):
         hm_put(keys, vals, mask, key, n)
     else:
         hm_del(keys, vals, mask, key)
+
+
+@njit(cache=True, nogil=True)
+def _cid_hash(account, a):
+    """64-bit hash of (account, 36 id bytes at a); positive (0 marks empty map slots)."""
+    h = account * -7046029254386353131 + 0x2545F4914F6CDD1D
+    for k in range(4):
+        h = (h ^ ld_i64(a + 8 * k)) * 0x100000001B3
+        h ^= h >> 29
+    h = (h ^ ld_u32(a + 32)) * 0x100000001B3
+    h ^= h >> 31
+    return (h & 0x7FFFFFFFFFFFFFFF) | 1
+
+
+@njit(cache=True, nogil=True)
+def _cid_empty(a):
+    return ld_i64(a) == 0 and ld_i64(a + 8) == 0 and ld_i64(a + 16) == 0 and ld_i64(a + 24) == 0 and ld_u32(a + 32) == 0
+
+
+@njit(cache=True, nogil=True)
+def _cid_same(e, account, a):
+    if ld_i64(e + 8) != account:
+        return False
+    for k in range(4):
+        if ld_i64(e + 16 + 8 * k) != ld_i64(a + 8 * k):
+            return False
+    return ld_i64(e + 48) == ld_u32(a + 32)
+
+
+@njit(cache=True, nogil=True)
+def _cid_find(C, account, a):
+    """Entry address of (account, id), 0 if absent; -1 if another id has the same hash."""
+    j = hm_find(_g(C, C_CKEYS), _g(C, C_CMASK), _cid_hash(account, a))
+    if j < 0:
+        return 0
+    e = _g(C, C_ENT) + 8 * ENTRY_WORDS * ld_i64(_g(C, C_CVALS) + 8 * j)
+    return e if _cid_same(e, account, a) else -1
+
+
+@njit(cache=True, nogil=True)
+def _cid_add(C, account, a, order_id):
+    """Remember an open order's client id. Returns a reject reason, or 0."""
+    found = _cid_find(C, account, a)
+    if found != 0:
+        return RS_DUP
+    n = _g(C, C_NEFREE)
+    if n == 0:
+        return RS_FULL
+    n -= 1
+    _s(C, C_NEFREE, n)
+    idx = ld_i64(_g(C, C_EFREE) + 8 * n)
+    e = _g(C, C_ENT) + 8 * ENTRY_WORDS * idx
+    st_i64(e, order_id)
+    st_i64(e + 8, account)
+    for k in range(4):
+        st_i64(e + 16 + 8 * k, ld_i64(a + 8 * k))
+    st_i64(e + 48, ld_u32(a + 32))
+    hm_put(_g(C, C_CKEYS), _g(C, C_CVALS), _g(C, C_CMASK), _cid_hash(account, a), idx)
+    hm_put(_g(C, C_IKEYS), _g(C, C_IVALS), _g(C, C_IMASK), order_id, idx)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _cid_end(C, order_id):
+    """An order ended: forget its client id (if it had one)."""
+    ikeys, ivals, imask = _g(C, C_IKEYS), _g(C, C_IVALS), _g(C, C_IMASK)
+    idx = hm_get(ikeys, ivals, imask, order_id, -1)
+    if idx < 0:
+        return
+    hm_del(ikeys, ivals, imask, order_id)
+    e = _g(C, C_ENT) + 8 * ENTRY_WORDS * idx
+    # Rebuild the id bytes' hash from the entry: the words are stored in order.
+    h = _cid_hash(ld_i64(e + 8), e + 16)
+    hm_del(_g(C, C_CKEYS), _g(C, C_CVALS), _g(C, C_CMASK), h)
+    n = _g(C, C_NEFREE)
+    st_i64(_g(C, C_EFREE) + 8 * n, idx)
+    _s(C, C_NEFREE, n + 1)
 
 
 @njit(cache=True, nogil=True)
@@ -256,12 +346,17 @@ def _result(C, r):
         st_i64(_g(C, C_LAST) + 8 * sym, ld_i64(a + F_PRICE))
         if flags & FLAG_MAKER_DONE:
             _open_add(C, ld_u32(a + F_MACC), sym, -1)
-        if flags & FLAG_TAKER_DONE and ld_u8(a + F_TTYPE) != MARKET:
-            _open_add(C, acc, sym, -1)
+            _cid_end(C, ld_i64(a + F_MAKER))
+        if flags & FLAG_TAKER_DONE:
+            if ld_u8(a + F_TTYPE) != MARKET:
+                _open_add(C, acc, sym, -1)
+            _cid_end(C, ld_i64(a + F_TAKER))
     elif t == T_ACCEPTED and ld_u8(a + EV_TYPE) != MARKET:
         _open_add(C, acc, sym, 1)
-    elif (t == T_EXPIRED or t == T_CANCELED) and ld_u8(a + EV_TYPE) != MARKET:
-        _open_add(C, acc, sym, -1)
+    elif t == T_EXPIRED or t == T_CANCELED or t == T_REJECTED:
+        if t != T_REJECTED and ld_u8(a + EV_TYPE) != MARKET:
+            _open_add(C, acc, sym, -1)
+        _cid_end(C, ld_i64(a + EV_ORDER))
 
 
 @njit(cache=True, nogil=True)
@@ -280,8 +375,11 @@ def _command(C, c):
             st_i64(last, sseq)
     t = ld_u16(c + H_TYPE)
     a = _stamp(C, c)
+    acc = ld_u32(a + H_ACC)
     if t == T_NEW:
         reason = validate_new(C, a)
+        if reason == 0 and not _cid_empty(a + N_CID):
+            reason = _cid_add(C, acc, a + N_CID, ld_i64(a + H_SEQ))
         if reason:
             _reject_new(C, a, reason)
             return 0
@@ -293,6 +391,12 @@ def _command(C, c):
     elif ld_u32(a + H_SYM) >= _g(C, C_NSYM):
         _refuse(C, a, RS_SYMBOL)
         return 0
+    elif t != T_CANCEL_ALL and ld_i64(a + CX_ORDER) == 0:  # by origClientOrderId
+        e = _cid_find(C, acc, a + (C_ID_CANCEL if t == T_CANCEL else C_ID_AMEND))
+        if e <= 0:
+            _refuse(C, a, RS_UNKNOWN)
+            return 0
+        st_i64(a + CX_ORDER, ld_i64(e))
     _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
     return 0
 
@@ -343,6 +447,14 @@ class OrderEngine:
         c[C_EDGE], c[C_NEDGE] = self.edge_last_seq.ctypes.data, max_edges
         c[C_OKEYS], c[C_OVALS], c[C_OMASK] = self.open_keys.ctypes.data, self.open_vals.ctypes.data, cap - 1
         c[C_MAXFLIGHT] = max_in_flight
+        self.cid_keys, self.cid_vals = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        self.cid_by_order_keys, self.cid_by_order_vals = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        self.cid_entries = np.zeros((max_open_orders, ENTRY_WORDS), np.int64)
+        self.cid_free = np.arange(max_open_orders - 1, -1, -1, dtype=np.int64)
+        c[C_CKEYS], c[C_CVALS], c[C_CMASK] = self.cid_keys.ctypes.data, self.cid_vals.ctypes.data, cap - 1
+        c[C_IKEYS], c[C_IVALS], c[C_IMASK] = (self.cid_by_order_keys.ctypes.data, self.cid_by_order_vals.ctypes.data,
+                                              cap - 1)
+        c[C_ENT], c[C_EFREE], c[C_NEFREE] = self.cid_entries.ctypes.data, self.cid_free.ctypes.data, max_open_orders
         self.control = c
 
     @property

@@ -28,7 +28,7 @@ def new(price="100", qty="1", side=Side.BUY, otype=OT.LIMIT, tif=TimeInForce.GTC
     r["qty_lot"] = SYM.qty_to_lot("qty", qty)
     r["stop_price_tick"] = SYM.price_to_tick("stop", stop)
     r["quote_qty_minor"] = quote
-    r["client_order_id"] = b"cid-1"
+    r["client_order_id"] = b"cid-%d" % source_seq
     return r
 
 
@@ -151,3 +151,25 @@ def test_cancel_for_unknown_symbol_and_unsupported_commands_are_refused():
     cr["source"], cr["source_seq"] = 1, 2
     assert int(one(oe, cr)["reason"]) == Reason.UNSUPPORTED_COMBINATION
     assert oe.in_flight == 0
+
+
+def test_client_order_ids_are_unique_among_open_orders_and_resolve_cancels():
+    oe = OrderEngine(TABLE)
+    first = one(oe, new(source_seq=1))
+    dup = new(source_seq=2)
+    dup["client_order_id"] = b"cid-1"
+    assert int(one(oe, dup)["reason"]) == Reason.DUPLICATE_ORDER
+    other_account = new(source_seq=3, account=2)
+    other_account["client_order_id"] = b"cid-1"
+    assert int(one(oe, other_account)["type"]) == RecordType.NEW_ORDER   # ids are per account
+    cancel = R.empty(RecordType.CANCEL)
+    cancel["account_id"], cancel["orig_client_order_id"], cancel["source"], cancel["source_seq"] = 1, b"cid-1", 1, 4
+    v = one(oe, cancel)
+    assert (int(v["type"]), int(v["order_id"])) == (RecordType.CANCEL, int(first["seq"]))
+    cancel["orig_client_order_id"], cancel["source_seq"] = b"nope", 5
+    v = one(oe, cancel)
+    assert (int(v["type"]), int(v["reason"])) == (RecordType.CANCEL_REJECTED, Reason.UNKNOWN_ORDER)
+    # Once the order ends, its id can be used again.
+    oe.process(results=result(RecordType.ORDER_CANCELED, order_id=int(first["seq"]), order_type=OT.LIMIT, account_id=1))
+    dup["source_seq"] = 6
+    assert int(one(oe, dup)["type"]) == RecordType.NEW_ORDER
