@@ -41,7 +41,10 @@ def build(cmds) -> np.ndarray:
             r = R.empty(rtype)
             r["account_id"], r["symbol_id"], r["ts_ns"] = acc, sym, ts
             if kind != "cancel_all":
-                r["order_id"] = ref
+                if ref % 4 == 0:  # by client order id (the order engine resolves it)
+                    r["orig_client_order_id"] = b"c%d" % (ref // 4)
+                else:
+                    r["order_id"] = ref
             if kind == "amend":
                 r["new_price_tick"] = price if ref % 2 else 0
                 r["new_qty_lot"] = qty if ref % 3 else 0
@@ -53,6 +56,7 @@ def build(cmds) -> np.ndarray:
         r = Exchange.orders(acc, side, 0 if otype == OT.MARKET else price, 0 if kind == "market_quote" else qty,
                             otype, sym, 0 if otype in (OT.MARKET, OT.LIMIT_MAKER) else tif, ts, stp,
                             quote_qty_minor=qty * price * 50 if kind == "market_quote" else 0)
+        r["client_order_id"] = b"c%d" % ts
         if otype == OT.STOP_LOSS_LIMIT:
             r["stop_price_tick"] = price + (3 if side == Side.BUY else -3)
         out.append(r)
