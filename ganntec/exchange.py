@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ganntec.engines import risk as risk_engine
 from ganntec.engines.symbols import Asset, Symbol, symbol_table
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType, Permission, RecordType, Side, StpMode, TimeInForce
@@ -23,7 +24,7 @@ from ganntec.workers.driver import InProcessDriver
 
 class Exchange:
     def __init__(self, symbols: Sequence[Symbol], max_accounts: int = 1024, max_orders: int = 1 << 16,
-                 max_levels: int = 4096, fee_account: int = 0):
+                 max_levels: int = 4096, fee_account: int = 0, loss_asset: str | None = None):
         if not symbols:
             raise ValueError("symbols=[] (at least one symbol)")
         self.symbols = list(symbols)
@@ -38,7 +39,9 @@ class Exchange:
         self._asset_by_name = {a.name: a for a in self.assets}
         self._symbol_by_name = {s.name: s for s in self.symbols}
         self.table = symbol_table(self.symbols)
-        self.driver = InProcessDriver(self.table, len(self.assets), max_accounts, max_orders, max_levels, fee_account)
+        loss = -1 if loss_asset is None else self._asset(loss_asset).asset_id
+        self.driver = InProcessDriver(self.table, len(self.assets), max_accounts, max_orders, max_levels, fee_account,
+                                      loss)
         self.journal: list[np.ndarray] = []
 
     # --- commands ---------------------------------------------------------------------------------
@@ -51,9 +54,15 @@ class Exchange:
         return edge
 
     def open_account(self, account_id: int, permissions: int = Permission.TRADE | Permission.READ,
-                     max_open_orders: int = 0, ts_ns: int = 0) -> np.ndarray:
+                     max_open_orders: int = 0, daily_loss_limit: str | None = None, ts_ns: int = 0) -> np.ndarray:
+        """Open (or reopen) an account; `daily_loss_limit` is in the exchange's loss asset."""
         r = R.empty(RecordType.ACCOUNT_OPEN)
         r["account_id"], r["permissions"], r["max_open_orders"], r["ts_ns"] = account_id, permissions, max_open_orders, ts_ns
+        if daily_loss_limit is not None:
+            loss = self.driver.risk.control[risk_engine.K_LOSSASSET]
+            if loss < 0:
+                raise ValueError("daily_loss_limit needs Exchange(loss_asset=...)")
+            r["daily_loss_limit_minor"] = self.assets[int(loss)].to_minor("daily_loss_limit", daily_loss_limit)
         r["maker_fee_e8"] = r["taker_fee_e8"] = -1
         return self.submit(r)
 

@@ -39,7 +39,13 @@ Admin: CREDIT / DEBIT (amount > 0, asset configured, a debit only from free bala
 overflow; else INVALID_AMOUNT / UNKNOWN_ASSET), ACCOUNT_OPEN (active, permissions, limits, fee
 overrides), ACCOUNT_LIMITS (limits and fees only), KILL_ACCOUNT / UNKILL_ACCOUNT (a killed
 account can cancel but not place), HALT_SYMBOL / RESUME_SYMBOL (cancels still allowed). Key
-records are passed on for the edge. The daily loss limit is stored but not yet enforced.
+records are passed on for the edge.
+
+Daily loss limit: when configured with a loss asset (e.g. USDT), risk keeps each account's
+realized P&L on symbols quoted in that asset (average cost, the position engine's arithmetic)
+minus the fees it paid in it, per UTC day of the fills' stamped ts_ns. When a day's loss exceeds
+the account's daily_loss_limit_minor the account is killed (no new orders; cancels still go) and
+a KILL_ACCOUNT record with reason DAILY_LOSS_LIMIT goes to the edge. UNKILL_ACCOUNT re-enables it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from numba import njit
 
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put
 from ganntec.engines.mem import ld_i64, ld_i32, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
+from ganntec.engines.position import P_REAL, PB, POSITION_DTYPE, _trade
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -61,10 +68,10 @@ def _off(dtype, name):
 ACCOUNT_STATE_DTYPE = np.dtype(
     {
         "names": ["status", "permissions", "max_open_orders", "open_orders", "maker_fee_e8", "taker_fee_e8",
-                  "max_order_notional_minor", "daily_loss_limit_minor"],
-        "formats": ["<i8"] * 8,
-        "offsets": [8 * i for i in range(8)],
-        "itemsize": 64,
+                  "max_order_notional_minor", "daily_loss_limit_minor", "day", "day_pnl_minor"],
+        "formats": ["<i8"] * 10,
+        "offsets": [8 * i for i in range(10)],
+        "itemsize": 80,
     }
 )
 HOLD_DTYPE = np.dtype(
@@ -77,7 +84,7 @@ HOLD_DTYPE = np.dtype(
     }
 )
 ACCOUNT_NONE, ACCOUNT_ACTIVE, ACCOUNT_KILLED = 0, 1, 2
-A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS = (
+A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS, A_DAY, A_DAYPNL = (
     _off(ACCOUNT_STATE_DTYPE, n) for n in ACCOUNT_STATE_DTYPE.names)
 AB = ACCOUNT_STATE_DTYPE.itemsize
 HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE = (
@@ -85,8 +92,8 @@ HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, 
 HB = HOLD_DTYPE.itemsize
 
 RB = R.RECORD_BYTES
-H_TYPE, H_FLAGS, H_REASON, H_SEQ, H_ACC, H_SYM = (_off(R.RECORD_DTYPE, n) for n in (
-    "type", "flags", "reason", "seq", "account_id", "symbol_id"))
+H_TYPE, H_FLAGS, H_REASON, H_SEQ, H_TS, H_ACC, H_SYM = (_off(R.RECORD_DTYPE, n) for n in (
+    "type", "flags", "reason", "seq", "ts_ns", "account_id", "symbol_id"))
 N_PRICE, N_QTY, N_QUOTE, N_STOP, N_SIDE, N_TYPE, N_CID, N_TIF = (_off(R.NEW_ORDER_DTYPE, n) for n in (
     "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "side", "order_type", "client_order_id",
     "time_in_force"))
@@ -121,17 +128,19 @@ ST_REJECTED = int(R.OrderStatus.REJECTED)
 PERM_TRADE = int(R.Permission.TRADE)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_QTY_CAP = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_QTY_CAP
 RS = R.Reason
-RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL = (
+RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL, RS_LOSS = (
     int(r) for r in (RS.INSUFFICIENT_BALANCE, RS.UNKNOWN_ACCOUNT, RS.ACCOUNT_DISABLED, RS.NO_TRADE_PERMISSION,
                      RS.MARKET_CLOSED, RS.TOO_MANY_OPEN_ORDERS, RS.ORDER_NOTIONAL_CAP, RS.INVALID_AMOUNT,
-                     RS.UNKNOWN_ASSET, RS.UNKNOWN_SYMBOL))
+                     RS.UNKNOWN_ASSET, RS.UNKNOWN_SYMBOL, RS.DAILY_LOSS_LIMIT))
 E8 = 100_000_000
 MAX_BALANCE = (1 << 62)  # balances stay below this, so sums of two never overflow
 SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
 
 (K_SYM, K_NSYM, K_SYMST, K_ACC, K_NACC, K_BAL, K_NASSET, K_TOT, K_HOLD, K_HFREE, K_NHFREE, K_HKEYS, K_HVALS,
- K_HMASK, K_FEEACC, K_A, K_NA, K_B, K_NB) = range(19)
-K_SLOTS = 20
+ K_HMASK, K_FEEACC, K_A, K_NA, K_B, K_NB, K_LOSSASSET, K_PROWS, K_PNROWS, K_PMAX, K_PKEYS, K_PVALS,
+ K_PMASK) = range(26)
+K_SLOTS = 26
+DAY_NS = 86_400_000_000_000
 
 
 @njit(cache=True, nogil=True)
@@ -449,6 +458,9 @@ def _fill(K, f):
     seller, seller_order, seller_fee = (maker, ld_i64(f + F_MAKER), m_fee) if taker_buys else (taker, ld_i64(f + F_TAKER), t_fee)
     _settle_side(K, f, buyer, buyer_order, lots, quote_asset, quote, base_asset, base, buyer_fee, price, qpl)
     _settle_side(K, f, seller, seller_order, lots, base_asset, base, quote_asset, quote, seller_fee, price, qpl)
+    if quote_asset == _g(K, K_LOSSASSET):
+        _daily_pnl(K, f, buyer, sym, True, lots, price, qpl, buyer_fee, True)
+        _daily_pnl(K, f, seller, sym, False, lots, price, qpl, seller_fee, False)
     flags = ld_u16(f + H_FLAGS)
     if flags & FLAG_MAKER_DONE:
         _release(K, f, ld_i64(f + F_MAKER))
@@ -459,6 +471,53 @@ def _fill(K, f):
     if seller != buyer:
         _balance_record(K, f, seller, base_asset, 0)
         _balance_record(K, f, seller, quote_asset, 0)
+
+
+@njit(cache=True, nogil=True)
+def _pnl_row(K, account, sym):
+    """Risk's own (account, symbol) position row for P&L, created on first use (0 if full)."""
+    key = ((account << 20) | sym) + 1
+    keys, vals, mask = _g(K, K_PKEYS), _g(K, K_PVALS), _g(K, K_PMASK)
+    r = hm_get(keys, vals, mask, key, -1)
+    if r < 0:
+        r = _g(K, K_PNROWS)
+        if r == _g(K, K_PMAX):
+            return 0
+        _s(K, K_PNROWS, r + 1)
+        hm_put(keys, vals, mask, key, r)
+    return _g(K, K_PROWS) + r * PB
+
+
+@njit(cache=True, nogil=True)
+def _daily_pnl(K, f, account, sym, buy, lots, price, qpl, fee, fee_in_base):
+    """Realized P&L (minus fees paid in the loss asset) of the account's current day; crossing
+    the daily loss limit kills the account and tells the edge (KILL_ACCOUNT, DAILY_LOSS_LIMIT).
+    The day is the fill's stamped ts_ns // 1 day (UTC days)."""
+    p = _pnl_row(K, account, sym)
+    if p == 0:
+        return
+    before = ld_i64(p + P_REAL)
+    _trade(p, buy, lots, price, qpl, fee, fee_in_base)
+    delta = ld_i64(p + P_REAL) - before - (0 if fee_in_base else fee)
+    aa = _acc(K, account)
+    day = ld_i64(f + H_TS) // DAY_NS
+    if ld_i64(aa + A_DAY) != day:
+        st_i64(aa + A_DAY, day)
+        st_i64(aa + A_DAYPNL, 0)
+    pnl = ld_i64(aa + A_DAYPNL) + delta
+    st_i64(aa + A_DAYPNL, pnl)
+    limit = ld_i64(aa + A_LOSS)
+    if limit > 0 and pnl < -limit and ld_i64(aa + A_STATUS) == ACCOUNT_ACTIVE:
+        st_i64(aa + A_STATUS, ACCOUNT_KILLED)
+        n = _g(K, K_NB)
+        a = _g(K, K_B) + n * RB
+        copy_bytes(a, f, 40)
+        zero_bytes(a + 40, RB - 40)
+        st_u16(a + H_TYPE, T_KILL)
+        st_u16(a + H_FLAGS, 0)
+        st_u16(a + H_REASON, RS_LOSS)
+        st_u32(a + H_ACC, account)
+        _s(K, K_NB, n + 1)
 
 
 @njit(cache=True, nogil=True)
@@ -560,7 +619,8 @@ def _record(K, c):
             _settle_hold(K, c)
 
 
-OUT_B_PER_RECORD = 8  # the most position-bound records one input can produce
+OUT_B_PER_RECORD = 10  # the most position-bound records one input can produce (a fill: 1 + 4
+                       # balances + 2 releases + 2 daily-loss kills)
 
 
 @njit(cache=True, nogil=True)
@@ -587,7 +647,7 @@ class RiskEngine:
     """Risk state (numpy arrays) and Python entry points over the compiled `step`."""
 
     def __init__(self, symbols: np.ndarray, n_assets: int, max_accounts: int = 1024, max_orders: int = 1 << 16,
-                 fee_account: int = 0):
+                 fee_account: int = 0, loss_asset: int = -1, max_positions: int = 1 << 16):
         symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
         if max(int(symbols["base_asset_id"].max()), int(symbols["quote_asset_id"].max())) >= n_assets:
             raise ValueError(f"n_assets={n_assets} (a symbol names an asset id beyond it)")
@@ -612,6 +672,14 @@ class RiskEngine:
         k[K_HOLD], k[K_HFREE], k[K_NHFREE] = self.holds.ctypes.data, self.hold_free.ctypes.data, max_orders
         k[K_HKEYS], k[K_HVALS], k[K_HMASK] = self.hold_keys.ctypes.data, self.hold_vals.ctypes.data, cap - 1
         k[K_FEEACC] = fee_account
+        if not -1 <= loss_asset < n_assets:
+            raise ValueError(f"loss_asset={loss_asset} (-1 for none, or an asset id)")
+        k[K_LOSSASSET] = loss_asset
+        self.pnl_rows = np.zeros(max_positions, POSITION_DTYPE)
+        pcap = capacity_for(max_positions)
+        self.pnl_keys, self.pnl_vals = np.zeros(pcap, np.int64), np.zeros(pcap, np.int64)
+        k[K_PROWS], k[K_PMAX] = self.pnl_rows.ctypes.data, max_positions
+        k[K_PKEYS], k[K_PVALS], k[K_PMASK] = self.pnl_keys.ctypes.data, self.pnl_vals.ctypes.data, pcap - 1
         self.control = k
         self.max_orders = max_orders
 

@@ -64,9 +64,9 @@ class InProcessDriver:
     """The four engines, their buffers, and `run(commands) -> (journal, edge records)`."""
 
     def __init__(self, symbols: np.ndarray, n_assets: int, max_accounts: int = 1024, max_orders: int = 1 << 16,
-                 max_levels: int = 4096, fee_account: int = 0, chunk: int = 4096):
+                 max_levels: int = 4096, fee_account: int = 0, loss_asset: int = -1, chunk: int = 4096):
         self.order = order.OrderEngine(symbols, max_in_flight=1 << 30, max_open_orders=max_orders)
-        self.risk = risk.RiskEngine(symbols, n_assets, max_accounts, max_orders, fee_account)
+        self.risk = risk.RiskEngine(symbols, n_assets, max_accounts, max_orders, fee_account, loss_asset)
         self.matching = matching.MatchingEngine(symbols, max_orders, max_levels)
         self.position = position.PositionEngine(symbols, max_positions=max_orders)
         m_cap = self.matching.min_out_capacity

@@ -169,3 +169,33 @@ def _admin(rtype, **fields):
     for k, v in fields.items():
         r[k] = v
     return r
+
+
+def test_daily_loss_limit_kills_the_account_and_resets_each_day():
+    day = 86_400_000_000_000
+    e = Exchange([SYM], max_accounts=16, loss_asset="USDT")
+    for acc in (1, 2):
+        e.open_account(acc, daily_loss_limit="25" if acc == 1 else None)
+        e.deposit(acc, "USDT", "100000")
+        e.deposit(acc, "BTC", "10")
+    limit(e, 2, Side.SELL, "100", "1", ts=day)
+    limit(e, 1, Side.BUY, "100", "1", ts=day)        # 1 long 1 @ 100 (fee in BTC: not in the loss asset)
+    limit(e, 2, Side.BUY, "90", "1", ts=day)
+    out = limit(e, 1, Side.SELL, "90", "1", ts=day)  # closes at 90: -10, and 0.18 USDT taker fee
+    assert not of_type(out, RecordType.KILL_ACCOUNT)
+    assert int(e.driver.risk.accounts[1]["day_pnl_minor"]) == -USDT.to_minor("p", "10.18")
+    limit(e, 2, Side.SELL, "100", "2", ts=2 * day)    # next day: the count starts again
+    limit(e, 1, Side.BUY, "100", "2", ts=2 * day)
+    limit(e, 2, Side.BUY, "88", "2", ts=2 * day)
+    out = limit(e, 1, Side.SELL, "88", "2", ts=2 * day)   # -24 - 0.352 fee = -24.352: still within 25
+    assert not of_type(out, RecordType.KILL_ACCOUNT)
+    limit(e, 2, Side.SELL, "100", "1", ts=2 * day)
+    limit(e, 1, Side.BUY, "100", "1", ts=2 * day)
+    limit(e, 2, Side.BUY, "99", "1", ts=2 * day)
+    out = limit(e, 1, Side.SELL, "99", "1", ts=2 * day)   # -1 more: over 25
+    kill = of_type(out, RecordType.KILL_ACCOUNT)
+    assert [(int(k["account_id"]), int(k["reason"])) for k in kill] == [(1, Reason.DAILY_LOSS_LIMIT)]
+    assert reasons(limit(e, 1, Side.BUY, "1", "1", ts=2 * day)) == [Reason.ACCOUNT_DISABLED]
+    e.submit(_admin(RecordType.UNKILL_ACCOUNT, account_id=1))
+    assert reasons(limit(e, 1, Side.BUY, "1", "1", ts=3 * day)) == []
+    assert e.conservation_errors() == []
