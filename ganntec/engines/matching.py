@@ -596,7 +596,7 @@ def _fok_fillable(E, ti):
     need = ld_i64(ta + O_LEAVES)
     limit = ld_i64(ta + O_PRICE)
     ob = sym * 2 + (2 - side)  # opposite book
-    keys, lvls = _bk(E, ob), _bl(E, ob)
+    lvls = _bl(E, ob)
     got = 0
     pos = _bn(E, ob) - 1
     while pos >= 0:

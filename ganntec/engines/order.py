@@ -52,8 +52,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ganntec.engines.events import reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_find, hm_get, hm_put
-from ganntec.engines.mem import ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u8, st_u16, zero_bytes
+from ganntec.engines.mem import ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16, zero_bytes
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -305,23 +306,9 @@ def _stamp(C, src):
 
 @njit(cache=True, nogil=True)
 def _reject_new(C, a, reason):
-    """Turn the stamped NEW_ORDER at a into its ORDER_REJECTED (same header, event payload).
-    The client order id sits at the same offset in both layouts, so it stays where it is."""
-    price, qty, stop = ld_i64(a + N_PRICE), ld_i64(a + N_QTY), ld_i64(a + N_STOP)
-    side, t, tif = ld_u8(a + N_SIDE), ld_u8(a + N_TYPE), ld_u8(a + N_TIF)
-    zero_bytes(a + 40, EV_CID - 40)
-    zero_bytes(a + EV_CID + CID_BYTES, RB - EV_CID - CID_BYTES)
-    st_u16(a + H_TYPE, T_REJECTED)
-    st_u16(a + H_REASON, reason)
+    """The stamped NEW_ORDER at a becomes its ORDER_REJECTED, the last result of its command."""
+    reject_new_in_place(a, reason)
     st_u16(a + H_FLAGS, FLAG_END)
-    st_i64(a + EV_ORDER, ld_i64(a + H_SEQ))
-    st_i64(a + EV_PRICE, price)
-    st_i64(a + EV_QTY, qty)
-    st_i64(a + EV_STOP, stop)
-    st_u8(a + EV_SIDE, side)
-    st_u8(a + EV_TYPE, t)
-    st_u8(a + EV_TIF, tif)
-    st_u8(a + EV_STATUS, ST_REJECTED)
 
 
 @njit(cache=True, nogil=True)

@@ -68,22 +68,28 @@ def _s(P, k, v):
 
 
 @njit(cache=True, nogil=True)
-def _row(P, account, symbol):
-    """Row address for (account, symbol), created on first use; 0 if the table is full."""
+def row_for(rows, n_rows_address, max_rows, keys, vals, mask, account, symbol):
+    """Address of the (account, symbol) row in a POSITION_DTYPE table, created on first use;
+    0 if the table is full. The row count lives at n_rows_address."""
     key = ((account << 20) | symbol) + 1
-    keys, vals, mask = _g(P, P_CKEYS), _g(P, P_CVALS), _g(P, P_CMASK)
     r = hm_get(keys, vals, mask, key, -1)
     if r < 0:
-        r = _g(P, P_CNROWS)
-        if r == _g(P, P_CMAX):
+        r = ld_i64(n_rows_address)
+        if r == max_rows:
             return 0
-        _s(P, P_CNROWS, r + 1)
+        st_i64(n_rows_address, r + 1)
         hm_put(keys, vals, mask, key, r)
-        a = _g(P, P_CROWS) + r * PB
+        a = rows + r * PB
         st_i64(a + P_ACC, account)
         st_i64(a + P_SYM, symbol)
         return a
-    return _g(P, P_CROWS) + r * PB
+    return rows + r * PB
+
+
+@njit(cache=True, nogil=True)
+def _row(P, account, symbol):
+    return row_for(_g(P, P_CROWS), P + 8 * P_CNROWS, _g(P, P_CMAX), _g(P, P_CKEYS), _g(P, P_CVALS),
+                   _g(P, P_CMASK), account, symbol)
 
 
 @njit(cache=True, nogil=True)

@@ -53,9 +53,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ganntec.engines.events import reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put
 from ganntec.engines.mem import ld_i64, ld_i32, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
-from ganntec.engines.position import P_REAL, PB, POSITION_DTYPE, _trade
+from ganntec.engines.position import P_REAL, POSITION_DTYPE, _trade, row_for
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -279,21 +280,7 @@ def _release(K, src, order_id):
 @njit(cache=True, nogil=True)
 def _reject_new(K, c, reason):
     """ORDER_REJECTED for the NEW_ORDER at c, sent to matching to be echoed."""
-    a = _to_a(K, c)
-    price, qty, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_STOP)
-    side, t, tif = ld_u8(c + N_SIDE), ld_u8(c + N_TYPE), ld_u8(c + N_TIF)
-    zero_bytes(a + 40, N_CID - 40)  # the client order id is at the same offset in both layouts
-    zero_bytes(a + N_CID + R.CLIENT_ID_BYTES, RB - N_CID - R.CLIENT_ID_BYTES)
-    st_u16(a + H_TYPE, T_REJECTED)
-    st_u16(a + H_REASON, reason)
-    st_i64(a + EV_ORDER, ld_i64(c + H_SEQ))
-    st_i64(a + EV_PRICE, price)
-    st_i64(a + EV_QTY, qty)
-    st_i64(a + EV_STOP, stop)
-    st_u8(a + EV_SIDE, side)
-    st_u8(a + EV_TYPE, t)
-    st_u8(a + EV_TIF, tif)
-    st_u8(a + EV_STATUS, ST_REJECTED)
+    reject_new_in_place(_to_a(K, c), reason)
 
 
 @njit(cache=True, nogil=True)
@@ -476,16 +463,8 @@ def _fill(K, f):
 @njit(cache=True, nogil=True)
 def _pnl_row(K, account, sym):
     """Risk's own (account, symbol) position row for P&L, created on first use (0 if full)."""
-    key = ((account << 20) | sym) + 1
-    keys, vals, mask = _g(K, K_PKEYS), _g(K, K_PVALS), _g(K, K_PMASK)
-    r = hm_get(keys, vals, mask, key, -1)
-    if r < 0:
-        r = _g(K, K_PNROWS)
-        if r == _g(K, K_PMAX):
-            return 0
-        _s(K, K_PNROWS, r + 1)
-        hm_put(keys, vals, mask, key, r)
-    return _g(K, K_PROWS) + r * PB
+    return row_for(_g(K, K_PROWS), K + 8 * K_PNROWS, _g(K, K_PMAX), _g(K, K_PKEYS), _g(K, K_PVALS),
+                   _g(K, K_PMASK), account, sym)
 
 
 @njit(cache=True, nogil=True)

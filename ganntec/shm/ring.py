@@ -66,7 +66,7 @@ from ganntec.shm.atomics import (
     store_relaxed,
     store_release,
 )
-from ganntec.shm.segment import COMMON_HEADER_BYTES, Outcome, Segment, SegmentError, magic_of, process_alive, process_start_cs, segment_name
+from ganntec.shm.segment import Outcome, Segment, SegmentError, magic_of, process_alive, process_start_cs, segment_name
 
 RING_MAGIC = magic_of(b"GNTCRING")
 RING_LAYOUT_VERSION = 1
