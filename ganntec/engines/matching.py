@@ -14,7 +14,11 @@ every result the command causes; account_id/symbol_id from the header):
   NEW_ORDER   LIMIT (GTC/IOC/FOK), MARKET (by qty_lot, or by quote_qty_minor when qty_lot == 0),
               LIMIT_MAKER, STOP_LOSS / TAKE_PROFIT (a MARKET when triggered) and
               STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT (a LIMIT with its TIF when triggered).
-              (Icebergs, trailing stops and order lists come later.)
+              LIMIT and LIMIT_MAKER may be icebergs (iceberg_qty_lot > 0): the book shows one
+              slice of that size; when a slice is filled the next one (of what is left) goes to
+              the back of its level. Level quantities and BOOK_UPDATEs count visible slices; a
+              taker (and FOK's pre-check) can trade the hidden rest as the slices refresh.
+              (Trailing stops and order lists come later.)
   CANCEL      order_id of an open order of the same account and symbol; cancel_restrictions.
   CANCEL_ALL  every open order of the account on the symbol.
   AMEND       order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
@@ -122,10 +126,11 @@ ORDER_DTYPE = np.dtype(
     {
         "names": ["order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor",
                   "quote_left_minor", "prev", "next", "level", "account_id", "symbol_id",
-                  "side", "order_type", "time_in_force", "stp_mode", "book", "qty_is_cap", "stop_price_tick"],
-        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "u1", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 84, 88],
-        "itemsize": 96,
+                  "side", "order_type", "time_in_force", "stp_mode", "book", "qty_is_cap", "stop_price_tick",
+                  "visible_lot", "iceberg_lot"],
+        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "u1", "<i8", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 84, 88, 96, 104],
+        "itemsize": 112,
     }
 )
 LEVEL_DTYPE = np.dtype(
@@ -148,6 +153,7 @@ O_ID, O_PRICE, O_QTY, O_LEAVES, O_EXEC, O_CUMQ, O_QLEFT = (_off(ORDER_DTYPE, n) 
 O_PREV, O_NEXT, O_LEVEL, O_ACC, O_SYM = (_off(ORDER_DTYPE, n) for n in ("prev", "next", "level", "account_id", "symbol_id"))
 O_SIDE, O_TYPE, O_TIF, O_STP = (_off(ORDER_DTYPE, n) for n in ("side", "order_type", "time_in_force", "stp_mode"))
 O_BOOK, O_CAP, O_STOP = _off(ORDER_DTYPE, "book"), _off(ORDER_DTYPE, "qty_is_cap"), _off(ORDER_DTYPE, "stop_price_tick")
+O_VIS, O_ICE = _off(ORDER_DTYPE, "visible_lot"), _off(ORDER_DTYPE, "iceberg_lot")
 LB = LEVEL_DTYPE.itemsize
 L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
     "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
@@ -160,9 +166,9 @@ RB = R.RECORD_BYTES
 H_TYPE, H_FLAGS, H_SOURCE, H_REASON, H_SEQ, H_TS, H_SRCSEQ, H_ACC, H_SYM = (
     _off(R.RECORD_DTYPE, n) for n in ("type", "flags", "source", "reason", "seq", "ts_ns", "source_seq",
                                       "account_id", "symbol_id"))
-N_PRICE, N_QTY, N_QUOTE, N_STOP, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
-    "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "side", "order_type", "time_in_force", "stp_mode",
-    "client_order_id"))
+N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "iceberg_qty_lot", "side", "order_type",
+    "time_in_force", "stp_mode", "client_order_id"))
 C_ORDER, C_RESTRICT = _off(R.CANCEL_DTYPE, "order_id"), _off(R.CANCEL_DTYPE, "cancel_restrictions")
 A_ORDER, A_PRICE, A_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
 E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_STOP, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (
@@ -404,7 +410,11 @@ def _append(E, b, lv, oi):
     else:
         st_i32(_oa(E, tail) + O_NEXT, oi)
     st_i32(la + L_TAIL, oi)
-    st_i64(la + L_QTY, ld_i64(la + L_QTY) + ld_i64(oa + O_LEAVES))
+    # The book shows an iceberg's current slice only; everything else shows all it has left.
+    leaves, ice = ld_i64(oa + O_LEAVES), ld_i64(oa + O_ICE)
+    visible = min(ice, leaves) if ice > 0 else leaves
+    st_i64(oa + O_VIS, visible)
+    st_i64(la + L_QTY, ld_i64(la + L_QTY) + visible)
     st_i64(la + L_COUNT, ld_i64(la + L_COUNT) + 1)
 
 
@@ -426,11 +436,21 @@ def _unlink(E, oi):
     else:
         st_i32(_oa(E, nxt) + O_PREV, prev)
     st_i32(oa + O_LEVEL, -1)
-    st_i64(la + L_QTY, ld_i64(la + L_QTY) - ld_i64(oa + O_LEAVES))
+    st_i64(la + L_QTY, ld_i64(la + L_QTY) - ld_i64(oa + O_VIS))
     count = ld_i64(la + L_COUNT) - 1
     st_i64(la + L_COUNT, count)
     if count == 0:
         _drop_level(E, b, lv)
+
+
+@njit(cache=True, nogil=True)
+def _requeue(E, oi):
+    """An iceberg whose slice ran out shows its next slice at the back of its level."""
+    _unlink(E, oi)
+    b = ld_i32(_oa(E, oi) + O_BOOK)
+    lv = _get_level(E, b, ld_i64(_oa(E, oi) + O_PRICE))  # room: its own level was just freed
+    _append(E, b, lv, oi)
+    _touch(E, b, lv)
 
 
 @njit(cache=True, nogil=True)
@@ -656,19 +676,23 @@ def _match(E, ti):
         mi = ld_i32(la + L_HEAD)
         ma = _oa(E, mi)
         m_leaves = ld_i64(ma + O_LEAVES)
+        m_vis = ld_i64(ma + O_VIS)
         self_trade = ld_u32(ma + O_ACC) == acc
         if self_trade and stp != STP_NONE:
             if stp == STP_TAKER:
                 return RUN_STP_STOP
             if stp == STP_DECR:
-                d = min(lots, m_leaves)
+                d = min(lots, m_vis)
                 _touch(E, ob, lv)
                 st_i64(la + L_QTY, ld_i64(la + L_QTY) - d)
                 st_i64(ma + O_LEAVES, m_leaves - d)
+                st_i64(ma + O_VIS, m_vis - d)
                 _consume(E, ta, d, d * price * qpl)
                 if m_leaves - d == 0:
                     _unlink(E, mi)
                     _expire(E, mi, RS_STP, ST_EXP_MATCH)
+                elif m_vis - d == 0:
+                    _requeue(E, mi)
                 if _taker_left(ta) == 0:
                     return RUN_STP_STOP
                 continue
@@ -678,8 +702,9 @@ def _match(E, ti):
             if stp == STP_BOTH:
                 return RUN_STP_STOP
             continue
-        q = min(lots, m_leaves)
+        q = min(lots, m_vis)
         st_i64(ma + O_LEAVES, m_leaves - q)
+        st_i64(ma + O_VIS, m_vis - q)
         st_i64(ma + O_EXEC, ld_i64(ma + O_EXEC) + q)
         quote = _take(E, ta, q, price, qpl)
         st_i64(ma + O_CUMQ, ld_i64(ma + O_CUMQ) + quote)
@@ -705,9 +730,10 @@ def _match(E, ti):
             st_i64(a + F_TLEAVES, taker_left)
         if m_leaves == q:
             # The maker is filled: take it off the book (its qty is already out of the level).
-            st_i64(ma + O_LEAVES, 0)
             _unlink(E, mi)
             _release(E, mi)
+        elif m_vis == q:
+            _requeue(E, mi)
 
 
 @njit(cache=True, nogil=True)
@@ -786,6 +812,8 @@ def _new_order(E, c):
     quote = ld_i64(c + N_QUOTE)
     st_i64(ta + O_QLEFT, quote if (_market_like(otype) and quote > 0) else -1)
     st_i64(ta + O_STOP, stop)
+    st_i64(ta + O_ICE, ld_i64(c + N_ICE) if (otype == LIMIT or otype == LIMIT_MAKER) else 0)
+    st_i64(ta + O_VIS, 0)
     st_i32(ta + O_LEVEL, -1)
     st_i32(ta + O_BOOK, -1)
     st_u8(ta + O_CAP, 1 if (ld_u16(c + H_FLAGS) & FLAG_QTY_CAP) and quote > 0 else 0)
@@ -959,9 +987,12 @@ def _amend(E, c):
         if delta > 0:
             lv = ld_i32(oa + O_LEVEL)
             la = _la(E, lv)
-            st_i64(la + L_QTY, ld_i64(la + L_QTY) - delta)
+            leaves = ld_i64(oa + O_LEAVES) - delta
+            visible = min(ld_i64(oa + O_VIS), leaves)
+            st_i64(la + L_QTY, ld_i64(la + L_QTY) - (ld_i64(oa + O_VIS) - visible))
             st_i64(oa + O_QTY, new_qty)
-            st_i64(oa + O_LEAVES, ld_i64(oa + O_LEAVES) - delta)
+            st_i64(oa + O_LEAVES, leaves)
+            st_i64(oa + O_VIS, visible)
             _touch(E, sym * 2 + side - 1, lv)
         _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
         return 0

@@ -22,8 +22,11 @@ with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
   UNSUPPORTED_COMBINATION       side / type / time-in-force / STP value out of range; a field
                                 the type needs is missing or one it forbids is set (price for
                                 MARKET, quote for anything but MARKET, stop for non-stops);
-                                icebergs and trailing stops (not supported yet)
+                                an iceberg on anything but LIMIT GTC or LIMIT_MAKER;
+                                trailing stops (not supported yet)
   FILTER_PRICE                  PRICE_FILTER: min_price <= price (and stop price) <= max_price
+  FILTER_ICEBERG_PARTS          ICEBERG_PARTS: min_qty <= iceberg qty < qty and
+                                ceil(qty / iceberg qty) <= the symbol's iceberg_parts
   FILTER_LOT_SIZE               LOT_SIZE: min_qty <= qty <= max_qty (limit-priced types)
   FILTER_MARKET_LOT_SIZE        MARKET_LOT_SIZE for MARKET / STOP_LOSS / TAKE_PROFIT quantities
   FILTER_MIN_NOTIONAL / FILTER_NOTIONAL
@@ -80,7 +83,7 @@ F_PRICE, F_MACC, F_TTYPE, F_MAKER, F_TAKER = (_off(R.FILL_DTYPE, n) for n in (
 S = {n: _off(SYMBOL_DTYPE, n) for n in SYMBOL_DTYPE.names}
 S_MINP, S_MAXP, S_MINQ, S_MAXQ = S["min_price_tick"], S["max_price_tick"], S["min_qty_lot"], S["max_qty_lot"]
 S_MMINQ, S_MMAXQ, S_MINN, S_MAXN = S["market_min_qty_lot"], S["market_max_qty_lot"], S["min_notional_minor"], S["max_notional_minor"]
-S_QPL, S_MAXORD = S["quote_per_tick_lot"], S["max_num_orders"]
+S_QPL, S_MAXORD, S_ICEPARTS = S["quote_per_tick_lot"], S["max_num_orders"], S["iceberg_parts"]
 S_BUP, S_BDN, S_AUP, S_ADN = S["bid_multiplier_up_e8"], S["bid_multiplier_down_e8"], S["ask_multiplier_up_e8"], S["ask_multiplier_down_e8"]
 SB = SYMBOL_DTYPE.itemsize
 CID_BYTES = R.CLIENT_ID_BYTES
@@ -103,8 +106,9 @@ FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DON
 RS = R.Reason
 RS_SYMBOL, RS_COMBO, RS_PRICE, RS_LOT, RS_MLOT = (int(r) for r in (
     RS.UNKNOWN_SYMBOL, RS.UNSUPPORTED_COMBINATION, RS.FILTER_PRICE, RS.FILTER_LOT_SIZE, RS.FILTER_MARKET_LOT_SIZE))
-RS_MINN, RS_NOTIONAL, RS_PCT, RS_MAXORD = (int(r) for r in (
-    RS.FILTER_MIN_NOTIONAL, RS.FILTER_NOTIONAL, RS.FILTER_PERCENT_PRICE_BY_SIDE, RS.FILTER_MAX_NUM_ORDERS))
+RS_MINN, RS_NOTIONAL, RS_PCT, RS_MAXORD, RS_ICE = (int(r) for r in (
+    RS.FILTER_MIN_NOTIONAL, RS.FILTER_NOTIONAL, RS.FILTER_PERCENT_PRICE_BY_SIDE, RS.FILTER_MAX_NUM_ORDERS,
+    RS.FILTER_ICEBERG_PARTS))
 
 # Control block slots (int64).
 (C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
@@ -239,7 +243,10 @@ def validate_new(C, c):
     price, qty, quote, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_QUOTE), ld_i64(c + N_STOP)
     if side != BUY and side != SELL or t < LIMIT or t > LIMIT_MAKER or stp > MAX_STP:
         return RS_COMBO
-    if ld_i64(c + N_ICE) != 0 or ld_u32(c + N_TRAIL) != 0:
+    ice = ld_i64(c + N_ICE)
+    if ld_u32(c + N_TRAIL) != 0 or ice < 0:
+        return RS_COMBO
+    if ice > 0 and not (t == LIMIT_MAKER or (t == LIMIT and tif == GTC)):
         return RS_COMBO
     market_like = t == MARKET or t == STOP_LOSS or t == TAKE_PROFIT
     if market_like:
@@ -260,6 +267,10 @@ def validate_new(C, c):
         return RS_PRICE
     if stop > 0 and (stop < minp or stop > maxp):
         return RS_PRICE
+    if ice > 0:
+        parts = ld_u8(s + S_ICEPARTS)
+        if ice >= qty or ice < ld_i64(s + S_MINQ) or (qty + ice - 1) // ice > parts:
+            return RS_ICE
     if qty > 0:
         if market_like:
             if qty < ld_i64(s + S_MMINQ) or qty > ld_i64(s + S_MMAXQ):

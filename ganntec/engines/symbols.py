@@ -34,7 +34,8 @@ int64 with room for fee arithmetic, so no product inside an engine can overflow.
        136     8  i8    ask_multiplier_up_e8
        144     8  i8    ask_multiplier_down_e8
        152     1  u1    default_stp           StpMode used when an order says DEFAULT
-       153     7  -     (reserved)
+       153     1  u1    iceberg_parts         ICEBERG_PARTS: most slices an iceberg may have
+       154     6  -     (reserved)
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ SYMBOL_DTYPE = np.dtype(
             "market_min_qty_lot", "market_max_qty_lot", "min_notional_minor", "max_notional_minor",
             "quote_per_tick_lot", "base_per_lot", "max_num_orders", "maker_fee_e8", "taker_fee_e8",
             "bid_multiplier_up_e8", "bid_multiplier_down_e8", "ask_multiplier_up_e8", "ask_multiplier_down_e8",
-            "default_stp",
+            "default_stp", "iceberg_parts",
         ],
-        "formats": ["<u4"] * 4 + ["<i8"] * 17 + ["u1"],
-        "offsets": [0, 4, 8, 12] + [16 + 8 * i for i in range(17)] + [152],
+        "formats": ["<u4"] * 4 + ["<i8"] * 17 + ["u1", "u1"],
+        "offsets": [0, 4, 8, 12] + [16 + 8 * i for i in range(17)] + [152, 153],
         "itemsize": 160,
     }
 )
@@ -129,6 +130,7 @@ class Symbol:
     ask_multiplier_up: str = "5"
     ask_multiplier_down: str = "0.2"
     default_stp: StpMode = StpMode.EXPIRE_MAKER
+    iceberg_parts: int = 10
 
     # decimal <-> integer -----------------------------------------------------------------
     def price_to_tick(self, field: str, value) -> int:
@@ -169,6 +171,9 @@ class Symbol:
                      "ask_multiplier_up", "ask_multiplier_down"):
             r[f"{name}_e8"] = _whole(f"{name} (8 decimals at most)", _decimal(name, getattr(self, name)).scaleb(8))
         r["default_stp"] = int(self.default_stp)
+        if not 0 <= self.iceberg_parts <= 255:
+            raise ValueError(f"symbol {self.name}: iceberg_parts={self.iceberg_parts} (0..255; 0 = no icebergs)")
+        r["iceberg_parts"] = self.iceberg_parts
         if int(r["min_price_tick"]) > int(r["max_price_tick"]) or int(r["min_qty_lot"]) > int(r["max_qty_lot"]):
             raise ValueError(f"symbol {self.name}: min above max (price or quantity)")
         top = int(r["max_price_tick"]) * max(int(r["max_qty_lot"]), int(r["market_max_qty_lot"])) * qpl

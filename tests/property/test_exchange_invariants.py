@@ -27,7 +27,7 @@ ACCOUNTS = (1, 2, 3, 4)
 
 command = st.tuples(
     st.sampled_from(["limit", "limit", "limit", "ioc", "fok", "maker", "market", "market_quote", "stop", "cancel",
-                     "amend", "cancel_all"]),
+                     "amend", "cancel_all", "iceberg"]),
     st.sampled_from(ACCOUNTS), st.sampled_from([Side.BUY, Side.SELL]), st.integers(0, 1),
     st.integers(90, 110), st.integers(1, 40), st.integers(1, 60), st.sampled_from(list(StpMode)),
 )
@@ -50,13 +50,16 @@ def build(cmds) -> np.ndarray:
                 r["new_qty_lot"] = qty if ref % 3 else 0
             out.append(r)
             continue
-        otype = {"limit": OT.LIMIT, "ioc": OT.LIMIT, "fok": OT.LIMIT, "maker": OT.LIMIT_MAKER, "market": OT.MARKET,
+        otype = {"limit": OT.LIMIT, "iceberg": OT.LIMIT, "ioc": OT.LIMIT, "fok": OT.LIMIT, "maker": OT.LIMIT_MAKER, "market": OT.MARKET,
                  "market_quote": OT.MARKET, "stop": OT.STOP_LOSS_LIMIT}[kind]
         tif = {"ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}.get(kind, TimeInForce.GTC)
         r = Exchange.orders(acc, side, 0 if otype == OT.MARKET else price, 0 if kind == "market_quote" else qty,
                             otype, sym, 0 if otype in (OT.MARKET, OT.LIMIT_MAKER) else tif, ts, stp,
                             quote_qty_minor=qty * price * 50 if kind == "market_quote" else 0)
         r["client_order_id"] = b"c%d" % ts
+        if kind == "iceberg":
+            r["qty_lot"] = qty + 10
+            r["iceberg_qty_lot"] = max(1, (qty + 10) // 5)
         if otype == OT.STOP_LOSS_LIMIT:
             r["stop_price_tick"] = price + (3 if side == Side.BUY else -3)
         out.append(r)
@@ -86,7 +89,7 @@ def check_invariants(ex: Exchange) -> None:
         assert (np.diff(bids[:, 0]) < 0).all() and (np.diff(asks[:, 0]) > 0).all()
         for side in (Side.BUY, Side.SELL):
             ids = m.open_orders(sym, side)
-            assert sum(m.order(i)["leaves_lot"] for i in ids) == int(m.levels(sym, side)[:, 1].sum())
+            assert sum(m.order(i)["visible_lot"] for i in ids) == int(m.levels(sym, side)[:, 1].sum())
             open_ids |= set(ids)
     stop_ids = {int(m.orders[int(v)]["order_id"]) for k, v in zip(m.hash_keys, m.hash_vals) if k != 0}
     risk_ids = {int(k) for k in ex.driver.risk.hold_keys if k != 0}

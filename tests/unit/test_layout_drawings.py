@@ -111,3 +111,17 @@ def test_segment_drawing_matches_common_header():
     for name, (dt, off) in segment.COMMON_HEADER_DTYPE.fields.items():
         assert drawn[name] == (off, dt.itemsize), name
     assert segment.COMMON_HEADER_DTYPE.itemsize == segment.COMMON_HEADER_BYTES == 64
+
+
+def test_symbol_rules_drawing_matches_dtype():
+    from ganntec.engines import symbols
+
+    drawn = []
+    for line in symbols.__doc__.splitlines():
+        m = ROW3.match(line)
+        if m:
+            drawn.append((int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
+    fields = _fields(symbols.SYMBOL_DTYPE)
+    assert [(o, s, n) for o, s, _, n in drawn if n != "(reserved)"] == [(o, s, n) for o, s, n, _ in fields]
+    assert [t for _, _, t, n in drawn if n != "(reserved)"] == [_type_code(dt) for *_, dt in fields]
+    assert sum(s for _, s, _, _ in drawn) == symbols.SYMBOL_DTYPE.itemsize

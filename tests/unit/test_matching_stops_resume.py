@@ -181,3 +181,34 @@ def test_order_id_map_under_churn(ops):
         for oid, price in live.items():
             assert eng.order(oid)["price_tick"] == price
     assert sorted(eng.open_orders(0, Side.BUY)) == sorted(live)
+
+
+def iceberg(seq, acc, side, price, qty, ice):
+    r = new(seq, acc, side, price, qty)
+    r["iceberg_qty_lot"] = ice
+    return r
+
+
+def test_iceberg_shows_one_slice_and_refreshes_at_the_back():
+    eng = MatchingEngine(SYMBOLS, max_orders=64, max_levels=16)
+    out = eng.process(R.concat([iceberg(1, 1, Side.SELL, 100, 10, 3), new(2, 2, Side.SELL, 100, 4)]))
+    assert eng.levels(0, Side.SELL).tolist() == [[100, 7, 2]]          # 3 visible + 4
+    assert [int(v["level_qty_lot"]) for v in events(out, RecordType.BOOK_UPDATE)] == [3, 7]
+    out = eng.process(new(3, 3, Side.BUY, 100, 3))                      # takes the slice
+    assert eng.open_orders(0, Side.SELL) == [2, 1]                     # refreshed behind order 2
+    assert eng.levels(0, Side.SELL).tolist() == [[100, 7, 2]] and eng.order(1)["leaves_lot"] == 7
+    out = eng.process(new(4, 3, Side.BUY, 100, 11))                     # 4 from order 2, then 3+3+1 of 1
+    fills = events(out, RecordType.FILL)
+    assert [(int(f["maker_order_id"]), int(f["qty_lot"])) for f in fills] == [(2, 4), (1, 3), (1, 3), (1, 1)]
+    assert int(fills[-1]["flags"]) & R.FLAG_MAKER_DONE and eng.levels(0, Side.SELL).tolist() == []
+    assert len(events(out, RecordType.BOOK_UPDATE)) == 1                # one level, reported once
+
+
+def test_iceberg_counts_fully_for_fok_and_amend_down_trims_the_slice():
+    eng = MatchingEngine(SYMBOLS, max_orders=64, max_levels=16)
+    eng.process(iceberg(1, 1, Side.SELL, 100, 10, 4))
+    out = eng.process(new(2, 2, Side.BUY, 100, 10, tif=TimeInForce.FOK))
+    assert sum(int(f["qty_lot"]) for f in events(out, RecordType.FILL)) == 10
+    eng.process(iceberg(3, 1, Side.SELL, 101, 10, 4))
+    eng.process(amend(1, 3, qty=2))
+    assert eng.levels(0, Side.SELL).tolist() == [[101, 2, 1]] and eng.order(3)["visible_lot"] == 2

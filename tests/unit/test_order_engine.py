@@ -19,7 +19,7 @@ TABLE = symbol_table([SYM])
 
 
 def new(price="100", qty="1", side=Side.BUY, otype=OT.LIMIT, tif=TimeInForce.GTC, stop="0", quote=0,
-        account=1, source=1, source_seq=1, ts=1000, symbol=0):
+        account=1, source=1, source_seq=1, ts=1000, symbol=0, iceberg="0"):
     r = R.empty(RecordType.NEW_ORDER)
     r["source"], r["source_seq"], r["ts_ns"], r["account_id"], r["symbol_id"] = source, source_seq, ts, account, symbol
     r["side"], r["order_type"], r["time_in_force"] = side, otype, tif
@@ -27,6 +27,7 @@ def new(price="100", qty="1", side=Side.BUY, otype=OT.LIMIT, tif=TimeInForce.GTC
     r["qty_lot"] = SYM.qty_to_lot("qty", qty)
     r["stop_price_tick"] = SYM.price_to_tick("stop", stop)
     r["quote_qty_minor"] = quote
+    r["iceberg_qty_lot"] = SYM.qty_to_lot("iceberg", iceberg)
     r["client_order_id"] = b"cid-%d" % source_seq
     return r
 
@@ -75,6 +76,9 @@ def test_duplicate_edge_sequence_is_dropped_not_applied_twice():
     (dict(price="9.99", qty="1"), Reason.FILTER_MIN_NOTIONAL),                             # 9.99 < 10
     (dict(price="100000", qty="6"), Reason.FILTER_NOTIONAL),                               # 600000 > 500000
     (dict(otype=OT.MARKET, price="0", qty="0", quote=10 ** 9 - 1), Reason.FILTER_MIN_NOTIONAL),  # 9.99999999 quote
+    (dict(iceberg="0.5", tif=TimeInForce.IOC), Reason.UNSUPPORTED_COMBINATION),            # icebergs are GTC
+    (dict(iceberg="1"), Reason.FILTER_ICEBERG_PARTS),                                      # not below qty
+    (dict(iceberg="0.099"), Reason.FILTER_ICEBERG_PARTS),                                  # 11 parts > 10
 ])
 def test_filters_reject_with_the_binance_reason(kw, reason):
     oe = OrderEngine(TABLE)
@@ -83,6 +87,10 @@ def test_filters_reject_with_the_binance_reason(kw, reason):
     assert int(v["order_id"]) == int(v["seq"]) == 1 and int(v["flags"]) & R.FLAG_END
     assert R.decode_client_id(v["client_order_id"]) == "cid-1" and int(v["status"]) == R.OrderStatus.REJECTED
     assert oe.in_flight == 0  # no round trip for a rejection
+
+
+def test_iceberg_within_parts_passes():
+    assert int(one(OrderEngine(TABLE), new(iceberg="0.1"))["type"]) == RecordType.NEW_ORDER  # 10 parts
 
 
 def test_exact_minimum_notional_passes():
