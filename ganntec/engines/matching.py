@@ -24,7 +24,9 @@ every result the command causes; account_id/symbol_id from the header):
   AMEND       order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
               *total* quantity, must be > executed). Quantity down at the same price keeps
               priority; a price change or a quantity up re-enters the order at the back of its
-              new level, where it may trade as a taker.
+              new level, where it may trade as a taker. Quantity self-trade prevention took
+              (DECREMENT) stays taken: leaves = new total - executed - prevented, which must be
+              > 0 (else CANCEL_REJECTED, INVALID_AMOUNT).
 
 Any other input record (a rejection risk made: ORDER_REJECTED, CANCEL_REJECTED) is copied to
 the output unchanged but for FLAG_END, so every command the order engine forwarded comes back.
@@ -52,12 +54,13 @@ Results, in this order for one command:
                   order, in book priority order (bids best first, then asks best first).
   CANCEL_REJECTED the command could not apply: unknown id or another account's order
                   (UNKNOWN_ORDER), CANCEL_ALL with no open order (UNKNOWN_ORDER, order_id 0),
-                  restrictions not met (CANCEL_RESTRICTED), amend total <= executed
-                  (INVALID_AMOUNT), LIMIT_MAKER amended onto a crossing price (WOULD_MATCH).
+                  restrictions not met (CANCEL_RESTRICTED), an amend that would leave
+                  nothing to trade (INVALID_AMOUNT), LIMIT_MAKER amended onto a crossing price (WOULD_MATCH).
   ORDER_AMENDED   the order after an amend (qty_lot = new total, price_tick = new price),
                   before any fills of the re-entered order.
-  BOOK_UPDATE     after the command, one per price level whose state changed, in the order
-                  the levels were first touched: price, level qty (0 = level gone), orders at
+  BOOK_UPDATE     after the command, one per price level whose state (visible quantity,
+                  order count) differs from before the command, in the order the levels were
+                  first touched: price, level qty (0 = level gone), orders at
                   the level, side, book_update_id (per symbol, +1 per record, from 1).
 The last result of every command carries FLAG_END (a command always has at least one result);
 the order engine counts them to return credits.
@@ -214,7 +217,7 @@ SOURCE_MATCHING = R.SOURCE_MATCHING
 # --- the control block: one int64 array whose slots hold every base address and counter ----
 (E_SYM, E_ORD, E_MAXORD, E_OFREE, E_NOFREE, E_LVL, E_LFREE, E_NLFREE, E_BKEYS, E_BLVL, E_BN, E_BCAP,
  E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
- E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL) = range(34)
+ E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT) = range(36)
 E_SLOTS = 40
 PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS = 0, 1, 2, 3
 MIN_FREE = 8  # output records a step wants free before it starts a command
@@ -374,8 +377,9 @@ def _drop_level(E, b, lv):
 
 @njit(cache=True, nogil=True)
 def _touch(E, b, lv):
-    """Remember that level lv of book b changed in this command (once per price). Stop books
-    (b >= 2 x symbols) are not market data."""
+    """Remember, before its first change in this command, that level lv of book b is about to
+    change, with its state then (once per price). Stop books (b >= 2 x symbols) are not market
+    data. Callers touch before they modify the level."""
     if b >= 2 * _g(E, E_NSYM):
         return
     la = _la(E, lv)
@@ -393,6 +397,8 @@ def _touch(E, b, lv):
                 return
     st_i64(tb + 8 * nt, b)
     st_i64(tp + 8 * nt, price)
+    st_i64(_g(E, E_TQTY) + 8 * nt, ld_i64(la + L_QTY))
+    st_i64(_g(E, E_TCNT) + 8 * nt, ld_i64(la + L_COUNT))
     _s(E, E_NT, nt + 1)
 
 
@@ -449,8 +455,8 @@ def _requeue(E, oi):
     _unlink(E, oi)
     b = ld_i32(_oa(E, oi) + O_BOOK)
     lv = _get_level(E, b, ld_i64(_oa(E, oi) + O_PRICE))  # room: its own level was just freed
-    _append(E, b, lv, oi)
     _touch(E, b, lv)
+    _append(E, b, lv, oi)
 
 
 @njit(cache=True, nogil=True)
@@ -506,12 +512,17 @@ def _emit_cancel_reject(E, account, symbol, order_id, reason):
 
 @njit(cache=True, nogil=True)
 def _emit_book_updates(E):
-    """One BOOK_UPDATE per level touched by this command, in first-touch order."""
+    """One BOOK_UPDATE per level this command changed, in first-touch order (a level that
+    ends as it began, in quantity and order count, is not reported)."""
     tb, tp = _g(E, E_TBOOK), _g(E, E_TPRICE)
     for j in range(_g(E, E_NT)):
         b, price = ld_i64(tb + 8 * j), ld_i64(tp + 8 * j)
         sym, side = b >> 1, (b & 1) + 1
         lv = _find_level(E, b, price)
+        qty = ld_i64(_la(E, lv) + L_QTY) if lv >= 0 else 0
+        count = ld_i64(_la(E, lv) + L_COUNT) if lv >= 0 else 0
+        if qty == ld_i64(_g(E, E_TQTY) + 8 * j) and count == ld_i64(_g(E, E_TCNT) + 8 * j):
+            continue
         st_ptr = _g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_BOOKID)
         uid = ld_i64(st_ptr) + 1
         st_i64(st_ptr, uid)
@@ -708,8 +719,8 @@ def _match(E, ti):
         st_i64(ma + O_EXEC, ld_i64(ma + O_EXEC) + q)
         quote = _take(E, ta, q, price, qpl)
         st_i64(ma + O_CUMQ, ld_i64(ma + O_CUMQ) + quote)
-        st_i64(la + L_QTY, ld_i64(la + L_QTY) - q)
         _touch(E, ob, lv)
+        st_i64(la + L_QTY, ld_i64(la + L_QTY) - q)
         trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
         st_i64(sst + 8 * SS_TRADE, trade_id)
         st_i64(sst + 8 * SS_LAST, price)
@@ -758,8 +769,8 @@ def _finish_taker(E, ti, run):
     if lv < 0:  # the book is at its configured capacity: refuse to rest rather than lose it
         _expire(E, ti, RS_FULL, ST_EXPIRED)
         return
-    _append(E, b, lv, ti)
     _touch(E, b, lv)
+    _append(E, b, lv, ti)
 
 
 @njit(cache=True, nogil=True)
@@ -791,7 +802,7 @@ def _new_order(E, c):
         a = _emit(E, T_REJECTED, acc, sym, reject, 0)
         st_i64(a + E_ORDER, ld_i64(c + H_SEQ))
         st_i64(a + E_PRICE, price)
-        st_i64(a + E_QTY, ld_i64(c + N_QTY))
+        st_i64(a + E_QTY, 0 if ld_u16(c + H_FLAGS) & FLAG_QTY_CAP else ld_i64(c + N_QTY))
         copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
         st_u8(a + E_SIDE, side)
         st_u8(a + E_TYPE, otype)
@@ -977,7 +988,10 @@ def _amend(E, c):
     price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
     new_price = ld_i64(c + A_PRICE) if ld_i64(c + A_PRICE) != 0 else price
     new_qty = ld_i64(c + A_QTY) if ld_i64(c + A_QTY) != 0 else qty
-    if new_qty <= executed:
+    # What self-trade prevention took (DECREMENT) stays taken: leaves = total - executed - prevented.
+    prevented = qty - executed - ld_i64(oa + O_LEAVES)
+    new_leaves = new_qty - executed - prevented
+    if new_leaves <= 0:
         _emit_cancel_reject(E, acc, sym, order_id, RS_AMOUNT)
         return 0
     side = ld_u8(oa + O_SIDE)
@@ -987,13 +1001,13 @@ def _amend(E, c):
         if delta > 0:
             lv = ld_i32(oa + O_LEVEL)
             la = _la(E, lv)
-            leaves = ld_i64(oa + O_LEAVES) - delta
+            _touch(E, sym * 2 + side - 1, lv)
+            leaves = new_leaves
             visible = min(ld_i64(oa + O_VIS), leaves)
             st_i64(la + L_QTY, ld_i64(la + L_QTY) - (ld_i64(oa + O_VIS) - visible))
             st_i64(oa + O_QTY, new_qty)
             st_i64(oa + O_LEAVES, leaves)
             st_i64(oa + O_VIS, visible)
-            _touch(E, sym * 2 + side - 1, lv)
         _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
         return 0
     if ld_u8(oa + O_TYPE) == LIMIT_MAKER and _would_take(E, sym, side, new_price):
@@ -1002,7 +1016,7 @@ def _amend(E, c):
     _unlink(E, oi)
     st_i64(oa + O_PRICE, new_price)
     st_i64(oa + O_QTY, new_qty)
-    st_i64(oa + O_LEAVES, new_qty - executed)
+    st_i64(oa + O_LEAVES, new_leaves)
     _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
     return _run_taker(E, oi)
 
@@ -1114,6 +1128,8 @@ class MatchingEngine:
         self.min_out_capacity = 2 * max_levels + 16
         self.touched_book = np.zeros(self.min_out_capacity, np.int64)
         self.touched_price = np.zeros(self.min_out_capacity, np.int64)
+        self.touched_qty = np.zeros(self.min_out_capacity, np.int64)
+        self.touched_count = np.zeros(self.min_out_capacity, np.int64)
         c = np.zeros(E_SLOTS, np.int64)
         c[E_SYM] = self.symbols.ctypes.data
         c[E_NSYM] = len(symbols)
@@ -1126,6 +1142,7 @@ class MatchingEngine:
         c[E_HKEYS], c[E_HVALS], c[E_HMASK] = self.hash_keys.ctypes.data, self.hash_vals.ctypes.data, hcap - 1
         c[E_SYMST] = self.symbol_state.ctypes.data
         c[E_TBOOK], c[E_TPRICE], c[E_TCAP] = self.touched_book.ctypes.data, self.touched_price.ctypes.data, self.min_out_capacity
+        c[E_TQTY], c[E_TCNT] = self.touched_qty.ctypes.data, self.touched_count.ctypes.data
         c[E_SHARD] = shard
         self.control = c
         # Raw bytes: numpy skips the padding of structured dtypes when it copies them.
@@ -1137,6 +1154,7 @@ class MatchingEngine:
         return sum(a.nbytes for a in (self.symbols, self.orders, self.order_free, self.level_pool, self.level_free,
                                       self.book_keys, self.book_levels, self.book_count, self.hash_keys,
                                       self.hash_vals, self.symbol_state, self.touched_book, self.touched_price,
+                                      self.touched_qty, self.touched_count,
                                       self.control))
 
     @property
