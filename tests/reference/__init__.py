@@ -1,0 +1,1 @@
+"""Independent reference models the engines are tested against (plain Python, no numba)."""
