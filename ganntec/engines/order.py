@@ -14,7 +14,8 @@ Per record:
 
 Client commands (header `source` = edge id >= 1) carry the edge's own sequence in source_seq:
 one at or below the last journaled for that edge is a duplicate (a retry after a restart) and
-is dropped, never applied twice. Admin commands (source 0) are not deduplicated here.
+is dropped, never applied twice. A source above max_edges has no dedup slot, so its commands
+are refused (UNSUPPORTED_COMBINATION). Admin commands (source 0) are not deduplicated here.
 
 NEW_ORDER validation, in this order (first failure wins; the command becomes ORDER_REJECTED
 with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
@@ -361,17 +362,22 @@ def _result(C, r):
 def _command(C, c):
     """Sequence one client or admin command. Returns 1 if it was dropped as a duplicate."""
     source = ld_u16(c + H_SOURCE)
-    if source > 0:
-        if source > _g(C, C_NEDGE):
-            source = 0  # unknown edge: no dedup slot (validated at the edge's registration)
-        else:
-            last = _g(C, C_EDGE) + 8 * source
-            sseq = ld_i64(c + H_SRCSEQ)
-            if sseq <= ld_i64(last):
-                _s(C, C_DUPES, _g(C, C_DUPES) + 1)
-                return 1
-            st_i64(last, sseq)
     t = ld_u16(c + H_TYPE)
+    if source > _g(C, C_NEDGE):
+        # An edge without a dedup slot could have a retry applied twice: refuse its commands.
+        a = _stamp(C, c)
+        if t == T_NEW:
+            _reject_new(C, a, RS_COMBO)
+        else:
+            _refuse(C, a, RS_COMBO)
+        return 0
+    if source > 0:
+        last = _g(C, C_EDGE) + 8 * source
+        sseq = ld_i64(c + H_SRCSEQ)
+        if sseq <= ld_i64(last):
+            _s(C, C_DUPES, _g(C, C_DUPES) + 1)
+            return 1
+        st_i64(last, sseq)
     a = _stamp(C, c)
     acc = ld_u32(a + H_ACC)
     if t == T_NEW:

@@ -53,6 +53,13 @@ def test_valid_order_is_stamped_and_its_seq_is_the_order_id():
     assert oe.in_flight == 2 and oe.seq == 2
 
 
+def test_commands_from_an_edge_without_a_dedup_slot_are_refused():
+    oe = OrderEngine(TABLE, max_edges=2)
+    v = one(oe, new(source=3))
+    assert (int(v["type"]), int(v["reason"])) == (RecordType.ORDER_REJECTED, Reason.UNSUPPORTED_COMBINATION)
+    assert oe.in_flight == 0
+
+
 def test_duplicate_edge_sequence_is_dropped_not_applied_twice():
     oe = OrderEngine(TABLE)
     out, _, used = oe.process(commands=R.concat([new(source_seq=7), new(source_seq=7), new(source_seq=6),
