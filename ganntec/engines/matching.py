@@ -33,8 +33,8 @@ the output unchanged but for FLAG_END, so every command the order engine forward
 
 Results, in this order for one command:
   ORDER_ACCEPTED  a NEW_ORDER entered matching (status NEW), before its fills. Carries the
-                  NEW's client_order_id (no other result does), price, qty_lot (0 for MARKET
-                  by quote), side, type, tif.
+                  NEW's client_order_id (so does ORDER_REJECTED; no other result does), price,
+                  qty_lot (0 for MARKET by quote), side, type, tif.
   ORDER_REJECTED  LIMIT_MAKER that would take (reason WOULD_MATCH), or no free order slot in
                   the engine (BOOK_FULL); nothing else happens. A GTC remainder that cannot
                   rest because its book is at capacity expires with BOOK_FULL.

@@ -78,7 +78,7 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         64     8  i8    executed_qty_lot         cumulative filled
         72     8  i8    cum_quote_minor          cumulative quote amount
         80     8  i8    stop_price_tick          trigger price
-        88    36  S36   client_order_id          the order's (cancel: the cancel's) client id
+        88    36  S36   client_order_id          the NEW's id on ACCEPTED/REJECTED, else empty
        124     1  u1    side                     Side
        125     1  u1    order_type               OrderType
        126     1  u1    time_in_force            TimeInForce
