@@ -71,6 +71,7 @@ import numba
 import psutil
 from numba import njit
 
+from hostinfo import CpuMeter, cpu_model
 from peers_matching import BUY, CANCEL, GTC, IOC, MOVE, PEERS, SELL
 
 CTX = multiprocessing.get_context("fork")
@@ -577,28 +578,6 @@ def in_child(cfg, fn, *args):
         recv.close()
 
 
-class CpuMeter:
-    """CPU used on the host outside this benchmark's processes, and time stolen by the
-    hypervisor, in cores averaged since the meter was made: other load on the pinned CPU
-    slows every figure."""
-
-    def __init__(self):
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample():
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-        own = os.times()
-        tick = os.sysconf("SC_CLK_TCK")
-        busy = (user + nice + system + irq + softirq) / tick
-        return time.monotonic(), busy, steal / tick, own.user + own.system + own.children_user + own.children_system
-
-    def cores(self):
-        (w0, b0, s0, o0), (w1, b1, s1, o1) = self.start, self._sample()
-        wall = max(w1 - w0, 1e-9)
-        return max(0.0, ((b1 - b0) - (o1 - o0)) / wall), (s1 - s0) / wall
-
 
 # --- the run ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -850,13 +829,6 @@ def print_report(cfg, wl, rep, host, quick):
         print(f"  [FAILED] {failure['what']}: {failure['error']}")
     for name, why in rep.skipped.items():
         print(f"  [skipped] {name}: {why}")
-
-
-def cpu_model():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
