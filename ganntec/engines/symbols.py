@@ -98,7 +98,10 @@ class Asset:
             raise ValueError(f"asset {self.name}: precision={self.precision} (0..18)")
 
     def to_minor(self, field: str, value) -> int:
-        return _whole(field, _decimal(field, value).scaleb(self.precision))
+        d = _decimal(field, value).scaleb(self.precision)
+        if d != d.to_integral_value():
+            raise ValueError(f"{field}={value} (finer than {self.name}'s {self.precision} decimals)")
+        return int(d)
 
     def from_minor(self, minor: int) -> str:
         return format(Decimal(minor).scaleb(-self.precision), "f")
@@ -134,10 +137,19 @@ class Symbol:
 
     # decimal <-> integer -----------------------------------------------------------------
     def price_to_tick(self, field: str, value) -> int:
-        return _whole(f"{field} (tick size {self.tick_size})", _decimal(field, value) / Decimal(self.tick_size))
+        return self._units(field, value, self.tick_size, "tick size")
 
     def qty_to_lot(self, field: str, value) -> int:
-        return _whole(f"{field} (step size {self.step_size})", _decimal(field, value) / Decimal(self.step_size))
+        return self._units(field, value, self.step_size, "step size")
+
+    def _units(self, field: str, value, unit: str, what: str) -> int:
+        d = _decimal(field, value)
+        n = d / Decimal(unit)
+        if n != n.to_integral_value():
+            raise ValueError(f"{field}={value} (not a multiple of {self.name}'s {what} {unit})")
+        if n < 0:
+            raise ValueError(f"{field}={value} (must not be negative)")
+        return int(n)
 
     def tick_to_price(self, tick: int) -> str:
         return format(Decimal(tick) * Decimal(self.tick_size), "f")

@@ -199,3 +199,19 @@ def test_daily_loss_limit_kills_the_account_and_resets_each_day():
     e.submit(_admin(RecordType.UNKILL_ACCOUNT, account_id=1))
     assert reasons(limit(e, 1, Side.BUY, "1", "1", ts=3 * day)) == []
     assert e.conservation_errors() == []
+
+
+def test_bad_integrator_input_is_a_clear_error(ex):
+    with pytest.raises(ValueError, match=r"asset='DOGE' \(one of BTC, USDT\)"):
+        ex.deposit(1, "DOGE", "1")
+    with pytest.raises(ValueError, match=r"amount=0\.000000001 \(finer than USDT's 8 decimals\)"):
+        ex.deposit(1, "USDT", "0.000000001")
+    with pytest.raises(ValueError, match=r"price=100\.005 \(not a multiple of BTCUSDT's tick size 0\.01\)"):
+        ex.limit_orders(1, Side.BUY, ["100.005"], ["1"])
+    with pytest.raises(ValueError, match=r"qty=-1 \(must not be negative\)"):
+        ex.limit_orders(1, Side.BUY, ["100"], ["-1"])
+    with pytest.raises(ValueError, match=r"price='abc' \(not a decimal number\)"):
+        ex.limit_orders(1, Side.BUY, ["abc"], ["1"])
+    with pytest.raises(ValueError, match=r"symbol='ETHUSDT'"):
+        ex.limit_orders(1, Side.BUY, ["1"], ["1"], symbol="ETHUSDT")
+    assert ex.conservation_errors() == []
