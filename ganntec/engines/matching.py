@@ -110,6 +110,42 @@ Python API (tests, tools, integrators; the compiled `step` is what runtimes call
     eng.levels(symbol_id, side)     # int64 (n, 3): price_tick, qty_lot, orders; best first
     eng.open_orders(symbol_id, side)  # order ids in priority order
     eng.order(order_id)             # dict of an open order, or None
+
+State layouts (engine-private; snapshots store these arrays):
+
+    [ORDER_DTYPE] 112 bytes
+    offset  size  type  field
+         0     8  i8    order_id
+         8     8  i8    price_tick
+        16     8  i8    qty_lot
+        24     8  i8    leaves_lot
+        32     8  i8    executed_lot
+        40     8  i8    cum_quote_minor
+        48     8  i8    quote_left_minor
+        56     4  i4    prev
+        60     4  i4    next
+        64     4  i4    level
+        68     4  u4    account_id
+        72     4  u4    symbol_id
+        76     1  u1    side
+        77     1  u1    order_type
+        78     1  u1    time_in_force
+        79     1  u1    stp_mode
+        80     4  i4    book
+        84     1  u1    qty_is_cap
+        85     3  -     (reserved)
+        88     8  i8    stop_price_tick
+        96     8  i8    visible_lot
+       104     8  i8    iceberg_lot
+
+    [LEVEL_DTYPE] 40 bytes
+    offset  size  type  field
+         0     8  i8    price_tick
+         8     8  i8    qty_lot
+        16     8  i8    orders
+        24     4  i4    head
+        28     4  i4    tail
+        32     8  i8    epoch
 """
 
 from __future__ import annotations

@@ -17,6 +17,21 @@ Closing part of a position realizes sign(net) x (qty x price x qpl) - entry_valu
 the entry value removed pro rata (rounded toward zero: the remainder stays in the open part, so
 nothing is lost). Exact while |net| < 2**31 lots, which `step` checks: a larger position sets
 the row's overflow flag instead of computing a wrong number.
+
+State layouts (engine-private; snapshots store these arrays):
+
+    [POSITION_DTYPE] 80 bytes
+    offset  size  type  field
+         0     8  i8    account_id
+         8     8  i8    symbol_id
+        16     8  i8    net_qty_lot
+        24     8  i8    entry_value_quote_minor
+        32     8  i8    realized_pnl_quote_minor
+        40     8  i8    fees_base_minor
+        48     8  i8    fees_quote_minor
+        56     8  i8    volume_qty_lot
+        64     8  i8    last_price_tick
+        72     8  i8    overflow
 """
 
 from __future__ import annotations

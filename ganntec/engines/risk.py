@@ -46,6 +46,35 @@ realized P&L on symbols quoted in that asset (average cost, the position engine'
 minus the fees it paid in it, per UTC day of the fills' stamped ts_ns. When a day's loss exceeds
 the account's daily_loss_limit_minor the account is killed (no new orders; cancels still go) and
 a KILL_ACCOUNT record with reason DAILY_LOSS_LIMIT goes to the edge. UNKILL_ACCOUNT re-enables it.
+
+State layouts (engine-private; snapshots store these arrays):
+
+    [ACCOUNT_STATE_DTYPE] 80 bytes
+    offset  size  type  field
+         0     8  i8    status
+         8     8  i8    permissions
+        16     8  i8    max_open_orders
+        24     8  i8    open_orders
+        32     8  i8    maker_fee_e8
+        40     8  i8    taker_fee_e8
+        48     8  i8    max_order_notional_minor
+        56     8  i8    daily_loss_limit_minor
+        64     8  i8    day
+        72     8  i8    day_pnl_minor
+
+    [HOLD_DTYPE] 56 bytes
+    offset  size  type  field
+         0     8  i8    order_id
+         8     8  i8    held_minor
+        16     8  i8    price_tick
+        24     8  i8    qty_lot
+        32     8  i8    leaves_lot
+        40     4  i4    account_id
+        44     4  i4    symbol_id
+        48     4  i4    asset_id
+        52     1  u1    side
+        53     1  u1    order_type
+        54     2  -     (reserved)
 """
 
 from __future__ import annotations

@@ -125,3 +125,32 @@ def test_symbol_rules_drawing_matches_dtype():
     assert [(o, s, n) for o, s, _, n in drawn if n != "(reserved)"] == [(o, s, n) for o, s, n, _ in fields]
     assert [t for _, _, t, n in drawn if n != "(reserved)"] == [_type_code(dt) for *_, dt in fields]
     assert sum(s for _, s, _, _ in drawn) == symbols.SYMBOL_DTYPE.itemsize
+
+
+def _drawn_sections(doc: str) -> dict[str, list[tuple[int, int, str, str]]]:
+    sections: dict[str, list] = {}
+    current = None
+    for line in doc.splitlines():
+        head = re.match(r"^\s*\[([A-Z_]+)\] (\d+) bytes", line)
+        if head:
+            current = sections.setdefault(head.group(1), [])
+            continue
+        m = ROW3.match(line)
+        if m and current is not None:
+            current.append((int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)))
+    return sections
+
+
+@pytest.mark.parametrize("module, name", [("matching", "ORDER_DTYPE"), ("matching", "LEVEL_DTYPE"),
+                                          ("risk", "ACCOUNT_STATE_DTYPE"), ("risk", "HOLD_DTYPE"),
+                                          ("position", "POSITION_DTYPE")])
+def test_engine_state_drawings_match_their_dtypes(module, name):
+    import importlib
+
+    mod = importlib.import_module(f"ganntec.engines.{module}")
+    dtype = getattr(mod, name)
+    drawn = _drawn_sections(mod.__doc__)[name]
+    fields = _fields(dtype)
+    assert [(o, s, n) for o, s, _, n in drawn if n != "(reserved)"] == [(o, s, n) for o, s, n, _ in fields]
+    assert [t for _, _, t, n in drawn if n != "(reserved)"] == [_type_code(dt) for *_, dt in fields]
+    assert sum(s for _, s, _, _ in drawn) == dtype.itemsize
