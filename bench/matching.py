@@ -71,7 +71,7 @@ import numba
 import psutil
 from numba import njit
 
-from hostinfo import CpuMeter, cpu_model
+from benchlib import BaseReport, BenchFailure, CpuMeter, cpu_model
 from peers_matching import BUY, CANCEL, GTC, IOC, MOVE, PEERS, SELL
 
 CTX = multiprocessing.get_context("fork")
@@ -83,10 +83,6 @@ SYMBOL = Symbol(0, "BTCUSDT", Asset(0, "BTC", 8), Asset(1, "USDT", 8), tick_size
 OUT_RECORDS = 4096  # output buffer of the step loops, reused for every call
 PROCESS_BATCH = 65_536  # commands per MatchingEngine.process call
 MIB = 1 << 20
-
-
-class BenchFailure(Exception):
-    """A measurement failed (child error, hang, wrong book); the run goes on without it."""
 
 
 # --- workload --------------------------------------------------------------------------------
@@ -608,26 +604,14 @@ def compile_all(wl):
     tsc_per_ns()
 
 
-class Report:
+class Report(BaseReport):
     def __init__(self):
-        self.figures: dict[str, float] = {}
-        self.failures: list[dict] = []
-        self.skipped: dict[str, str] = {}
+        super().__init__()
         self.correct: dict[str, bool] = {}   # system -> its book matched the reference
         self.wrong: dict[str, str] = {}      # system -> where its book first differed
         self.commands: dict[str, int] = {}   # system -> commands per timed run
         self.latency: dict | None = None
         self.memory: dict | None = None
-
-    def attempt(self, what, fn, *args):
-        """Run one measurement; a BenchFailure is recorded and the run goes on."""
-        print(f"  {what} ...", file=sys.stderr, flush=True)
-        try:
-            return fn(*args)
-        except BenchFailure as exc:
-            self.failures.append({"what": what, "error": str(exc)})
-            print(f"  {what} FAILED: {exc}", file=sys.stderr, flush=True)
-            return None
 
     def throughput(self, system, runs, n):
         runs = [r for r in runs if r is not None]

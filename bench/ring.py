@@ -71,7 +71,7 @@ from ganntec.shm.ring import (
 from ganntec.shm.segment import SHM_DIR, segment_name
 from ganntec.shm.wait import tsc_per_ns
 
-from hostinfo import CpuMeter, cpu_model
+from benchlib import BaseReport, BenchFailure, CpuMeter, cpu_model
 
 import numba
 from numba import njit
@@ -206,10 +206,6 @@ HOT_LOOPS = (produce_batched, consume_batched, pingpong_client, pingpong_server)
 
 
 # --- child processes ----------------------------------------------------------------------
-class BenchFailure(Exception):
-    """A measurement failed (child error, hang, corrupt records); the run goes on without it."""
-
-
 def _child_main(cpu, role, args, barrier, conn):
     try:
         os.sched_setaffinity(0, {cpu})
@@ -770,25 +766,13 @@ def nrt_calls_in_hot_loops():
 
 
 # --- report --------------------------------------------------------------------------------
-class Report:
+class Report(BaseReport):
     def __init__(self):
-        self.figures: dict[str, float] = {}
-        self.failures: list[dict] = []
-        self.skipped: dict[str, str] = {}  # peers whose package is missing: name -> why
+        super().__init__()
         self.sweep_rows: list[tuple] = []
         self.batched_runs: list[BatchedRun] = []
         self.samples: dict[str, int] = {}  # latency samples kept, per system
         self.handoff_ns: dict[str, float | None] = {}  # bare cache-line hand-off at start/end
-
-    def attempt(self, what, fn, *args):
-        """Run one measurement; a BenchFailure is recorded and the run goes on."""
-        print(f"  {what} ...", file=sys.stderr, flush=True)
-        try:
-            return fn(*args)
-        except BenchFailure as exc:
-            self.failures.append({"what": what, "error": str(exc)})
-            print(f"  {what} FAILED: {exc}", file=sys.stderr, flush=True)
-            return None
 
     def latency(self, system, lat):
         if lat is not None:

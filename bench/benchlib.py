@@ -1,11 +1,37 @@
-"""Host facts every benchmark prints beside its figures: the CPU model, and how much of the
-machine other processes (and the hypervisor) took while it ran."""
+"""What every benchmark shares: its failure type, the report base that records figures and
+failures, and the host facts printed beside the figures (CPU model, load from other processes
+and the hypervisor)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
+
+
+class BenchFailure(Exception):
+    """A measurement failed (child error, hang, corrupt records, wrong book); the run goes on
+    without it."""
+
+
+class BaseReport:
+    """Figures and failures of one benchmark run."""
+
+    def __init__(self):
+        self.figures: dict[str, float] = {}
+        self.failures: list[dict] = []
+        self.skipped: dict[str, str] = {}  # systems not measured (e.g. a peer not installed): name -> why
+
+    def attempt(self, what, fn, *args):
+        """Run one measurement; a BenchFailure is recorded and the run goes on."""
+        print(f"  {what} ...", file=sys.stderr, flush=True)
+        try:
+            return fn(*args)
+        except BenchFailure as exc:
+            self.failures.append({"what": what, "error": str(exc)})
+            print(f"  {what} FAILED: {exc}", file=sys.stderr, flush=True)
+            return None
 
 
 class CpuMeter:
