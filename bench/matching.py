@@ -65,7 +65,7 @@ from ganntec.engines.symbols import Asset, Symbol, symbol_table
 from ganntec.shm import records as R
 from ganntec.shm.atomics import rdtsc
 from ganntec.shm.wait import tsc_per_ns
-from ganntec.workers.driver import InProcessDriver, drive
+from ganntec.workers.driver import InProcessDriver
 
 import numba
 import psutil
@@ -421,13 +421,10 @@ def ganntec_driver_run(wl, fill, timed):
         refused = np.isin(edge["type"], (int(R.RecordType.ORDER_REJECTED), int(R.RecordType.CANCEL_REJECTED)))
         if refused.any():
             raise BenchFailure(f"the driver refused {int(refused.sum())} setup/fill commands")
-    engines = [e.control.ctypes.data for e in (drv.order, drv.risk, drv.matching, drv.position)]
-    bufs = (drv._seq.ctypes.data, drv._a.ctypes.data, drv._b.ctypes.data, drv._m.ctypes.data, len(drv._m),
-            drv._jr.ctypes.data, len(drv._jr), drv._ed.ctypes.data, len(drv._ed))
     base, n, pos = timed.ctypes.data, len(timed), 0
     t0 = time.perf_counter_ns()
-    while pos < n or drv.matching.pending:
-        used, _, _ = drive(*engines, base + pos * RB, n - pos, *bufs)
+    while pos < n or not drv.idle:
+        used, _, _ = drv.advance(base + pos * RB, n - pos)
         pos += used
     dt = time.perf_counter_ns() - t0
     # Order ids differ from the reference's (they are journal sequence numbers): compare the

@@ -119,6 +119,27 @@ class Exchange:
             r[name] = values.reshape(-1)
         return r
 
+    @staticmethod
+    def cancel_replaces(cancel_order_id, new_orders: np.ndarray, mode=R.ReplaceMode.STOP_ON_FAILURE,
+                        cancel_restrictions=R.CancelRestriction.NONE, cancel_orig_client_order_id=b"") -> np.ndarray:
+        """CANCEL_REPLACE commands: for each NEW_ORDER record in `new_orders` (from `orders`),
+        cancel `cancel_order_id` (0 = the order whose client id is `cancel_orig_client_order_id`)
+        and place that order. Arguments broadcast; two records per command, in order."""
+        legs = R.as_records(new_orders).view(R.NEW_ORDER_DTYPE).copy()
+        fields = np.broadcast_arrays(np.asarray(cancel_order_id), np.asarray(cancel_orig_client_order_id),
+                                     np.asarray(mode), np.asarray(cancel_restrictions),
+                                     legs["account_id"], legs["symbol_id"], legs["ts_ns"])
+        n = len(legs)
+        heads = R.empty(RecordType.CANCEL_REPLACE, n)
+        for name, values in zip(("order_id", "orig_client_order_id", "replace_mode", "cancel_restrictions",
+                                 "account_id", "symbol_id", "ts_ns"), fields):
+            heads[name] = values.reshape(-1)
+        heads["flags"] = R.FLAG_CONTINUED
+        out = np.zeros((2 * n, R.RECORD_BYTES), np.uint8)
+        out[0::2] = heads.view(np.uint8).reshape(n, R.RECORD_BYTES)
+        out[1::2] = legs.view(np.uint8).reshape(n, R.RECORD_BYTES)
+        return out.view(R.RECORD_DTYPE).reshape(-1)
+
     # --- state ----------------------------------------------------------------------------------
     def balances(self) -> np.ndarray:
         """int64 (accounts, assets, 2): free and locked, minor units."""

@@ -28,6 +28,14 @@ every result the command causes; account_id/symbol_id from the header):
               (DECREMENT) stays taken: leaves = new total - executed - prevented, which must be
               > 0 (else CANCEL_REJECTED, INVALID_AMOUNT).
 
+  CANCEL_REPLACE  (FLAG_CONTINUED) a CANCEL with replace_mode, then its NEW_ORDER leg flagged
+              FLAG_DEFERRED (not an order yet; risk has not funded it). The cancel runs as a
+              CANCEL (its ORDER_CANCELED or CANCEL_REJECTED, its BOOK_UPDATEs, no FLAG_END).
+              Then the leg: if the cancel failed under STOP_ON_FAILURE it becomes ORDER_REJECTED
+              (NOT_ATTEMPTED, FLAG_END); otherwise it is copied to the output with FLAG_DEFERRED
+              cleared and no FLAG_END, for the order engine to sequence (its new seq is the
+              order id) and risk to fund; it comes back here as an ordinary NEW_ORDER.
+
 Any other input record (a rejection risk made: ORDER_REJECTED, CANCEL_REJECTED) is copied to
 the output unchanged but for FLAG_END, so every command the order engine forwarded comes back.
 
@@ -62,7 +70,8 @@ Results, in this order for one command:
                   order count) differs from before the command, in the order the levels were
                   first touched: price, level qty (0 = level gone), orders at
                   the level, side, book_update_id (per symbol, +1 per record, from 1).
-The last result of every command carries FLAG_END (a command always has at least one result);
+The last result of every command carries FLAG_END (a command always has at least one result;
+an input record with FLAG_CONTINUED ends none, nor does a cancel-replace leg handed back);
 the order engine counts them to return credits.
 Order events carry order_id, price_tick, qty_lot (original total), executed_qty_lot,
 cum_quote_minor, stop_price_tick, side, order_type, time_in_force and status after the event. Result headers:
@@ -209,6 +218,7 @@ N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_
     "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "iceberg_qty_lot", "side", "order_type",
     "time_in_force", "stp_mode", "client_order_id"))
 C_ORDER, C_RESTRICT = _off(R.CANCEL_DTYPE, "order_id"), _off(R.CANCEL_DTYPE, "cancel_restrictions")
+C_MODE = _off(R.CANCEL_DTYPE, "replace_mode")
 A_ORDER, A_PRICE, A_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
 E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_STOP, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (
     _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor",
@@ -248,14 +258,21 @@ RS_WOULD_TRIGGER, RS_UNSUPPORTED = int(R.Reason.WOULD_TRIGGER), int(R.Reason.UNS
 ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
 FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
     R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END, R.FLAG_QTY_CAP)
+FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
+T_REPLACE = int(R.RecordType.CANCEL_REPLACE)
+STOP_ON_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE)
+RS_NOT_ATTEMPTED = int(R.Reason.NOT_ATTEMPTED)
 SOURCE_MATCHING = R.SOURCE_MATCHING
 
 # --- the control block: one int64 array whose slots hold every base address and counter ----
 (E_SYM, E_ORD, E_MAXORD, E_OFREE, E_NOFREE, E_LVL, E_LFREE, E_NLFREE, E_BKEYS, E_BLVL, E_BN, E_BCAP,
  E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
- E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT) = range(36)
+ E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT,
+ E_REPLACE) = range(37)
 E_SLOTS = 40
 PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS = 0, 1, 2, 3
+# E_REPLACE between a CANCEL_REPLACE and its leg: what to do with the leg.
+REPLACE_NONE, REPLACE_GO, REPLACE_STOP = 0, 1, 2
 MIN_FREE = 8  # output records a step wants free before it starts a command
 # Per-symbol counters in sym_state (int64 x SYMST_WORDS per symbol).
 SS_TRADE, SS_BOOKID, SS_LAST, SYMST_WORDS = 0, 1, 2, 4
@@ -820,6 +837,22 @@ def _would_take(E, sym, side, price):
 
 
 @njit(cache=True, nogil=True)
+def _reject_new(E, c, reason):
+    """ORDER_REJECTED for the NEW_ORDER record at c (its order id is the record's seq)."""
+    otype = ld_u8(c + N_TYPE)
+    a = _emit(E, T_REJECTED, ld_u32(c + H_ACC), ld_u32(c + H_SYM), reason, 0)
+    st_i64(a + E_ORDER, ld_i64(c + H_SEQ))
+    st_i64(a + E_PRICE, ld_i64(c + N_PRICE) if otype != MARKET else 0)
+    st_i64(a + E_QTY, 0 if ld_u16(c + H_FLAGS) & FLAG_QTY_CAP else ld_i64(c + N_QTY))
+    copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
+    st_u8(a + E_SIDE, ld_u8(c + N_SIDE))
+    st_u8(a + E_TYPE, otype)
+    st_i64(a + E_STOP, ld_i64(c + N_STOP) if _is_stop(otype) else 0)
+    st_u8(a + E_TIF, ld_u8(c + N_TIF))
+    st_u8(a + E_STATUS, ST_REJECTED)
+
+
+@njit(cache=True, nogil=True)
 def _new_order(E, c):
     """A NEW_ORDER record at address c. Returns 1 if matching suspended."""
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
@@ -835,16 +868,7 @@ def _new_order(E, c):
     elif _g(E, E_NOFREE) == 0:
         reject = RS_FULL
     if reject:
-        a = _emit(E, T_REJECTED, acc, sym, reject, 0)
-        st_i64(a + E_ORDER, ld_i64(c + H_SEQ))
-        st_i64(a + E_PRICE, price)
-        st_i64(a + E_QTY, 0 if ld_u16(c + H_FLAGS) & FLAG_QTY_CAP else ld_i64(c + N_QTY))
-        copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
-        st_u8(a + E_SIDE, side)
-        st_u8(a + E_TYPE, otype)
-        st_i64(a + E_STOP, stop)
-        st_u8(a + E_TIF, ld_u8(c + N_TIF))
-        st_u8(a + E_STATUS, ST_REJECTED)
+        _reject_new(E, c, reject)
         return 0
     ti = _order_alloc(E)
     ta = _oa(E, ti)
@@ -969,16 +993,17 @@ def _cancel(E, c):
     oi = _lookup(E, acc, sym, order_id)
     if oi < 0:
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
-        return
+        return False
     oa = _oa(E, oi)
     restrict = ld_u8(c + C_RESTRICT)
     executed = ld_i64(oa + O_EXEC)
     if (restrict == ONLY_NEW and executed != 0) or (restrict == ONLY_PARTIAL and executed == 0):
         _emit_cancel_reject(E, acc, sym, order_id, RS_RESTRICT)
-        return
+        return False
     _unlink(E, oi)
     _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
     _release(E, oi)
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -1115,10 +1140,24 @@ def run(E, in_address, n_in, out_address, out_cap):
         t = ld_u16(c + H_TYPE)
         sym = ld_u32(c + H_SYM)
         suspended = 0
-        if t == T_NEW:
+        ends = ld_u16(c + H_FLAGS) & FLAG_CONTINUED == 0
+        if t == T_NEW and ld_u16(c + H_FLAGS) & FLAG_DEFERRED:
+            if _g(E, E_REPLACE) == REPLACE_STOP:
+                _reject_new(E, c, RS_NOT_ATTEMPTED)
+            else:  # back to the order engine, then risk, which funds it after the cancel
+                a = _g(E, E_OUT) + _g(E, E_OUTN) * RB
+                copy_bytes(a, c, RB)
+                st_u16(a + H_FLAGS, ld_u16(c + H_FLAGS) & ~FLAG_DEFERRED)
+                _s(E, E_OUTN, _g(E, E_OUTN) + 1)
+                ends = False
+            _s(E, E_REPLACE, REPLACE_NONE)
+        elif t == T_NEW:
             suspended = _new_order(E, c) or _triggers(E, sym)
         elif t == T_CANCEL:
             _cancel(E, c)
+        elif t == T_REPLACE:
+            done = _cancel(E, c)
+            _s(E, E_REPLACE, REPLACE_GO if done or ld_u8(c + C_MODE) != STOP_ON_FAILURE else REPLACE_STOP)
         elif t == T_AMEND:
             suspended = _amend(E, c) or _triggers(E, sym)
         elif t == T_CANCEL_ALL:
@@ -1130,7 +1169,8 @@ def run(E, in_address, n_in, out_address, out_cap):
         if suspended:
             break
         _emit_book_updates(E)
-        _end_command(E)
+        if ends:
+            _end_command(E)
     return i, _g(E, E_OUTN)
 
 

@@ -45,10 +45,29 @@ rejected with DUPLICATE_ORDER. CANCEL and AMEND with order_id 0 name their targe
 orig_client_order_id; the order engine fills in the order id (or refuses with CANCEL_REJECTED,
 UNKNOWN_ORDER, without a round trip). An id is free again once its order ends.
 
-Credits: NEW_ORDER, CANCEL, CANCEL_ALL and AMEND forwarded -> +1 in flight; a result with
-FLAG_END -> -1. Multi-record commands (CANCEL_REPLACE, ORDER_LIST, EXT) are refused with
-UNSUPPORTED_COMBINATION until matching supports them; a CANCEL / AMEND / CANCEL_ALL for an
-unknown symbol becomes CANCEL_REJECTED (UNKNOWN_SYMBOL) without a round trip.
+Multi-record commands: a command is its first record plus every record after it while the
+previous one has FLAG_CONTINUED. The order engine takes a command whole or not at all (an
+incomplete one at the end of the input waits for the rest); the edge sequence of its first
+record deduplicates it. Each record gets its own seq. A command whose shape is not one of
+those below has every record refused (UNSUPPORTED_COMBINATION), FLAG_END on the last.
+
+CANCEL_REPLACE (CANCEL payload with replace_mode, FLAG_CONTINUED) + NEW_ORDER (the new order,
+same account and symbol): Binance evaluates the new order's filters before anything happens,
+so a leg failing them makes the CANCEL_REPLACE a CANCEL_REJECTED (NOT_ATTEMPTED) and the leg
+its ORDER_REJECTED (the filter's reason, FLAG_END): nothing is cancelled. MAX_NUM_ORDERS counts
+the order being replaced as gone under STOP_ON_FAILURE. Otherwise the pair goes on with the
+leg marked FLAG_DEFERRED: risk passes both to matching untouched, matching cancels (or fails
+to), then either refuses the leg (ORDER_REJECTED, NOT_ATTEMPTED: the cancel failed under
+STOP_ON_FAILURE) or hands it back as a plain NEW_ORDER among its results. The order engine
+sequences that returned NEW_ORDER like any result; its seq is the new order's id, and its
+client order id is checked now (the cancelled order's id is free again). From there it is an
+ordinary new order: risk funds it with the balance the cancel released, matching runs it.
+One credit covers both trips.
+
+Credits: NEW_ORDER, CANCEL, CANCEL_ALL, AMEND and CANCEL_REPLACE forwarded -> +1 in flight; a
+result with FLAG_END -> -1. ORDER_LIST and EXT are refused with UNSUPPORTED_COMBINATION until
+matching supports them; a CANCEL / AMEND / CANCEL_ALL / CANCEL_REPLACE for an unknown symbol
+becomes CANCEL_REJECTED (UNKNOWN_SYMBOL) without a round trip.
 """
 
 from __future__ import annotations
@@ -92,6 +111,7 @@ E8 = 100_000_000
 
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
+T_REPLACE = int(T.CANCEL_REPLACE)
 T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_CANCEL_REJ = (int(t) for t in (
     T.ORDER_ACCEPTED, T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.CANCEL_REJECTED))
 FIRST_ADMIN, FIRST_RESULT = int(T.CREDIT), int(T.ORDER_ACCEPTED)
@@ -104,6 +124,9 @@ GTC, FOK = int(R.TimeInForce.GTC), int(R.TimeInForce.FOK)
 MAX_STP = int(R.StpMode.DECREMENT)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END
+FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
+STOP_ON_FAILURE, ALLOW_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE), int(R.ReplaceMode.ALLOW_FAILURE)
+MAX_COMMAND_RECORDS = 4  # the longest command shape (an OCO list: header + 2 legs) and room
 RS = R.Reason
 RS_SYMBOL, RS_COMBO, RS_PRICE, RS_LOT, RS_MLOT = (int(r) for r in (
     RS.UNKNOWN_SYMBOL, RS.UNSUPPORTED_COMBINATION, RS.FILTER_PRICE, RS.FILTER_LOT_SIZE, RS.FILTER_MARKET_LOT_SIZE))
@@ -121,7 +144,9 @@ C_SLOTS = 24
 ENTRY_WORDS = 7
 C_ID_ORDER, C_ID_CANCEL, C_ID_AMEND = N_CID, _off(R.CANCEL_DTYPE, "orig_client_order_id"), _off(R.AMEND_DTYPE, "orig_client_order_id")
 CX_ORDER = _off(R.CANCEL_DTYPE, "order_id")
+CX_MODE = _off(R.CANCEL_DTYPE, "replace_mode")
 RS_DUP, RS_UNKNOWN, RS_FULL = int(RS.DUPLICATE_ORDER), int(RS.UNKNOWN_ORDER), int(RS.BOOK_FULL)
+RS_NOT_ATTEMPTED = int(RS.NOT_ATTEMPTED)
 SYMBOL_BITS = 20  # open-order counts are keyed by account << 20 | symbol
 
 
@@ -234,8 +259,9 @@ def _cid_end(C, order_id):
 
 
 @njit(cache=True, nogil=True)
-def validate_new(C, c):
-    """Reason code for a NEW_ORDER record at address c, 0 if it passes every filter."""
+def validate_new(C, c, replacing):
+    """Reason code for a NEW_ORDER record at address c, 0 if it passes every filter.
+    `replacing` (0 or 1): open orders about to be cancelled for it (MAX_NUM_ORDERS)."""
     sym = ld_u32(c + H_SYM)
     if sym >= _g(C, C_NSYM):
         return RS_SYMBOL
@@ -295,7 +321,7 @@ def validate_new(C, c):
             return RS_PCT
     if t != MARKET:
         keys, vals, mask = _g(C, C_OKEYS), _g(C, C_OVALS), _g(C, C_OMASK)
-        if hm_get(keys, vals, mask, _open_key(ld_u32(c + H_ACC), sym), 0) >= ld_i64(s + S_MAXORD):
+        if hm_get(keys, vals, mask, _open_key(ld_u32(c + H_ACC), sym), 0) - replacing >= ld_i64(s + S_MAXORD):
             return RS_MAXORD
     return 0
 
@@ -339,6 +365,14 @@ def _result(C, r):
     a = _stamp(C, r)
     t, flags = ld_u16(a + H_TYPE), ld_u16(a + H_FLAGS)
     acc, sym = ld_u32(a + H_ACC), ld_u32(a + H_SYM)
+    if t == T_NEW:
+        # The new order of a CANCEL_REPLACE, back from its cancel: an order from this seq on.
+        if not _cid_empty(a + N_CID):
+            reason = _cid_add(C, acc, a + N_CID, ld_i64(a + H_SEQ))
+            if reason:
+                _reject_new(C, a, reason)
+                _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) - 1)
+        return
     if flags & FLAG_END:
         _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) - 1)
     if t == T_FILL:
@@ -359,57 +393,121 @@ def _result(C, r):
 
 
 @njit(cache=True, nogil=True)
-def _command(C, c):
-    """Sequence one client or admin command. Returns 1 if it was dropped as a duplicate."""
+def command_records(c, n_avail):
+    """Records in the command starting at c (its FLAG_CONTINUED chain, at most
+    MAX_COMMAND_RECORDS), or 0 if the chain runs past the n_avail records there."""
+    n = 1
+    while ld_u16(c + (n - 1) * RB + H_FLAGS) & FLAG_CONTINUED and n < MAX_COMMAND_RECORDS:
+        if n == n_avail:
+            return 0
+        n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _refuse_command(C, a, n, reason):
+    """Every stamped record of a command becomes its rejection; FLAG_END on the last."""
+    for j in range(n):
+        r = a + j * RB
+        if ld_u16(r + H_TYPE) == T_NEW:
+            reject_new_in_place(r, reason)
+        else:
+            _refuse(C, r, reason)
+        st_u16(r + H_FLAGS, FLAG_END if j == n - 1 else 0)
+
+
+@njit(cache=True, nogil=True)
+def _by_client_id(C, a, acc, id_offset):
+    """Fill in the target order id from orig_client_order_id when it is 0; False if unknown."""
+    if ld_i64(a + CX_ORDER) != 0:
+        return True
+    e = _cid_find(C, acc, a + id_offset)
+    if e <= 0:
+        return False
+    st_i64(a + CX_ORDER, ld_i64(e))
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _cancel_replace(C, a, acc):
+    """The stamped CANCEL_REPLACE at a and its NEW_ORDER leg at a + RB."""
+    leg = a + RB
+    mode = ld_u8(a + CX_MODE)
+    if (ld_u16(leg + H_TYPE) != T_NEW or ld_u32(leg + H_ACC) != acc or ld_u32(leg + H_SYM) != ld_u32(a + H_SYM)
+            or (mode != STOP_ON_FAILURE and mode != ALLOW_FAILURE)):
+        _refuse_command(C, a, 2, RS_COMBO)
+        return
+    reason = validate_new(C, leg, 1 if mode == STOP_ON_FAILURE else 0)
+    if reason:  # filters come first: nothing is cancelled
+        _refuse(C, a, RS_NOT_ATTEMPTED)
+        st_u16(a + H_FLAGS, 0)
+        _reject_new(C, leg, reason)
+        return
+    _by_client_id(C, a, acc, C_ID_CANCEL)  # unknown: matching reports the failed cancel
+    st_u16(leg + H_FLAGS, FLAG_DEFERRED)
+    _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
+
+
+@njit(cache=True, nogil=True)
+def _command(C, c, n):
+    """Sequence one client or admin command of n records at c."""
     source = ld_u16(c + H_SOURCE)
     t = ld_u16(c + H_TYPE)
     if source > _g(C, C_NEDGE):
         # An edge without a dedup slot could have a retry applied twice: refuse its commands.
         a = _stamp(C, c)
-        if t == T_NEW:
-            _reject_new(C, a, RS_COMBO)
-        else:
-            _refuse(C, a, RS_COMBO)
-        return 0
+        for j in range(1, n):
+            _stamp(C, c + j * RB)
+        _refuse_command(C, a, n, RS_COMBO)
+        return
     if source > 0:
         last = _g(C, C_EDGE) + 8 * source
         sseq = ld_i64(c + H_SRCSEQ)
         if sseq <= ld_i64(last):
             _s(C, C_DUPES, _g(C, C_DUPES) + 1)
-            return 1
+            return
         st_i64(last, sseq)
     a = _stamp(C, c)
+    for j in range(1, n):
+        _stamp(C, c + j * RB)
     acc = ld_u32(a + H_ACC)
+    if n > 1:
+        if t == T_REPLACE and n == 2:
+            if ld_u32(a + H_SYM) >= _g(C, C_NSYM):
+                _refuse_command(C, a, n, RS_SYMBOL)
+            else:
+                _cancel_replace(C, a, acc)
+        else:
+            _refuse_command(C, a, n, RS_COMBO)  # order lists: not supported yet
+        return
     if t == T_NEW:
-        reason = validate_new(C, a)
+        reason = validate_new(C, a, 0)
         if reason == 0 and not _cid_empty(a + N_CID):
             reason = _cid_add(C, acc, a + N_CID, ld_i64(a + H_SEQ))
         if reason:
             _reject_new(C, a, reason)
-            return 0
-    elif FIRST_ADMIN <= t < FIRST_RESULT:
-        return 0  # admin: applied by risk, no matching round trip
-    elif t != T_CANCEL and t != T_CANCEL_ALL and t != T_AMEND:
-        _refuse(C, a, RS_COMBO)  # multi-record commands (not supported yet) or no command at all
-        return 0
-    elif ld_u32(a + H_SYM) >= _g(C, C_NSYM):
+        else:
+            _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
+        return
+    if FIRST_ADMIN <= t < FIRST_RESULT:
+        return  # admin: applied by risk, no matching round trip
+    if t != T_CANCEL and t != T_CANCEL_ALL and t != T_AMEND:
+        _refuse(C, a, RS_COMBO)  # a command that needs more records, or no command at all
+        return
+    if ld_u32(a + H_SYM) >= _g(C, C_NSYM):
         _refuse(C, a, RS_SYMBOL)
-        return 0
-    elif t != T_CANCEL_ALL and ld_i64(a + CX_ORDER) == 0:  # by origClientOrderId
-        e = _cid_find(C, acc, a + (C_ID_CANCEL if t == T_CANCEL else C_ID_AMEND))
-        if e <= 0:
-            _refuse(C, a, RS_UNKNOWN)
-            return 0
-        st_i64(a + CX_ORDER, ld_i64(e))
+        return
+    if t != T_CANCEL_ALL and not _by_client_id(C, a, acc, C_ID_CANCEL if t == T_CANCEL else C_ID_AMEND):
+        _refuse(C, a, RS_UNKNOWN)
+        return
     _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
-    return 0
 
 
 @njit(cache=True, nogil=True)
 def step(control, results_address, n_results, commands_address, n_commands, out_address, out_cap):
-    """Sequence every result (up to out_cap), then commands while credits last.
+    """Sequence every result (up to out_cap), then whole commands while credits last.
 
-    Returns (results consumed, commands consumed, records written)."""
+    Returns (results consumed, command records consumed, records written)."""
     return run(control.ctypes.data, results_address, n_results, commands_address, n_commands, out_address, out_cap)
 
 
@@ -423,9 +521,13 @@ def run(C, results_address, n_results, commands_address, n_commands, out_address
         _result(C, results_address + r * RB)
         r += 1
     k = 0
-    while k < n_commands and _g(C, C_OUTN) < out_cap and _g(C, C_INFLIGHT) < _g(C, C_MAXFLIGHT):
-        _command(C, commands_address + k * RB)
-        k += 1
+    while k < n_commands and _g(C, C_INFLIGHT) < _g(C, C_MAXFLIGHT):
+        c = commands_address + k * RB
+        n = command_records(c, n_commands - k)
+        if n == 0 or _g(C, C_OUTN) + n > out_cap:
+            break
+        _command(C, c, n)
+        k += n
     return r, k, _g(C, C_OUTN)
 
 

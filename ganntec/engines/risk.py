@@ -1,7 +1,8 @@
 """Risk engine: accounts, balances, holds, pre-trade checks, fees, settlement, admin.
 
 It consumes the sequenced stream (order engine output) and writes two streams:
-  to matching  the commands it lets through (NEW_ORDER, CANCEL, CANCEL_ALL, AMEND) and its own
+  to matching  the commands it lets through (NEW_ORDER, CANCEL, CANCEL_ALL, AMEND,
+               CANCEL_REPLACE with its FLAG_DEFERRED leg, unchecked and unfunded) and its own
                rejections (ORDER_REJECTED / CANCEL_REJECTED), which matching echoes back so
                every forwarded command returns to the order engine and is journaled;
   to position  every result and admin record of the stream, settled: FILLs with their fees
@@ -29,6 +30,10 @@ Fees are charged in the asset received, at the maker or taker rate (account over
 symbol's), rounded down: floor(received x rate_e8 / 1e8), computed without overflow. They go to
 the fee account. Conservation holds after every record: per asset, the sum over all accounts
 (fee account included) of free + locked equals credits minus debits.
+
+A cancel-replace's new order is funded on its second trip: matching hands it back after the
+cancel, the order engine sequences it, and risk sees it as a NEW_ORDER after the cancel's
+release, so it can use what the cancelled order held (and nothing a fill took first).
 
 Pre-trade checks on NEW_ORDER, first failure wins: UNKNOWN_ACCOUNT (never opened),
 ACCOUNT_DISABLED (killed), NO_TRADE_PERMISSION, MARKET_CLOSED (symbol halted),
@@ -146,6 +151,7 @@ SB = SYMBOL_DTYPE.itemsize
 
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
+T_REPLACE = int(T.CANCEL_REPLACE)
 T_CREDIT, T_DEBIT, T_HALT, T_RESUME, T_KILL, T_UNKILL = (int(t) for t in (
     T.CREDIT, T.DEBIT, T.HALT_SYMBOL, T.RESUME_SYMBOL, T.KILL_ACCOUNT, T.UNKILL_ACCOUNT))
 T_OPEN, T_LIMITS = int(T.ACCOUNT_OPEN), int(T.ACCOUNT_LIMITS)
@@ -157,6 +163,7 @@ BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 PERM_TRADE = int(R.Permission.TRADE)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_QTY_CAP = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_QTY_CAP
+FLAG_DEFERRED = R.FLAG_DEFERRED
 RS = R.Reason
 RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL, RS_LOSS = (
     int(r) for r in (RS.INSUFFICIENT_BALANCE, RS.UNKNOWN_ACCOUNT, RS.ACCOUNT_DISABLED, RS.NO_TRADE_PERMISSION,
@@ -601,8 +608,11 @@ def _account(K, c, t):
 def _record(K, c):
     t = ld_u16(c + H_TYPE)
     if t == T_NEW:
-        _new_order(K, c)
-    elif t == T_CANCEL or t == T_CANCEL_ALL:
+        if ld_u16(c + H_FLAGS) & FLAG_DEFERRED:
+            _to_a(K, c)  # a cancel-replace's new order: funded when it comes back after the cancel
+        else:
+            _new_order(K, c)
+    elif t == T_CANCEL or t == T_CANCEL_ALL or t == T_REPLACE:
         _to_a(K, c)
     elif t == T_AMEND:
         _amend(K, c)

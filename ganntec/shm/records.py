@@ -266,6 +266,8 @@ FLAG_MAKER_DONE = 0x0008  # FILL that completed the maker order
 FLAG_TAKER_DONE = 0x0010  # FILL that completed the taker order (nothing left to trade or spend)
 FLAG_END = 0x0020         # the last result of one command (credits: the command is done)
 FLAG_QTY_CAP = 0x0040     # NEW_ORDER: qty_lot is a cap risk added; the order is defined by its quote
+FLAG_DEFERRED = 0x0080    # NEW_ORDER leg of a CANCEL_REPLACE on its way to the cancel: not an order
+                          # yet; matching hands it back (flag cleared) when the cancel is done
 
 SOURCE_ADMIN = 0
 SOURCE_MATCHING = 0x8000  # | shard index
@@ -457,6 +459,7 @@ class Reason(enum.IntEnum):
     INVALID_AMOUNT = 33         # admin credit/debit of <= 0 or beyond the balance
     UNKNOWN_ASSET = 34
     BOOK_FULL = 35              # the engine's configured order/level capacity is reached
+    NOT_ATTEMPTED = 36          # cancel-replace: this part was not tried (the other part failed)
 
 
 # Binance error code and message for each rejection reason (the edge turns these into
@@ -534,6 +537,17 @@ def as_records(data) -> np.ndarray:
         raise ValueError(f"records shape={arr.shape} dtype itemsize={arr.dtype.itemsize} "
                          f"(need 1-D {RECORD_BYTES}-byte records; use records.concat, not np.concatenate)")
     return arr
+
+
+def command_bounds(records: np.ndarray) -> list[int]:
+    """Start index of every command in a record array, then its length: a command is a record
+    and those after it while the previous one has FLAG_CONTINUED (`records[b[i]:b[i+1]]`)."""
+    flags = np.asarray(as_records(records)["flags"])
+    ends = np.flatnonzero((flags & FLAG_CONTINUED) == 0) + 1
+    starts = [0] + ends.tolist()
+    if starts[-1] != len(flags):
+        starts.append(len(flags))  # a trailing incomplete command is one too
+    return starts
 
 
 def view(record: np.ndarray) -> np.void:

@@ -19,16 +19,18 @@ from numba import njit
 
 from ganntec.engines import matching, order, position, risk
 from ganntec.shm import records as R
+from ganntec.engines.mem import ld_i64, move_bytes, st_i64
 from ganntec.shm.atomics import copy_bytes
 
 RB = R.RECORD_BYTES
 RISK_FANOUT = risk.OUT_B_PER_RECORD
+DS_A = 0  # driver state: records in a_buf that matching has not taken yet
 
 
 @njit(cache=True, nogil=True)
 def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, b_buf, jr, nj, ed, ne):
-    """Sequence results then commands, apply risk, then position. Returns (journal count,
-    edge count, records for matching written to a_buf, commands consumed)."""
+    """Sequence results then command records, apply risk, then position. Returns (journal
+    count, edge count, records for matching written to a_buf, command records consumed)."""
     _, used_c, ns = order.run(oc, res, n_res, cmd, n_cmd, seq_buf, n_res + n_cmd)
     copy_bytes(jr + nj * RB, seq_buf, ns * RB)
     _, na, nb = risk.run(rc, seq_buf, ns, a_buf, ns, b_buf, ns * RISK_FANOUT)
@@ -37,26 +39,30 @@ def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, b_buf, jr, nj, ed,
 
 
 @njit(cache=True, nogil=True)
-def drive(oc, rc, mc, pc, cmds, n_cmds, seq_buf, a_buf, b_buf, m_buf, m_cap, jr, jr_cap, ed, ed_cap):
+def drive(oc, rc, mc, pc, ds, cmds, n_cmds, seq_buf, a_buf, b_buf, m_buf, m_cap, jr, jr_cap, ed, ed_cap):
     """Run commands through every engine until the buffers are nearly full. Returns
-    (commands consumed, journal records, edge records). Matching may stay pending (a command
-    whose results outgrew m_buf): call again, with or without more commands, until it is not."""
+    (command records consumed, journal records, edge records). Work can stay pending — matching
+    mid-command, or records risk made for matching (a cancel-replace's returning order) in
+    a_buf, counted at ds[DS_A] — call again, with or without more commands, until `idle`."""
     nj = 0
     ne = 0
     i = 0
     worst = m_cap + 1  # the most records one pass can sequence
     while nj + worst <= jr_cap and ne + worst * RISK_FANOUT <= ed_cap:
-        if matching._g(mc, matching.E_PEND) != matching.PEND_NONE:
-            na = 0
-        elif i < n_cmds:
-            nj, ne, na, used = _pipe(oc, rc, pc, 0, 0, cmds + i * RB, 1, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+        n_a = ld_i64(ds + 8 * DS_A)
+        if n_a == 0 and matching._g(mc, matching.E_PEND) == matching.PEND_NONE:
+            if i >= n_cmds:
+                break
+            n = order.command_records(cmds + i * RB, n_cmds - i)
+            nj, ne, n_a, used = _pipe(oc, rc, pc, 0, 0, cmds + i * RB, n, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+            st_i64(ds + 8 * DS_A, n_a)
             i += used
-            if na == 0:
-                continue
-        else:
-            break
-        _, nm = matching.run(mc, a_buf, na, m_buf, m_cap)
-        nj, ne, _, _ = _pipe(oc, rc, pc, m_buf, nm, 0, 0, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+            continue
+        used, nm = matching.run(mc, a_buf, n_a, m_buf, m_cap)
+        n_a -= used
+        move_bytes(a_buf, a_buf + used * RB, n_a * RB)
+        nj, ne, made, _ = _pipe(oc, rc, pc, m_buf, nm, 0, 0, seq_buf, a_buf + n_a * RB, b_buf, jr, nj, ed, ne)
+        st_i64(ds + 8 * DS_A, n_a + made)
     return i, nj, ne
 
 
@@ -70,24 +76,44 @@ class InProcessDriver:
         self.matching = matching.MatchingEngine(symbols, max_orders, max_levels)
         self.position = position.PositionEngine(symbols, max_positions=max_orders)
         m_cap = self.matching.min_out_capacity
+        self.state = np.zeros(2, np.int64)
         self._m = np.zeros((m_cap, RB), np.uint8)
         self._seq = np.zeros((m_cap + 1, RB), np.uint8)
-        self._a = np.zeros((m_cap + 1, RB), np.uint8)
+        self._a = np.zeros((2 * (m_cap + 1), RB), np.uint8)  # leftovers + what one pass adds
         self._b = np.zeros(((m_cap + 1) * RISK_FANOUT, RB), np.uint8)
         self._jr = np.zeros((chunk + m_cap + 1, RB), np.uint8)
         self._ed = np.zeros(((chunk + m_cap + 1) * RISK_FANOUT, RB), np.uint8)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing left half done: matching is not mid-command and no record waits for it."""
+        return not self.matching.pending and self.state[DS_A] == 0
+
+    def advance(self, address: int, n: int) -> tuple[int, int, int]:
+        """One compiled `drive` over n command records at `address` (raw, no checks):
+        (records consumed, journal records, edge records) in `journal_buffer`/`edge_buffer`."""
+        return drive(self.order.control.ctypes.data, self.risk.control.ctypes.data, self.matching.control.ctypes.data,
+                     self.position.control.ctypes.data, self.state.ctypes.data, address, n,
+                     self._seq.ctypes.data, self._a.ctypes.data, self._b.ctypes.data, self._m.ctypes.data,
+                     len(self._m), self._jr.ctypes.data, len(self._jr), self._ed.ctypes.data, len(self._ed))
+
+    @property
+    def journal_buffer(self) -> np.ndarray:
+        return self._jr
+
+    @property
+    def edge_buffer(self) -> np.ndarray:
+        return self._ed
+
     def run(self, commands) -> tuple[np.ndarray, np.ndarray]:
         """Every command through the engines; returns (journal records, edge records)."""
         cmds = R.as_records(commands)
+        if len(cmds) and int(cmds[-1]["flags"]) & R.FLAG_CONTINUED:
+            raise ValueError("commands end inside a multi-record command (FLAG_CONTINUED on the last record)")
         journal, edge = [], []
         pos = 0
-        while pos < len(cmds) or self.matching.pending:
-            used, nj, ne = drive(self.order.control.ctypes.data, self.risk.control.ctypes.data,
-                                 self.matching.control.ctypes.data, self.position.control.ctypes.data,
-                                 cmds.ctypes.data + pos * RB, len(cmds) - pos, self._seq.ctypes.data,
-                                 self._a.ctypes.data, self._b.ctypes.data, self._m.ctypes.data, len(self._m),
-                                 self._jr.ctypes.data, len(self._jr), self._ed.ctypes.data, len(self._ed))
+        while pos < len(cmds) or not self.idle:
+            used, nj, ne = self.advance(cmds.ctypes.data + pos * RB, len(cmds) - pos)
             journal.append(self._jr[:nj].copy())
             edge.append(self._ed[:ne].copy())
             pos += used

@@ -1,4 +1,5 @@
-"""Whole-exchange properties on random command streams: conservation per asset, locked equals
+"""Whole-exchange properties on random command streams (every command kind, cancel-replace
+included): conservation per asset, locked equals
 the sum of holds, no negative balance, an uncrossed book, risk and matching agree on which
 orders are open, and the journal and client stream are the same bytes whatever the batching."""
 
@@ -27,7 +28,7 @@ ACCOUNTS = (1, 2, 3, 4)
 
 command = st.tuples(
     st.sampled_from(["limit", "limit", "limit", "ioc", "fok", "maker", "market", "market_quote", "stop", "cancel",
-                     "amend", "cancel_all", "iceberg"]),
+                     "amend", "cancel_all", "iceberg", "replace", "replace"]),
     st.sampled_from(ACCOUNTS), st.sampled_from([Side.BUY, Side.SELL]), st.integers(0, 1),
     st.integers(90, 110), st.integers(1, 40), st.integers(1, 60), st.sampled_from(list(StpMode)),
 )
@@ -51,7 +52,7 @@ def build(cmds) -> np.ndarray:
             out.append(r)
             continue
         otype = {"limit": OT.LIMIT, "iceberg": OT.LIMIT, "ioc": OT.LIMIT, "fok": OT.LIMIT, "maker": OT.LIMIT_MAKER, "market": OT.MARKET,
-                 "market_quote": OT.MARKET, "stop": OT.STOP_LOSS_LIMIT}[kind]
+                 "market_quote": OT.MARKET, "stop": OT.STOP_LOSS_LIMIT, "replace": OT.LIMIT}[kind]
         tif = {"ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}.get(kind, TimeInForce.GTC)
         r = Exchange.orders(acc, side, 0 if otype == OT.MARKET else price, 0 if kind == "market_quote" else qty,
                             otype, sym, 0 if otype in (OT.MARKET, OT.LIMIT_MAKER) else tif, ts, stp,
@@ -62,6 +63,10 @@ def build(cmds) -> np.ndarray:
             r["iceberg_qty_lot"] = max(1, (qty + 10) // 5)
         if otype == OT.STOP_LOSS_LIMIT:
             r["stop_price_tick"] = price + (3 if side == Side.BUY else -3)
+        if kind == "replace":  # cancel an order (by id, or by client id) and place this limit instead
+            mode = R.ReplaceMode.ALLOW_FAILURE if ref % 2 else R.ReplaceMode.STOP_ON_FAILURE
+            r = Exchange.cancel_replaces(ref if ref % 4 else 0, r, mode,
+                                         cancel_orig_client_order_id=b"" if ref % 4 else b"c%d" % (ref // 4))
         out.append(r)
     return R.concat(out)
 
@@ -101,8 +106,9 @@ def check_invariants(ex: Exchange) -> None:
 def test_invariants_hold_after_every_command(cmds):
     ex = fresh()
     stream = build(cmds)
-    for i in range(len(stream)):
-        ex.submit(stream[i:i + 1])
+    bounds = R.command_bounds(stream)
+    for start, end in zip(bounds, bounds[1:]):
+        ex.submit(stream[start:end])
         check_invariants(ex)
 
 
@@ -113,12 +119,13 @@ def test_same_bytes_whatever_the_batching(cmds, splits):
     whole = fresh()
     edge_whole = whole.submit(stream)
     split = fresh()
-    parts, pos = [], 0
+    bounds = R.command_bounds(stream)
+    parts, c = [], 0
     for k in splits * (len(stream) // sum(splits) + 1):
-        if pos >= len(stream):
+        if c >= len(bounds) - 1:
             break
-        parts.append(split.submit(stream[pos:pos + k]))
-        pos += k
+        parts.append(split.submit(stream[bounds[c]:bounds[min(c + k, len(bounds) - 1)]]))  # k whole commands
+        c += k
     assert R.concat(parts).tobytes() == edge_whole.tobytes()
     assert R.concat(split.journal).tobytes() == R.concat(whole.journal).tobytes()
     again = fresh()
