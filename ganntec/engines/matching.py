@@ -18,7 +18,7 @@ every result the command causes; account_id/symbol_id from the header):
               slice of that size; when a slice is filled the next one (of what is left) goes to
               the back of its level. Level quantities and BOOK_UPDATEs count visible slices; a
               taker (and FOK's pre-check) can trade the hidden rest as the slices refresh.
-              (Trailing stops and order lists come later.)
+              A stop type with trailing_delta_bips > 0 is a trailing stop (below).
   CANCEL      order_id of an open order of the same account and symbol; cancel_restrictions.
   CANCEL_ALL  every open order of the account on the symbol.
   AMEND       order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
@@ -89,6 +89,17 @@ as a taker (FOK pre-check included), which can move the price and fire more. CAN
 CANCEL_ALL reach waiting stops (CANCEL_ALL takes them after the bids and asks, in stop-book
 order); AMEND of a waiting stop is refused (CANCEL_REJECTED, UNSUPPORTED_COMBINATION).
 
+Trailing stops (Binance's trailing-stop FAQ) wait in their symbol's trailing list, in arrival
+order, and follow every trade of the symbol (each fill, not only a command's last price). One
+with a stop price starts tracking at the first trade that meets its stop condition (the static
+rule above; one already met at entry is WOULD_TRIGGER); one without tracks from entry, from the
+last trade price (or from the next trade if there is none). Tracking keeps the lowest price
+for buys and the highest for sells; a buy fires at a trade >= lowest x (1 + delta / 1e4), a
+sell at a trade <= highest x (1 - delta / 1e4), compared exactly in integers. Fired trailing
+stops run after the static stops that are due, in arrival order, like them (ORDER_TRIGGERED,
+then a taker). CANCEL reaches them, CANCEL_ALL takes them last (arrival order), AMEND is
+refused (UNSUPPORTED_COMBINATION).
+
 Self-trade prevention applies when taker and maker have the same account; the taker's mode
 (DEFAULT -> the symbol's default_stp) decides: NONE trades; EXPIRE_TAKER expires the taker's
 remainder and stops; EXPIRE_MAKER expires that maker and goes on; EXPIRE_BOTH expires both and
@@ -122,7 +133,7 @@ Python API (tests, tools, integrators; the compiled `step` is what runtimes call
 
 State layouts (engine-private; snapshots store these arrays):
 
-    [ORDER_DTYPE] 112 bytes
+    [ORDER_DTYPE] 128 bytes
     offset  size  type  field
          0     8  i8    order_id
          8     8  i8    price_tick
@@ -142,10 +153,13 @@ State layouts (engine-private; snapshots store these arrays):
         79     1  u1    stp_mode
         80     4  i4    book
         84     1  u1    qty_is_cap
-        85     3  -     (reserved)
+        85     1  u1    trail_fired
+        86     2  u2    trailing_delta_bips
         88     8  i8    stop_price_tick
         96     8  i8    visible_lot
        104     8  i8    iceberg_lot
+       112     8  i8    trail_ref_tick
+       120     8  i8    link_order_id
 
     [LEVEL_DTYPE] 40 bytes
     offset  size  type  field
@@ -174,11 +188,13 @@ ORDER_DTYPE = np.dtype(
     {
         "names": ["order_id", "price_tick", "qty_lot", "leaves_lot", "executed_lot", "cum_quote_minor",
                   "quote_left_minor", "prev", "next", "level", "account_id", "symbol_id",
-                  "side", "order_type", "time_in_force", "stp_mode", "book", "qty_is_cap", "stop_price_tick",
-                  "visible_lot", "iceberg_lot"],
-        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "u1", "<i8", "<i8", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 84, 88, 96, 104],
-        "itemsize": 112,
+                  "side", "order_type", "time_in_force", "stp_mode", "book", "qty_is_cap", "trail_fired",
+                  "trailing_delta_bips", "stop_price_tick", "visible_lot", "iceberg_lot", "trail_ref_tick",
+                  "link_order_id"],
+        "formats": ["<i8"] * 7 + ["<i4"] * 3 + ["<u4"] * 2 + ["u1"] * 4 + ["<i4", "u1", "u1", "<u2"] + ["<i8"] * 5,
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 60, 64, 68, 72, 76, 77, 78, 79, 80, 84, 85, 86, 88, 96, 104, 112,
+                    120],
+        "itemsize": 128,
     }
 )
 LEVEL_DTYPE = np.dtype(
@@ -202,6 +218,9 @@ O_PREV, O_NEXT, O_LEVEL, O_ACC, O_SYM = (_off(ORDER_DTYPE, n) for n in ("prev", 
 O_SIDE, O_TYPE, O_TIF, O_STP = (_off(ORDER_DTYPE, n) for n in ("side", "order_type", "time_in_force", "stp_mode"))
 O_BOOK, O_CAP, O_STOP = _off(ORDER_DTYPE, "book"), _off(ORDER_DTYPE, "qty_is_cap"), _off(ORDER_DTYPE, "stop_price_tick")
 O_VIS, O_ICE = _off(ORDER_DTYPE, "visible_lot"), _off(ORDER_DTYPE, "iceberg_lot")
+O_FIRED, O_TRAIL, O_REF, O_LINK = (_off(ORDER_DTYPE, n) for n in (
+    "trail_fired", "trailing_delta_bips", "trail_ref_tick", "link_order_id"))
+BOOK_TRAILING = -2  # `book` of a trailing stop: in its symbol's trailing list, not a book
 LB = LEVEL_DTYPE.itemsize
 L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
     "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
@@ -214,6 +233,7 @@ RB = R.RECORD_BYTES
 H_TYPE, H_FLAGS, H_SOURCE, H_REASON, H_SEQ, H_TS, H_SRCSEQ, H_ACC, H_SYM = (
     _off(R.RECORD_DTYPE, n) for n in ("type", "flags", "source", "reason", "seq", "ts_ns", "source_seq",
                                       "account_id", "symbol_id"))
+N_TRAIL = _off(R.NEW_ORDER_DTYPE, "trailing_delta_bips")
 N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_off(R.NEW_ORDER_DTYPE, n) for n in (
     "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "iceberg_qty_lot", "side", "order_type",
     "time_in_force", "stp_mode", "client_order_id"))
@@ -275,7 +295,8 @@ PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS = 0, 1, 2, 3
 REPLACE_NONE, REPLACE_GO, REPLACE_STOP = 0, 1, 2
 MIN_FREE = 8  # output records a step wants free before it starts a command
 # Per-symbol counters in sym_state (int64 x SYMST_WORDS per symbol).
-SS_TRADE, SS_BOOKID, SS_LAST, SYMST_WORDS = 0, 1, 2, 4
+SS_TRADE, SS_BOOKID, SS_LAST, SS_TRAIL_HEAD, SS_TRAIL_TAIL, SS_TRAIL_N, SYMST_WORDS = 0, 1, 2, 3, 4, 5, 8
+BIPS = 10_000
 RUN_DONE, RUN_SUSPENDED, RUN_STP_STOP = 0, 1, 2
 
 
@@ -479,8 +500,12 @@ def _append(E, b, lv, oi):
 
 @njit(cache=True, nogil=True)
 def _unlink(E, oi):
-    """Take order oi out of its level (dropping the level if it empties); touches it."""
+    """Take order oi out of its level (dropping the level if it empties; touches it) or out of
+    its symbol's trailing list."""
     oa = _oa(E, oi)
+    if ld_i32(oa + O_BOOK) == BOOK_TRAILING:
+        _trail_remove(E, oi)
+        return
     lv = ld_i32(oa + O_LEVEL)
     la = _la(E, lv)
     b = ld_i32(oa + O_BOOK)
@@ -500,6 +525,76 @@ def _unlink(E, oi):
     st_i64(la + L_COUNT, count)
     if count == 0:
         _drop_level(E, b, lv)
+
+
+@njit(cache=True, nogil=True)
+def _sst(E, sym):
+    """Address of the symbol's counters (SS_* words)."""
+    return _g(E, E_SYMST) + 8 * sym * SYMST_WORDS
+
+
+@njit(cache=True, nogil=True)
+def _trail_add(E, oi):
+    """Put trailing stop oi at the back of its symbol's trailing list."""
+    oa = _oa(E, oi)
+    sst = _sst(E, ld_u32(oa + O_SYM))
+    tail = ld_i64(sst + 8 * SS_TRAIL_TAIL)
+    st_i32(oa + O_BOOK, BOOK_TRAILING)
+    st_i32(oa + O_PREV, tail)
+    st_i32(oa + O_NEXT, -1)
+    if tail < 0:
+        st_i64(sst + 8 * SS_TRAIL_HEAD, oi)
+    else:
+        st_i32(_oa(E, tail) + O_NEXT, oi)
+    st_i64(sst + 8 * SS_TRAIL_TAIL, oi)
+    st_i64(sst + 8 * SS_TRAIL_N, ld_i64(sst + 8 * SS_TRAIL_N) + 1)
+
+
+@njit(cache=True, nogil=True)
+def _trail_remove(E, oi):
+    oa = _oa(E, oi)
+    sst = _sst(E, ld_u32(oa + O_SYM))
+    prev, nxt = ld_i32(oa + O_PREV), ld_i32(oa + O_NEXT)
+    if prev < 0:
+        st_i64(sst + 8 * SS_TRAIL_HEAD, nxt)
+    else:
+        st_i32(_oa(E, prev) + O_NEXT, nxt)
+    if nxt < 0:
+        st_i64(sst + 8 * SS_TRAIL_TAIL, prev)
+    else:
+        st_i32(_oa(E, nxt) + O_PREV, prev)
+    st_i32(oa + O_BOOK, -1)
+    st_i64(sst + 8 * SS_TRAIL_N, ld_i64(sst + 8 * SS_TRAIL_N) - 1)
+
+
+@njit(cache=True, nogil=True)
+def _trail_trade(E, sym, price):
+    """A trade at `price`: each waiting trailing stop of the symbol starts tracking (its stop
+    condition is met, or it has no stop price), follows the best price since, or fires when
+    the price moved its delta against it: buys on a rise from the lowest price, sells on a fall
+    from the highest (exactly: price x 1e4 >= low x (1e4 + delta), price x 1e4 <= high x
+    (1e4 - delta)). A fired stop only gets a mark here; `_triggers` runs it."""
+    oi = ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD)
+    while oi >= 0:
+        oa = _oa(E, oi)
+        if ld_u8(oa + O_FIRED) == 0:
+            ref = ld_i64(oa + O_REF)
+            stop = ld_i64(oa + O_STOP)
+            if ref == 0:
+                if stop == 0 or _triggered(E, _stop_book(E, sym, ld_u8(oa + O_SIDE), ld_u8(oa + O_TYPE)), stop, price):
+                    st_i64(oa + O_REF, price)
+            else:
+                delta = ld_u16(oa + O_TRAIL)
+                if ld_u8(oa + O_SIDE) == BUY:
+                    if price * BIPS >= ref * (BIPS + delta):
+                        st_u8(oa + O_FIRED, 1)
+                    elif price < ref:
+                        st_i64(oa + O_REF, price)
+                elif price * BIPS <= ref * (BIPS - delta):
+                    st_u8(oa + O_FIRED, 1)
+                elif price > ref:
+                    st_i64(oa + O_REF, price)
+        oi = ld_i32(oa + O_NEXT)
 
 
 @njit(cache=True, nogil=True)
@@ -777,6 +872,8 @@ def _match(E, ti):
         trade_id = ld_i64(sst + 8 * SS_TRADE) + 1
         st_i64(sst + 8 * SS_TRADE, trade_id)
         st_i64(sst + 8 * SS_LAST, price)
+        if ld_i64(sst + 8 * SS_TRAIL_N) > 0:
+            _trail_trade(E, sym, price)
         taker_left = _taker_left(ta)
         flags = (FLAG_SELF_TRADE if self_trade else 0) | (FLAG_MAKER_DONE if m_leaves == q else 0)
         a = _emit(E, T_FILL, acc, sym, 0, flags | (FLAG_TAKER_DONE if taker_left == 0 else 0))
@@ -883,6 +980,11 @@ def _new_order(E, c):
     quote = ld_i64(c + N_QUOTE)
     st_i64(ta + O_QLEFT, quote if (_market_like(otype) and quote > 0) else -1)
     st_i64(ta + O_STOP, stop)
+    trail = ld_i32(c + N_TRAIL) if _is_stop(otype) else 0
+    st_u16(ta + O_TRAIL, trail)
+    st_u8(ta + O_FIRED, 0)
+    st_i64(ta + O_REF, last if stop == 0 else 0)  # no stop price: it tracks from now on
+    st_i64(ta + O_LINK, 0)
     st_i64(ta + O_ICE, ld_i64(c + N_ICE) if (otype == LIMIT or otype == LIMIT_MAKER) else 0)
     st_i64(ta + O_VIS, 0)
     st_i32(ta + O_LEVEL, -1)
@@ -899,6 +1001,9 @@ def _new_order(E, c):
     _h_put(E, oid, ti)
     a = _emit_order(E, T_ACCEPTED, ti, 0, ST_NEW)
     copy_bytes(a + E_CID, c + N_CID, CID_BYTES)
+    if trail > 0:  # waits in its symbol's trailing list, following trades
+        _trail_add(E, ti)
+        return 0
     if stop > 0:  # waits in its stop book for the last trade price
         b = _stop_book(E, sym, side, otype)
         lv = _get_level(E, b, stop)
@@ -948,6 +1053,12 @@ def _triggers(E, sym):
                 if _triggered(E, b, ld_i64(la + L_PRICE), last):
                     fired = ld_i32(la + L_HEAD)
                     break
+        if fired < 0 and ld_i64(_sst(E, sym) + 8 * SS_TRAIL_N) > 0:
+            oi = ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD)
+            while oi >= 0 and fired < 0:
+                if ld_u8(_oa(E, oi) + O_FIRED):
+                    fired = oi
+                oi = ld_i32(_oa(E, oi) + O_NEXT)
         if fired < 0:
             return 0
         if not _room(E, 4):
@@ -1029,6 +1140,20 @@ def _cancel_all(E, acc, sym):
                     _s(E, E_PFOUND, 1)
                 oi = nxt
             pos -= 1
+    oi = ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD)
+    while oi >= 0:
+        nxt = ld_i32(_oa(E, oi) + O_NEXT)
+        if ld_u32(_oa(E, oi) + O_ACC) == acc:
+            if not _room(E, 2):
+                _s(E, E_PEND, PEND_CANCEL_ALL)
+                _s(E, E_PACC, acc)
+                _s(E, E_PSYM, sym)
+                return 1
+            _unlink(E, oi)
+            _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+            _release(E, oi)
+            _s(E, E_PFOUND, 1)
+        oi = nxt
     if _g(E, E_PFOUND) == 0:
         _emit_cancel_reject(E, acc, sym, 0, RS_UNKNOWN)
     return 0
@@ -1043,7 +1168,7 @@ def _amend(E, c):
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
         return 0
     oa = _oa(E, oi)
-    if ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM):  # a stop that has not triggered yet
+    if ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM) or ld_i32(oa + O_BOOK) == BOOK_TRAILING:  # a waiting stop
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNSUPPORTED)
         return 0
     price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
@@ -1201,6 +1326,7 @@ class MatchingEngine:
         self.hash_keys = np.zeros(hcap, np.int64)
         self.hash_vals = np.zeros(hcap, np.int64)
         self.symbol_state = np.zeros((len(symbols), SYMST_WORDS), np.int64)
+        self.symbol_state[:, SS_TRAIL_HEAD] = self.symbol_state[:, SS_TRAIL_TAIL] = -1  # empty trailing lists
         self.min_out_capacity = 2 * max_levels + 16
         self.touched_book = np.zeros(self.min_out_capacity, np.int64)
         self.touched_price = np.zeros(self.min_out_capacity, np.int64)

@@ -23,9 +23,13 @@ with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
   UNSUPPORTED_COMBINATION       side / type / time-in-force / STP value out of range; a field
                                 the type needs is missing or one it forbids is set (price for
                                 MARKET, quote for anything but MARKET, stop for non-stops);
-                                an iceberg on anything but LIMIT GTC or LIMIT_MAKER;
-                                trailing stops (not supported yet)
+                                an iceberg on anything but LIMIT GTC or LIMIT_MAKER; a
+                                trailing delta on anything but a stop type; a stop type with
+                                neither stop price nor trailing delta
   FILTER_PRICE                  PRICE_FILTER: min_price <= price (and stop price) <= max_price
+  FILTER_TRAILING_DELTA         TRAILING_DELTA: the delta within the symbol's range for stops
+                                that trigger on a rise (STOP_LOSS* BUY, TAKE_PROFIT* SELL:
+                                "above") or on a fall (the others: "below")
   FILTER_ICEBERG_PARTS          ICEBERG_PARTS: min_qty <= iceberg qty < qty and
                                 ceil(qty / iceberg qty) <= the symbol's iceberg_parts
   FILTER_LOT_SIZE               LOT_SIZE: min_qty <= qty <= max_qty (limit-priced types)
@@ -77,7 +81,7 @@ from numba import njit
 
 from ganntec.engines.events import reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_find, hm_get, hm_put
-from ganntec.engines.mem import ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16, zero_bytes
+from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16, zero_bytes
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -105,6 +109,8 @@ S_MINP, S_MAXP, S_MINQ, S_MAXQ = S["min_price_tick"], S["max_price_tick"], S["mi
 S_MMINQ, S_MMAXQ, S_MINN, S_MAXN = S["market_min_qty_lot"], S["market_max_qty_lot"], S["min_notional_minor"], S["max_notional_minor"]
 S_QPL, S_MAXORD, S_ICEPARTS = S["quote_per_tick_lot"], S["max_num_orders"], S["iceberg_parts"]
 S_BUP, S_BDN, S_AUP, S_ADN = S["bid_multiplier_up_e8"], S["bid_multiplier_down_e8"], S["ask_multiplier_up_e8"], S["ask_multiplier_down_e8"]
+S_TMINA, S_TMAXA, S_TMINB, S_TMAXB = (S[n] for n in ("min_trailing_above_bips", "max_trailing_above_bips",
+                                                     "min_trailing_below_bips", "max_trailing_below_bips"))
 SB = SYMBOL_DTYPE.itemsize
 CID_BYTES = R.CLIENT_ID_BYTES
 E8 = 100_000_000
@@ -133,6 +139,7 @@ RS_SYMBOL, RS_COMBO, RS_PRICE, RS_LOT, RS_MLOT = (int(r) for r in (
 RS_MINN, RS_NOTIONAL, RS_PCT, RS_MAXORD, RS_ICE = (int(r) for r in (
     RS.FILTER_MIN_NOTIONAL, RS.FILTER_NOTIONAL, RS.FILTER_PERCENT_PRICE_BY_SIDE, RS.FILTER_MAX_NUM_ORDERS,
     RS.FILTER_ICEBERG_PARTS))
+RS_TRAIL = int(RS.FILTER_TRAILING_DELTA)
 
 # Control block slots (int64).
 (C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
@@ -270,8 +277,8 @@ def validate_new(C, c, replacing):
     price, qty, quote, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_QUOTE), ld_i64(c + N_STOP)
     if side != BUY and side != SELL or t < LIMIT or t > LIMIT_MAKER or stp > MAX_STP:
         return RS_COMBO
-    ice = ld_i64(c + N_ICE)
-    if ld_u32(c + N_TRAIL) != 0 or ice < 0:
+    ice, trail = ld_i64(c + N_ICE), ld_i32(c + N_TRAIL)
+    if ice < 0 or trail < 0 or (trail > 0 and not _is_stop(t)):
         return RS_COMBO
     if ice > 0 and not (t == LIMIT_MAKER or (t == LIMIT and tif == GTC)):
         return RS_COMBO
@@ -287,13 +294,18 @@ def validate_new(C, c, replacing):
                 return RS_COMBO
         elif tif < GTC or tif > FOK:
             return RS_COMBO
-    if _is_stop(t) != (stop > 0) or stop < 0:
+    if stop < 0 or _is_stop(t) != (stop > 0 or trail > 0):
         return RS_COMBO
     minp, maxp = ld_i64(s + S_MINP), ld_i64(s + S_MAXP)
     if not market_like and (price < minp or price > maxp):
         return RS_PRICE
     if stop > 0 and (stop < minp or stop > maxp):
         return RS_PRICE
+    if trail > 0:
+        rises = (side == BUY) == (t == STOP_LOSS or t == STOP_LOSS_LIMIT)
+        lo, hi = ld_u16(s + (S_TMINA if rises else S_TMINB)), ld_u16(s + (S_TMAXA if rises else S_TMAXB))
+        if trail < lo or trail > hi:
+            return RS_TRAIL
     if ice > 0:
         parts = ld_u8(s + S_ICEPARTS)
         if ice >= qty or ice < ld_i64(s + S_MINQ) or (qty + ice - 1) // ice > parts:

@@ -17,7 +17,11 @@ amount it locks when risk accepts it:
   BUY MARKET by quote                              the quote amount
   BUY MARKET by quantity                           all free quote, passed to matching as a quote
                                                    cap so the order can never spend more
-  BUY STOP_LOSS / TAKE_PROFIT                      stop price x qty x qpl, passed as the cap
+  BUY STOP_LOSS / TAKE_PROFIT                      stop price x qty x qpl, passed as the cap; a
+                                                   trailing one: min(max price, ref x (1 + delta
+                                                   / 1e4)) x qty x qpl, ref = its stop price or
+                                                   else the last trade price (none yet: all free
+                                                   quote, as for MARKET)
   SELL by quantity (every type)                    qty x base_per_lot of base
   SELL MARKET by quote                             all free base, passed as a quantity cap
 A fill spends the hold (a limit buy filled below its limit gets the difference back at once);
@@ -129,6 +133,7 @@ HB = HOLD_DTYPE.itemsize
 RB = R.RECORD_BYTES
 H_TYPE, H_FLAGS, H_REASON, H_SEQ, H_TS, H_ACC, H_SYM = (_off(R.RECORD_DTYPE, n) for n in (
     "type", "flags", "reason", "seq", "ts_ns", "account_id", "symbol_id"))
+N_TRAIL = _off(R.NEW_ORDER_DTYPE, "trailing_delta_bips")
 N_PRICE, N_QTY, N_QUOTE, N_STOP, N_SIDE, N_TYPE, N_CID, N_TIF = (_off(R.NEW_ORDER_DTYPE, n) for n in (
     "price_tick", "qty_lot", "quote_qty_minor", "stop_price_tick", "side", "order_type", "client_order_id",
     "time_in_force"))
@@ -145,6 +150,7 @@ TR_AMOUNT, TR_ASSET = _off(R.TRANSFER_DTYPE, "amount_minor"), _off(R.TRANSFER_DT
 AC_PERM, AC_MAXOPEN, AC_MAKER, AC_TAKER, AC_CAP, AC_LOSS = (_off(R.ACCOUNT_DTYPE, n) for n in (
     "permissions", "max_open_orders", "maker_fee_e8", "taker_fee_e8", "max_order_notional_minor",
     "daily_loss_limit_minor"))
+S_MAXP = _off(SYMBOL_DTYPE, "max_price_tick")
 S_BASE, S_QUOTE, S_QPL, S_BPL, S_MAKER, S_TAKER = (_off(SYMBOL_DTYPE, n) for n in (
     "base_asset_id", "quote_asset_id", "quote_per_tick_lot", "base_per_lot", "maker_fee_e8", "taker_fee_e8"))
 SB = SYMBOL_DTYPE.itemsize
@@ -175,8 +181,9 @@ SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
 
 (K_SYM, K_NSYM, K_SYMST, K_ACC, K_NACC, K_BAL, K_NASSET, K_TOT, K_HOLD, K_HFREE, K_NHFREE, K_HKEYS, K_HVALS,
  K_HMASK, K_FEEACC, K_A, K_NA, K_B, K_NB, K_LOSSASSET, K_PROWS, K_PNROWS, K_PMAX, K_PKEYS, K_PVALS,
- K_PMASK) = range(26)
-K_SLOTS = 26
+ K_PMASK, K_LAST) = range(27)
+K_SLOTS = 27
+BIPS = 10_000
 DAY_NS = 86_400_000_000_000
 
 
@@ -358,11 +365,16 @@ def _new_order(K, c):
             hold_price = price
         elif quote > 0:
             amount = quote
-        elif t == MARKET:
-            amount = free
-            cap_quote = free
         else:
-            amount = stop * qty * qpl
+            # A market buy by quantity spends at most its cap: all free quote for MARKET, the
+            # stop price (a trailing stop: its reference price moved by the delta) for stops.
+            ref = stop if stop > 0 else ld_i64(_g(K, K_LAST) + 8 * sym)
+            trail = ld_i32(c + N_TRAIL)
+            if t == MARKET or ref == 0:
+                amount = free
+            else:
+                cap_price = ref if trail == 0 else min(ld_i64(s + S_MAXP), ref * (BIPS + trail) // BIPS)
+                amount = cap_price * qty * qpl
             cap_quote = amount
     else:
         if qty > 0:
@@ -471,6 +483,7 @@ def _fill(K, f):
     qpl, bpl = ld_i64(s + S_QPL), ld_i64(s + S_BPL)
     base_asset, quote_asset = ld_u32(s + S_BASE), ld_u32(s + S_QUOTE)
     lots, price, quote = ld_i64(f + F_QTY), ld_i64(f + F_PRICE), ld_i64(f + F_QUOTE)
+    st_i64(_g(K, K_LAST) + 8 * sym, price)
     base = lots * bpl
     taker_buys = ld_u8(f + F_TSIDE) == BUY
     m_fee = fee_of(quote if taker_buys else base, _rate(K, maker, sym, True))
@@ -673,6 +686,7 @@ class RiskEngine:
             raise ValueError(f"fee_account={fee_account} (0 .. max_accounts-1)")
         self.symbols = symbols.copy()
         self.symbol_status = np.full(len(symbols), SYMBOL_TRADING, np.int64)
+        self.last_price = np.zeros(len(symbols), np.int64)  # last trade price_tick, per symbol
         self.accounts = np.zeros(max_accounts, ACCOUNT_STATE_DTYPE)
         self.accounts["maker_fee_e8"] = -1
         self.accounts["taker_fee_e8"] = -1
@@ -685,6 +699,7 @@ class RiskEngine:
         self.hold_vals = np.zeros(cap, np.int64)
         k = np.zeros(K_SLOTS, np.int64)
         k[K_SYM], k[K_NSYM], k[K_SYMST] = self.symbols.ctypes.data, len(symbols), self.symbol_status.ctypes.data
+        k[K_LAST] = self.last_price.ctypes.data
         k[K_ACC], k[K_NACC] = self.accounts.ctypes.data, max_accounts
         k[K_BAL], k[K_NASSET], k[K_TOT] = self.balances.ctypes.data, n_assets, self.totals.ctypes.data
         k[K_HOLD], k[K_HFREE], k[K_NHFREE] = self.holds.ctypes.data, self.hold_free.ctypes.data, max_orders

@@ -35,7 +35,11 @@ int64 with room for fee arithmetic, so no product inside an engine can overflow.
        144     8  i8    ask_multiplier_down_e8
        152     1  u1    default_stp           StpMode used when an order says DEFAULT
        153     1  u1    iceberg_parts         ICEBERG_PARTS: most slices an iceberg may have
-       154     6  -     (reserved)
+       154     2  u2    min_trailing_above_bips  TRAILING_DELTA for stops that trigger on a rise
+       156     2  u2    max_trailing_above_bips  (STOP_LOSS* BUY, TAKE_PROFIT* SELL); 0 = none allowed
+       158     2  u2    min_trailing_below_bips  ... on a fall (STOP_LOSS* SELL, TAKE_PROFIT* BUY)
+       160     2  u2    max_trailing_below_bips
+       162     6  -     (reserved)
 """
 
 from __future__ import annotations
@@ -55,11 +59,12 @@ SYMBOL_DTYPE = np.dtype(
             "market_min_qty_lot", "market_max_qty_lot", "min_notional_minor", "max_notional_minor",
             "quote_per_tick_lot", "base_per_lot", "max_num_orders", "maker_fee_e8", "taker_fee_e8",
             "bid_multiplier_up_e8", "bid_multiplier_down_e8", "ask_multiplier_up_e8", "ask_multiplier_down_e8",
-            "default_stp", "iceberg_parts",
+            "default_stp", "iceberg_parts", "min_trailing_above_bips", "max_trailing_above_bips",
+            "min_trailing_below_bips", "max_trailing_below_bips",
         ],
-        "formats": ["<u4"] * 4 + ["<i8"] * 17 + ["u1", "u1"],
-        "offsets": [0, 4, 8, 12] + [16 + 8 * i for i in range(17)] + [152, 153],
-        "itemsize": 160,
+        "formats": ["<u4"] * 4 + ["<i8"] * 17 + ["u1", "u1"] + ["<u2"] * 4,
+        "offsets": [0, 4, 8, 12] + [16 + 8 * i for i in range(17)] + [152, 153, 154, 156, 158, 160],
+        "itemsize": 168,
     }
 )
 
@@ -134,6 +139,11 @@ class Symbol:
     ask_multiplier_down: str = "0.2"
     default_stp: StpMode = StpMode.EXPIRE_MAKER
     iceberg_parts: int = 10
+    # TRAILING_DELTA in basis points (Binance's defaults); a max of 0 allows no trailing stop
+    min_trailing_above_delta: int = 10
+    max_trailing_above_delta: int = 2000
+    min_trailing_below_delta: int = 10
+    max_trailing_below_delta: int = 2000
 
     # decimal <-> integer -----------------------------------------------------------------
     def price_to_tick(self, field: str, value) -> int:
@@ -186,6 +196,13 @@ class Symbol:
         if not 0 <= self.iceberg_parts <= 255:
             raise ValueError(f"symbol {self.name}: iceberg_parts={self.iceberg_parts} (0..255; 0 = no icebergs)")
         r["iceberg_parts"] = self.iceberg_parts
+        for way in ("above", "below"):
+            lo, hi = getattr(self, f"min_trailing_{way}_delta"), getattr(self, f"max_trailing_{way}_delta")
+            # < 100%: a sell cannot trail to a price of 0, and delta products stay small
+            if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi <= 9999):
+                raise ValueError(f"symbol {self.name}: min_trailing_{way}_delta={lo} max_trailing_{way}_delta={hi} "
+                                 "(whole basis points, 0 <= min <= max <= 9999)")
+            r[f"min_trailing_{way}_bips"], r[f"max_trailing_{way}_bips"] = lo, hi
         if int(r["min_price_tick"]) > int(r["max_price_tick"]) or int(r["min_qty_lot"]) > int(r["max_qty_lot"]):
             raise ValueError(f"symbol {self.name}: min above max (price or quantity)")
         top = int(r["max_price_tick"]) * max(int(r["max_qty_lot"]), int(r["market_max_qty_lot"])) * qpl

@@ -460,6 +460,7 @@ class Reason(enum.IntEnum):
     UNKNOWN_ASSET = 34
     BOOK_FULL = 35              # the engine's configured order/level capacity is reached
     NOT_ATTEMPTED = 36          # cancel-replace: this part was not tried (the other part failed)
+    FILTER_TRAILING_DELTA = 37
 
 
 # Binance error code and message for each rejection reason (the edge turns these into
@@ -481,6 +482,7 @@ REASON_ERRORS: dict[Reason, tuple[int, str]] = {
     Reason.FILTER_MAX_NUM_ORDERS: (-1013, "Filter failure: MAX_NUM_ORDERS"),
     Reason.FILTER_PERCENT_PRICE_BY_SIDE: (-1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
     Reason.FILTER_ICEBERG_PARTS: (-1013, "Filter failure: ICEBERG_PARTS"),
+    Reason.FILTER_TRAILING_DELTA: (-1013, "Filter failure: TRAILING_DELTA"),
     Reason.WOULD_MATCH: (-2010, "Order would immediately match and take."),
     Reason.WOULD_TRIGGER: (-2010, "Order would trigger immediately."),
     Reason.OVERFLOW: (-1013, "Filter failure: NOTIONAL"),
