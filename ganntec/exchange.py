@@ -125,7 +125,9 @@ class Exchange:
         """CANCEL_REPLACE commands: for each NEW_ORDER record in `new_orders` (from `orders`),
         cancel `cancel_order_id` (0 = the order whose client id is `cancel_orig_client_order_id`)
         and place that order. Arguments broadcast; two records per command, in order."""
-        legs = R.as_records(new_orders).view(R.NEW_ORDER_DTYPE).copy()
+        # a byte copy: copying a structured array copies its fields only, not its reserved bytes
+        legs = R.as_records(new_orders).view(np.uint8).reshape(-1, R.RECORD_BYTES).copy()
+        legs = legs.view(R.NEW_ORDER_DTYPE).reshape(-1)
         fields = np.broadcast_arrays(np.asarray(cancel_order_id), np.asarray(cancel_orig_client_order_id),
                                      np.asarray(mode), np.asarray(cancel_restrictions),
                                      legs["account_id"], legs["symbol_id"], legs["ts_ns"])
@@ -139,6 +141,25 @@ class Exchange:
         out[0::2] = heads.view(np.uint8).reshape(n, R.RECORD_BYTES)
         out[1::2] = legs.view(np.uint8).reshape(n, R.RECORD_BYTES)
         return out.view(R.RECORD_DTYPE).reshape(-1)
+
+    @staticmethod
+    def oco(account, side, qty_lot, above: dict, below: dict, symbol_id=0, ts_ns=0, stp=StpMode.DEFAULT,
+            list_client_order_id=b"") -> np.ndarray:
+        """One OCO command (three records): `above` and `below` give each leg's order_type and
+        any of price_tick, stop_price_tick, trailing_delta_bips, time_in_force, iceberg_qty_lot,
+        client_order_id. SELL: above = LIMIT_MAKER / TAKE_PROFIT(_LIMIT), below = STOP_LOSS(_LIMIT);
+        BUY: the other way round."""
+        head = R.empty(RecordType.ORDER_LIST)
+        head["account_id"], head["symbol_id"], head["ts_ns"], head["flags"] = account, symbol_id, ts_ns, R.FLAG_CONTINUED
+        head["list_type"], head["list_client_order_id"] = R.ListType.OCO, list_client_order_id
+        legs = R.empty(RecordType.NEW_ORDER, 2)
+        for k, leg in enumerate((above, below)):
+            legs[k]["account_id"], legs[k]["symbol_id"], legs[k]["ts_ns"] = account, symbol_id, ts_ns
+            legs[k]["side"], legs[k]["qty_lot"], legs[k]["stp_mode"] = side, qty_lot, stp
+            for name, value in leg.items():
+                legs[k][name] = value
+        legs[0]["flags"] = R.FLAG_CONTINUED
+        return R.concat([head, legs])
 
     # --- state ----------------------------------------------------------------------------------
     def balances(self) -> np.ndarray:

@@ -36,6 +36,17 @@ every result the command causes; account_id/symbol_id from the header):
               cleared and no FLAG_END, for the order engine to sequence (its new seq is the
               order id) and risk to fund; it comes back here as an ordinary NEW_ORDER.
 
+  ORDER_LIST  (reason 0, FLAG_CONTINUED) an OCO, taken with its two NEW_ORDER legs (above,
+              below; risk funded them as a pair). Both legs enter (ORDER_ACCEPTED each; a
+              LIMIT_MAKER leg rests, stop legs wait) or both are ORDER_REJECTED with the first
+              reason (WOULD_MATCH, WOULD_TRIGGER, BOOK_FULL). While both work each names the
+              other; when one activates — trades (a partial fill too) or triggers — the other
+              is ORDER_EXPIRED (LIST_OTHER_LEG) right after that FILL / ORDER_TRIGGERED, and
+              when one ends any other way (expired, filled) so does the other. CANCEL of one
+              leg cancels both (ORDER_CANCELED each); CANCEL_ALL takes each in its own place;
+              AMEND of a leg is refused (UNSUPPORTED_COMBINATION). A refused list (the order
+              engine's or risk's reason in the header) is echoed, all three records.
+
 Any other input record (a rejection risk made: ORDER_REJECTED, CANCEL_REJECTED) is copied to
 the output unchanged but for FLAG_END, so every command the order engine forwarded comes back.
 
@@ -279,7 +290,8 @@ ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestrict
 FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
     R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END, R.FLAG_QTY_CAP)
 FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
-T_REPLACE = int(R.RecordType.CANCEL_REPLACE)
+T_REPLACE, T_LIST = int(R.RecordType.CANCEL_REPLACE), int(R.RecordType.ORDER_LIST)
+RS_LIST_LEG = int(R.Reason.LIST_OTHER_LEG)
 STOP_ON_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE)
 RS_NOT_ATTEMPTED = int(R.Reason.NOT_ATTEMPTED)
 SOURCE_MATCHING = R.SOURCE_MATCHING
@@ -609,9 +621,36 @@ def _requeue(E, oi):
 
 @njit(cache=True, nogil=True)
 def _release(E, oi):
-    """Forget order oi: id map and pool slot."""
+    """Forget order oi; an OCO leg takes its working sibling with it."""
+    _end_sibling(E, oi, T_EXPIRED, RS_LIST_LEG, ST_EXPIRED)
+    _forget(E, oi)
+
+
+@njit(cache=True, nogil=True)
+def _forget(E, oi):
+    """Id map and pool slot. (Not `_release`: numba's cache cannot load recursive functions.)"""
     _h_del(E, ld_i64(_oa(E, oi) + O_ID))
     _order_free(E, oi)
+
+
+@njit(cache=True, nogil=True)
+def _end_sibling(E, oi, rtype, reason, status):
+    """If oi is an OCO leg whose other leg still works, end that leg (out of its book, the
+    event, forgotten). The link is cut both ways first."""
+    oa = _oa(E, oi)
+    link = ld_i64(oa + O_LINK)
+    if link == 0:
+        return
+    st_i64(oa + O_LINK, 0)
+    sib = _h_get(E, link)
+    if sib < 0:
+        return
+    sa = _oa(E, sib)
+    st_i64(sa + O_LINK, 0)
+    if ld_i32(sa + O_LEVEL) >= 0 or ld_i32(sa + O_BOOK) == BOOK_TRAILING:
+        _unlink(E, sib)
+    _emit_order(E, rtype, sib, reason, status)
+    _forget(E, sib)  # its link is cut: nothing more to end
 
 
 # --- output ------------------------------------------------------------------------------
@@ -830,7 +869,7 @@ def _match(E, ti):
         lots = _taker_lots(E, ta, price, qpl)
         if lots <= 0:
             return RUN_DONE
-        if not _room(E, 3):
+        if not _room(E, 5):  # a fill, a maker's OCO sibling ending, and the levels they touch
             return RUN_SUSPENDED
         mi = ld_i32(la + L_HEAD)
         ma = _oa(E, mi)
@@ -889,6 +928,8 @@ def _match(E, ti):
         st_i64(a + F_MLEAVES, m_leaves - q)
         if _defined_by_qty(ta):
             st_i64(a + F_TLEAVES, taker_left)
+        if ld_i64(ma + O_LINK) != 0:  # an OCO leg traded: the other leg expires
+            _end_sibling(E, mi, T_EXPIRED, RS_LIST_LEG, ST_EXPIRED)
         if m_leaves == q:
             # The maker is filled: take it off the book (its qty is already out of the level).
             _unlink(E, mi)
@@ -950,6 +991,48 @@ def _reject_new(E, c, reason):
 
 
 @njit(cache=True, nogil=True)
+def _entry_reject(E, c):
+    """Why the NEW_ORDER at c cannot enter as it is (LIMIT_MAKER that would take, a stop
+    already triggered), or 0."""
+    sym, otype, side = ld_u32(c + H_SYM), ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
+    stop = ld_i64(c + N_STOP) if _is_stop(otype) else 0
+    last = ld_i64(_sst(E, sym) + 8 * SS_LAST)
+    if otype == LIMIT_MAKER and _would_take(E, sym, side, ld_i64(c + N_PRICE)):
+        return RS_WOULD_MATCH
+    if stop > 0 and last > 0 and _triggered(E, _stop_book(E, sym, side, otype), stop, last):
+        return RS_WOULD_TRIGGER
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _order_list(E, c):
+    """An OCO: header at c, legs at c + RB (above) and c + 2 RB (below). Both enter or
+    neither (each leg is ORDER_REJECTED with the first reason found); then each names the
+    other (link) until one activates or ends. Legs never trade on entry."""
+    above, below = c + RB, c + 2 * RB
+    reason = _entry_reject(E, above)
+    if reason == 0:
+        reason = _entry_reject(E, below)
+    if reason == 0 and _g(E, E_NOFREE) < 2:
+        reason = RS_FULL
+    if reason:
+        _reject_new(E, above, reason)
+        _reject_new(E, below, reason)
+        return
+    _new_order(E, above)
+    _new_order(E, below)
+    ia, ib = _h_get(E, ld_i64(above + H_SEQ)), _h_get(E, ld_i64(below + H_SEQ))
+    if ia >= 0 and ib >= 0:
+        st_i64(_oa(E, ia) + O_LINK, ld_i64(below + H_SEQ))
+        st_i64(_oa(E, ib) + O_LINK, ld_i64(above + H_SEQ))
+    elif ia >= 0 or ib >= 0:  # the other could not rest (capacity): a list is both or nothing
+        left = ia if ia >= 0 else ib
+        if ld_i32(_oa(E, left) + O_LEVEL) >= 0 or ld_i32(_oa(E, left) + O_BOOK) == BOOK_TRAILING:
+            _unlink(E, left)
+        _expire(E, left, RS_LIST_LEG, ST_EXPIRED)
+
+
+@njit(cache=True, nogil=True)
 def _new_order(E, c):
     """A NEW_ORDER record at address c. Returns 1 if matching suspended."""
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
@@ -957,12 +1040,8 @@ def _new_order(E, c):
     price = ld_i64(c + N_PRICE) if otype != MARKET else 0
     stop = ld_i64(c + N_STOP) if _is_stop(otype) else 0
     last = ld_i64(_g(E, E_SYMST) + 8 * (sym * SYMST_WORDS + SS_LAST))
-    reject = 0
-    if otype == LIMIT_MAKER and _would_take(E, sym, side, price):
-        reject = RS_WOULD_MATCH
-    elif stop > 0 and last > 0 and _triggered(E, _stop_book(E, sym, side, otype), stop, last):
-        reject = RS_WOULD_TRIGGER
-    elif _g(E, E_NOFREE) == 0:
+    reject = _entry_reject(E, c)
+    if reject == 0 and _g(E, E_NOFREE) == 0:
         reject = RS_FULL
     if reject:
         _reject_new(E, c, reject)
@@ -1061,12 +1140,13 @@ def _triggers(E, sym):
                 oi = ld_i32(_oa(E, oi) + O_NEXT)
         if fired < 0:
             return 0
-        if not _room(E, 4):
+        if not _room(E, 6):
             _s(E, E_PEND, PEND_TRIGGERS)
             _s(E, E_PSYM, sym)
             return 1
         _unlink(E, fired)
         _emit_order(E, T_TRIGGERED, fired, 0, ST_NEW)
+        _end_sibling(E, fired, T_EXPIRED, RS_LIST_LEG, ST_EXPIRED)
         if _start_taker(E, fired):
             return 1
 
@@ -1113,8 +1193,19 @@ def _cancel(E, c):
         return False
     _unlink(E, oi)
     _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+    _end_sibling(E, oi, T_CANCELED, RS_USER, ST_CANCELED)  # cancelling a leg cancels its list
     _release(E, oi)
     return True
+
+
+@njit(cache=True, nogil=True)
+def _cut_link(E, oi):
+    link = ld_i64(_oa(E, oi) + O_LINK)
+    if link != 0:
+        st_i64(_oa(E, oi) + O_LINK, 0)
+        sib = _h_get(E, link)
+        if sib >= 0:
+            st_i64(_oa(E, sib) + O_LINK, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -1136,6 +1227,7 @@ def _cancel_all(E, acc, sym):
                         return 1
                     _unlink(E, oi)  # may drop the level: positions below pos are unaffected
                     _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+                    _cut_link(E, oi)  # its OCO sibling is this account's too: the scan takes it
                     _release(E, oi)
                     _s(E, E_PFOUND, 1)
                 oi = nxt
@@ -1151,6 +1243,7 @@ def _cancel_all(E, acc, sym):
                 return 1
             _unlink(E, oi)
             _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+            _cut_link(E, oi)
             _release(E, oi)
             _s(E, E_PFOUND, 1)
         oi = nxt
@@ -1168,7 +1261,8 @@ def _amend(E, c):
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
         return 0
     oa = _oa(E, oi)
-    if ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM) or ld_i32(oa + O_BOOK) == BOOK_TRAILING:  # a waiting stop
+    if (ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM) or ld_i32(oa + O_BOOK) == BOOK_TRAILING  # a waiting stop
+            or ld_i64(oa + O_LINK) != 0):  # or an OCO leg
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNSUPPORTED)
         return 0
     price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
@@ -1257,16 +1351,22 @@ def run(E, in_address, n_in, out_address, out_cap):
     i = 0
     while i < n_in and _g(E, E_OUTN) + MIN_FREE <= out_cap:
         c = in_address + i * RB
-        i += 1
+        t = ld_u16(c + H_TYPE)
+        is_list = t == T_LIST and ld_u16(c + H_REASON) == 0
+        if is_list and i + 3 > n_in:
+            break  # an OCO is taken with both legs
+        i += 3 if is_list else 1
         _s(E, E_TS, ld_i64(c + H_TS))
         _s(E, E_EPOCH, _g(E, E_EPOCH) + 1)
         _s(E, E_NT, 0)
         _s(E, E_PFOUND, 0)
-        t = ld_u16(c + H_TYPE)
         sym = ld_u32(c + H_SYM)
         suspended = 0
         ends = ld_u16(c + H_FLAGS) & FLAG_CONTINUED == 0
-        if t == T_NEW and ld_u16(c + H_FLAGS) & FLAG_DEFERRED:
+        if is_list:
+            _order_list(E, c)
+            ends = True
+        elif t == T_NEW and ld_u16(c + H_FLAGS) & FLAG_DEFERRED:
             if _g(E, E_REPLACE) == REPLACE_STOP:
                 _reject_new(E, c, RS_NOT_ATTEMPTED)
             else:  # back to the order engine, then risk, which funds it after the cancel

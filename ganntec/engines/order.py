@@ -68,10 +68,23 @@ client order id is checked now (the cancelled order's id is free again). From th
 ordinary new order: risk funds it with the balance the cancel released, matching runs it.
 One credit covers both trips.
 
-Credits: NEW_ORDER, CANCEL, CANCEL_ALL, AMEND and CANCEL_REPLACE forwarded -> +1 in flight; a
-result with FLAG_END -> -1. ORDER_LIST and EXT are refused with UNSUPPORTED_COMBINATION until
-matching supports them; a CANCEL / AMEND / CANCEL_ALL / CANCEL_REPLACE for an unknown symbol
-becomes CANCEL_REJECTED (UNKNOWN_SYMBOL) without a round trip.
+ORDER_LIST (list_type OCO, FLAG_CONTINUED) + two NEW_ORDER legs (the first FLAG_CONTINUED):
+Binance's one-cancels-the-other list, the "above" order first, then the "below" one. Same
+account, symbol, side and quantity; for a SELL the above leg is LIMIT_MAKER / TAKE_PROFIT /
+TAKE_PROFIT_LIMIT and the below leg STOP_LOSS / STOP_LOSS_LIMIT, for a BUY the other way round
+(else UNSUPPORTED_COMBINATION; OTO and OTOCO lists too). Each leg passes the filters of a new
+order (MAX_NUM_ORDERS counting both), client order ids must be free and differ, and the prices
+must be ordered (ORDER_LIST_INVALID): above > last trade price > below, comparing the limit
+price of LIMIT_MAKER / TAKE_PROFIT_LIMIT and the stop price of the others (a trailing leg with
+no stop price is left out; so is the last price before the first trade). On any failure the
+ORDER_LIST record keeps its type with the reason set and both legs become ORDER_REJECTED with
+that reason, FLAG_END on the second; nothing reaches matching. The list id is the ORDER_LIST
+record's seq; each leg's order id is its own seq. listClientOrderId is carried, not checked.
+
+Credits: NEW_ORDER, CANCEL, CANCEL_ALL, AMEND, CANCEL_REPLACE and ORDER_LIST forwarded -> +1
+in flight; a result with FLAG_END -> -1. EXT is refused with UNSUPPORTED_COMBINATION; a
+CANCEL / AMEND / CANCEL_ALL / CANCEL_REPLACE / ORDER_LIST for an unknown symbol is refused with
+UNKNOWN_SYMBOL without a round trip.
 """
 
 from __future__ import annotations
@@ -117,7 +130,9 @@ E8 = 100_000_000
 
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
-T_REPLACE = int(T.CANCEL_REPLACE)
+T_REPLACE, T_LIST = int(T.CANCEL_REPLACE), int(T.ORDER_LIST)
+LIST_OCO = int(R.ListType.OCO)
+L_TYPE = _off(R.ORDER_LIST_DTYPE, "list_type")
 T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_CANCEL_REJ = (int(t) for t in (
     T.ORDER_ACCEPTED, T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.CANCEL_REJECTED))
 FIRST_ADMIN, FIRST_RESULT = int(T.CREDIT), int(T.ORDER_ACCEPTED)
@@ -153,7 +168,7 @@ C_ID_ORDER, C_ID_CANCEL, C_ID_AMEND = N_CID, _off(R.CANCEL_DTYPE, "orig_client_o
 CX_ORDER = _off(R.CANCEL_DTYPE, "order_id")
 CX_MODE = _off(R.CANCEL_DTYPE, "replace_mode")
 RS_DUP, RS_UNKNOWN, RS_FULL = int(RS.DUPLICATE_ORDER), int(RS.UNKNOWN_ORDER), int(RS.BOOK_FULL)
-RS_NOT_ATTEMPTED = int(RS.NOT_ATTEMPTED)
+RS_NOT_ATTEMPTED, RS_LIST_PRICES = int(RS.NOT_ATTEMPTED), int(RS.ORDER_LIST_INVALID)
 SYMBOL_BITS = 20  # open-order counts are keyed by account << 20 | symbol
 
 
@@ -421,11 +436,86 @@ def _refuse_command(C, a, n, reason):
     """Every stamped record of a command becomes its rejection; FLAG_END on the last."""
     for j in range(n):
         r = a + j * RB
-        if ld_u16(r + H_TYPE) == T_NEW:
+        t = ld_u16(r + H_TYPE)
+        if t == T_NEW:
             reject_new_in_place(r, reason)
+        elif t == T_LIST:
+            st_u16(r + H_REASON, reason)  # a refused list keeps its record, reason set
         else:
             _refuse(C, r, reason)
         st_u16(r + H_FLAGS, FLAG_END if j == n - 1 else 0)
+
+
+@njit(cache=True, nogil=True)
+def _list_price(leg):
+    """The price an OCO leg is placed at: the limit of LIMIT_MAKER / TAKE_PROFIT_LIMIT, else
+    the stop price (0 for a trailing leg without one)."""
+    t = ld_u8(leg + N_TYPE)
+    return ld_i64(leg + N_PRICE) if t == LIMIT_MAKER or t == TAKE_PROFIT_LIMIT else ld_i64(leg + N_STOP)
+
+
+@njit(cache=True, nogil=True)
+def _profit_type(t):
+    return t == LIMIT_MAKER or t == TAKE_PROFIT or t == TAKE_PROFIT_LIMIT
+
+
+@njit(cache=True, nogil=True)
+def _oco_reason(C, a, acc):
+    """Why the stamped OCO at a (header, above leg, below leg) is refused; 0 if it is not."""
+    above, below = a + RB, a + 2 * RB
+    side = ld_u8(above + N_SIDE)
+    ta, tb = ld_u8(above + N_TYPE), ld_u8(below + N_TYPE)
+    for leg in (above, below):
+        if ld_u16(leg + H_TYPE) != T_NEW or ld_u32(leg + H_ACC) != acc or ld_u32(leg + H_SYM) != ld_u32(a + H_SYM):
+            return RS_COMBO
+    if (ld_u8(a + L_TYPE) != LIST_OCO or ld_u8(below + N_SIDE) != side
+            or ld_i64(above + N_QTY) != ld_i64(below + N_QTY)):
+        return RS_COMBO
+    # SELL: take profit above, stop loss below; BUY: stop loss above, take profit below.
+    profit, loss = (ta, tb) if side == SELL else (tb, ta)
+    if not _profit_type(profit) or not (loss == STOP_LOSS or loss == STOP_LOSS_LIMIT):
+        return RS_COMBO
+    reason = validate_new(C, above, 0)
+    if reason == 0:
+        reason = validate_new(C, below, -1)  # room for both in MAX_NUM_ORDERS
+    if reason:
+        return reason
+    hi, lo = _list_price(above), _list_price(below)
+    last = ld_i64(_g(C, C_LAST) + 8 * ld_u32(a + H_SYM))
+    if (hi > 0 and lo > 0 and hi <= lo) or (last > 0 and ((hi > 0 and hi <= last) or (lo > 0 and lo >= last))):
+        return RS_LIST_PRICES
+    ca, cb = above + N_CID, below + N_CID
+    for cid in (ca, cb):
+        if not _cid_empty(cid) and _cid_find(C, acc, cid) != 0:
+            return RS_DUP
+    if not _cid_empty(ca) and _cid_same_bytes(ca, cb):
+        return RS_DUP
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _cid_same_bytes(a, b):
+    for k in range(4):
+        if ld_i64(a + 8 * k) != ld_i64(b + 8 * k):
+            return False
+    return ld_u32(a + 32) == ld_u32(b + 32)
+
+
+@njit(cache=True, nogil=True)
+def _order_list(C, a, acc):
+    reason = _oco_reason(C, a, acc)
+    if reason:
+        st_u16(a + H_REASON, reason)
+        st_u16(a + H_FLAGS, 0)
+        for j in (1, 2):
+            reject_new_in_place(a + j * RB, reason)
+            st_u16(a + j * RB + H_FLAGS, FLAG_END if j == 2 else 0)
+        return
+    for j in (1, 2):
+        leg = a + j * RB
+        if not _cid_empty(leg + N_CID):
+            _cid_add(C, acc, leg + N_CID, ld_i64(leg + H_SEQ))
+    _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
 
 
 @njit(cache=True, nogil=True)
@@ -484,13 +574,15 @@ def _command(C, c, n):
         _stamp(C, c + j * RB)
     acc = ld_u32(a + H_ACC)
     if n > 1:
-        if t == T_REPLACE and n == 2:
+        if (t == T_REPLACE and n == 2) or (t == T_LIST and n == 3):
             if ld_u32(a + H_SYM) >= _g(C, C_NSYM):
                 _refuse_command(C, a, n, RS_SYMBOL)
-            else:
+            elif t == T_REPLACE:
                 _cancel_replace(C, a, acc)
+            else:
+                _order_list(C, a, acc)
         else:
-            _refuse_command(C, a, n, RS_COMBO)  # order lists: not supported yet
+            _refuse_command(C, a, n, RS_COMBO)
         return
     if t == T_NEW:
         reason = validate_new(C, a, 0)

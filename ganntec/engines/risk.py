@@ -71,7 +71,7 @@ State layouts (engine-private; snapshots store these arrays):
         64     8  i8    day
         72     8  i8    day_pnl_minor
 
-    [HOLD_DTYPE] 56 bytes
+    [HOLD_DTYPE] 64 bytes
     offset  size  type  field
          0     8  i8    order_id
          8     8  i8    held_minor
@@ -84,6 +84,7 @@ State layouts (engine-private; snapshots store these arrays):
         52     1  u1    side
         53     1  u1    order_type
         54     2  -     (reserved)
+        56     8  i8    link_order_id     the other leg of its OCO list while both work, else 0
 """
 
 from __future__ import annotations
@@ -116,17 +117,17 @@ ACCOUNT_STATE_DTYPE = np.dtype(
 HOLD_DTYPE = np.dtype(
     {
         "names": ["order_id", "held_minor", "price_tick", "qty_lot", "leaves_lot", "account_id", "symbol_id",
-                  "asset_id", "side", "order_type"],
-        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1"],
-        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53],
-        "itemsize": 56,
+                  "asset_id", "side", "order_type", "link_order_id"],
+        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53, 56],
+        "itemsize": 64,
     }
 )
 ACCOUNT_NONE, ACCOUNT_ACTIVE, ACCOUNT_KILLED = 0, 1, 2
 A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS, A_DAY, A_DAYPNL = (
     _off(ACCOUNT_STATE_DTYPE, n) for n in ACCOUNT_STATE_DTYPE.names)
 AB = ACCOUNT_STATE_DTYPE.itemsize
-HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE = (
+HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE, HO_LINK = (
     _off(HOLD_DTYPE, n) for n in HOLD_DTYPE.names)
 HB = HOLD_DTYPE.itemsize
 
@@ -157,7 +158,7 @@ SB = SYMBOL_DTYPE.itemsize
 
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
-T_REPLACE = int(T.CANCEL_REPLACE)
+T_REPLACE, T_LIST, T_TRIGGERED = int(T.CANCEL_REPLACE), int(T.ORDER_LIST), int(T.ORDER_TRIGGERED)
 T_CREDIT, T_DEBIT, T_HALT, T_RESUME, T_KILL, T_UNKILL = (int(t) for t in (
     T.CREDIT, T.DEBIT, T.HALT_SYMBOL, T.RESUME_SYMBOL, T.KILL_ACCOUNT, T.UNKILL_ACCOUNT))
 T_OPEN, T_LIMITS = int(T.ACCOUNT_OPEN), int(T.ACCOUNT_LIMITS)
@@ -300,13 +301,40 @@ def _shrink_hold(K, ha, to_amount):
 
 
 @njit(cache=True, nogil=True)
+def _take_over(K, src, ha):
+    """An OCO leg activated (its first fill, or its trigger): the list's hold becomes all its
+    own, cut to what it needs; the other leg, which matching is ending, keeps nothing."""
+    link = ld_i64(ha + HO_LINK)
+    if link == 0:
+        return
+    st_i64(ha + HO_LINK, 0)
+    h = _hold_of(K, link)
+    if h >= 0:
+        hb = _ha(K, h)
+        st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) + ld_i64(hb + HO_HELD))
+        st_i64(hb + HO_HELD, 0)
+        st_i64(hb + HO_LINK, 0)
+    if _shrink_hold(K, ha, _requirement(K, ha)):
+        _balance_record(K, src, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
+
+
+@njit(cache=True, nogil=True)
 def _release(K, src, order_id):
-    """An order ended: free its remaining hold and forget it; BALANCE if anything moved."""
+    """An order ended: free its remaining hold (an OCO leg whose other leg still works passes
+    it to that leg) and forget it; BALANCE if anything moved."""
     h = _hold_of(K, order_id)
     if h < 0:
         return
     ha = _ha(K, h)
     acc, asset = ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET)
+    link = ld_i64(ha + HO_LINK)
+    if link != 0:
+        other = _hold_of(K, link)
+        if other >= 0:
+            hb = _ha(K, other)
+            st_i64(hb + HO_HELD, ld_i64(hb + HO_HELD) + ld_i64(ha + HO_HELD))
+            st_i64(hb + HO_LINK, 0)
+            st_i64(ha + HO_HELD, 0)
     moved = _shrink_hold(K, ha, 0)
     if ld_u8(ha + HO_TYPE) != MARKET:
         aa = _acc(K, acc)
@@ -327,88 +355,134 @@ def _reject_new(K, c, reason):
 
 
 @njit(cache=True, nogil=True)
-def _new_order(K, c):
+def _check(K, c, orders):
+    """Pre-trade checks of a NEW_ORDER at c that comes with `orders` - 1 more (an OCO's legs)."""
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
     if acc >= _g(K, K_NACC) or ld_i64(_acc(K, acc) + A_STATUS) == ACCOUNT_NONE:
-        _reject_new(K, c, RS_NOACC)
-        return
+        return RS_NOACC
     aa = _acc(K, acc)
     if ld_i64(aa + A_STATUS) == ACCOUNT_KILLED:
-        _reject_new(K, c, RS_DISABLED)
-        return
+        return RS_DISABLED
     if ld_i64(aa + A_PERM) & PERM_TRADE == 0:
-        _reject_new(K, c, RS_PERM)
-        return
+        return RS_PERM
     if ld_i64(_g(K, K_SYMST) + 8 * sym) == SYMBOL_HALTED:
-        _reject_new(K, c, RS_CLOSED)
-        return
-    t, side = ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
+        return RS_CLOSED
     maxopen = ld_i64(aa + A_MAXOPEN)
-    if t != MARKET and maxopen > 0 and ld_i64(aa + A_OPEN) >= maxopen:
-        _reject_new(K, c, RS_TOOMANY)
-        return
+    if ld_u8(c + N_TYPE) != MARKET and maxopen > 0 and ld_i64(aa + A_OPEN) + orders > maxopen:
+        return RS_TOOMANY
+    price = ld_i64(c + N_PRICE)
+    cap = ld_i64(aa + A_CAP)
+    if cap > 0 and price > 0 and price * ld_i64(c + N_QTY) * ld_i64(_sym(K, sym) + S_QPL) > cap:
+        return RS_CAP
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _need(K, c, free):
+    """What a NEW_ORDER at c must lock, given `free` of the asset it pays with: (amount,
+    hold price, quote cap, quantity cap) — see the table in the module docstring."""
+    sym, t, side = ld_u32(c + H_SYM), ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
     s = _sym(K, sym)
     qpl, bpl = ld_i64(s + S_QPL), ld_i64(s + S_BPL)
     price, qty, quote, stop = ld_i64(c + N_PRICE), ld_i64(c + N_QTY), ld_i64(c + N_QUOTE), ld_i64(c + N_STOP)
-    cap = ld_i64(aa + A_CAP)
-    if cap > 0 and price > 0 and price * qty * qpl > cap:
-        _reject_new(K, c, RS_CAP)
-        return
-    asset = ld_u32(s + (S_QUOTE if side == BUY else S_BASE))
-    free = ld_i64(_bal(K, acc, asset))
     market_like = t == MARKET or t == STOP_LOSS or t == TAKE_PROFIT
-    hold_price = 0
-    cap_quote, cap_qty = quote, qty
-    if side == BUY:
-        if not market_like:
-            amount = price * qty * qpl
-            hold_price = price
-        elif quote > 0:
-            amount = quote
-        else:
-            # A market buy by quantity spends at most its cap: all free quote for MARKET, the
-            # stop price (a trailing stop: its reference price moved by the delta) for stops.
-            ref = stop if stop > 0 else ld_i64(_g(K, K_LAST) + 8 * sym)
-            trail = ld_i32(c + N_TRAIL)
-            if t == MARKET or ref == 0:
-                amount = free
-            else:
-                cap_price = ref if trail == 0 else min(ld_i64(s + S_MAXP), ref * (BIPS + trail) // BIPS)
-                amount = cap_price * qty * qpl
-            cap_quote = amount
-    else:
+    if side == SELL:
         if qty > 0:
-            amount = qty * bpl
-        else:
-            amount = (free // bpl) * bpl
-            cap_qty = free // bpl
-    if amount <= 0 or amount > free:
-        _reject_new(K, c, RS_FUNDS)
-        return
+            return qty * bpl, 0, quote, qty
+        return (free // bpl) * bpl, 0, quote, free // bpl
+    if not market_like:
+        return price * qty * qpl, price, quote, qty
+    if quote > 0:
+        return quote, 0, quote, qty
+    # A market buy by quantity spends at most its cap: all free quote for MARKET, the stop
+    # price (a trailing stop: its reference price moved by the delta) for stops.
+    ref = stop if stop > 0 else ld_i64(_g(K, K_LAST) + 8 * sym)
+    trail = ld_i32(c + N_TRAIL)
+    if t == MARKET or ref == 0:
+        return free, 0, free, qty
+    cap_price = ref if trail == 0 else min(ld_i64(s + S_MAXP), ref * (BIPS + trail) // BIPS)
+    amount = cap_price * qty * qpl
+    return amount, 0, amount, qty
+
+
+@njit(cache=True, nogil=True)
+def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link):
+    """Record the hold of the order at c (its amount already locked), count it open, and
+    forward it to matching with the caps risk gives it."""
+    acc, sym, t, side = ld_u32(c + H_ACC), ld_u32(c + H_SYM), ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
     h = _g(K, K_NHFREE) - 1
     _s(K, K_NHFREE, h)
     h = ld_i32(_g(K, K_HFREE) + 4 * h)
     ha = _ha(K, h)
     oid = ld_i64(c + H_SEQ)
     st_i64(ha + HO_ID, oid)
-    st_i64(ha + HO_HELD, amount)
+    st_i64(ha + HO_HELD, held)
     st_i64(ha + HO_PRICE, hold_price)
     st_i64(ha + HO_QTY, cap_qty)
     st_i64(ha + HO_LEAVES, cap_qty)
     st_i32(ha + HO_ACC, acc)
     st_i32(ha + HO_SYM, sym)
-    st_i32(ha + HO_ASSET, asset)
+    st_i32(ha + HO_ASSET, ld_u32(_sym(K, sym) + (S_QUOTE if side == BUY else S_BASE)))
     st_u8(ha + HO_SIDE, side)
     st_u8(ha + HO_TYPE, t)
+    st_i64(ha + HO_LINK, link)
     hm_put(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), oid, h)
-    _lock(K, acc, asset, amount)
     if t != MARKET:
+        aa = _acc(K, acc)
         st_i64(aa + A_OPEN, ld_i64(aa + A_OPEN) + 1)
     a = _to_a(K, c)
     st_i64(a + N_QUOTE, cap_quote)
     st_i64(a + N_QTY, cap_qty)
-    if cap_qty != qty:
+    if cap_qty != ld_i64(c + N_QTY):
         st_u16(a + H_FLAGS, ld_u16(a + H_FLAGS) | FLAG_QTY_CAP)
+
+
+@njit(cache=True, nogil=True)
+def _new_order(K, c):
+    reason = _check(K, c, 1)
+    if reason:
+        _reject_new(K, c, reason)
+        return
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    asset = ld_u32(_sym(K, sym) + (S_QUOTE if ld_u8(c + N_SIDE) == BUY else S_BASE))
+    free = ld_i64(_bal(K, acc, asset))
+    amount, hold_price, cap_quote, cap_qty = _need(K, c, free)
+    if amount <= 0 or amount > free:
+        _reject_new(K, c, RS_FUNDS)
+        return
+    _lock(K, acc, asset, amount)
+    _open_hold(K, c, amount, hold_price, cap_quote, cap_qty, 0)
+    _balance_record(K, c, acc, asset, 0)
+
+
+@njit(cache=True, nogil=True)
+def _order_list(K, c):
+    """An OCO: the header at c, its legs at c + RB and c + 2 RB (same account, symbol, side,
+    quantity: the order engine checked). Both legs pass the checks or both are refused. The
+    list locks once, what the hungrier leg needs: that leg's hold has it all, the other's
+    none; each names the other (link) until one of them activates or ends."""
+    above, below = c + RB, c + 2 * RB
+    reason = _check(K, above, 2)
+    if reason == 0:
+        reason = _check(K, below, 2)
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    asset = ld_u32(_sym(K, sym) + (S_QUOTE if ld_u8(above + N_SIDE) == BUY else S_BASE))
+    free = ld_i64(_bal(K, acc, asset))
+    need_a, price_a, quote_a, qty_a = _need(K, above, free)
+    need_b, price_b, quote_b, qty_b = _need(K, below, free)
+    amount = max(need_a, need_b)
+    if reason == 0 and (min(need_a, need_b) <= 0 or amount > free):
+        reason = RS_FUNDS
+    if reason:  # to matching, which echoes all three back
+        a = _to_a(K, c)
+        st_u16(a + H_REASON, reason)
+        for leg in (above, below):
+            _reject_new(K, leg, reason)
+        return
+    _lock(K, acc, asset, amount)
+    _to_a(K, c)
+    _open_hold(K, above, amount if need_a >= need_b else 0, price_a, quote_a, qty_a, ld_i64(below + H_SEQ))
+    _open_hold(K, below, 0 if need_a >= need_b else amount, price_b, quote_b, qty_b, ld_i64(above + H_SEQ))
     _balance_record(K, c, acc, asset, 0)
 
 
@@ -453,6 +527,7 @@ def _settle_side(K, src, account, order_id, lots, pay_asset, pay, get_asset, get
         st_i64(b, ld_i64(b) - pay)
     else:
         ha = _ha(K, h)
+        _take_over(K, src, ha)
         st_i64(b + 8, ld_i64(b + 8) - pay)
         st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) - pay)
         st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - lots)
@@ -620,7 +695,9 @@ def _account(K, c, t):
 @njit(cache=True, nogil=True)
 def _record(K, c):
     t = ld_u16(c + H_TYPE)
-    if t == T_NEW:
+    if t == T_LIST and ld_u16(c + H_REASON) == 0:
+        _order_list(K, c)
+    elif t == T_NEW:
         if ld_u16(c + H_FLAGS) & FLAG_DEFERRED:
             _to_a(K, c)  # a cancel-replace's new order: funded when it comes back after the cancel
         else:
@@ -648,6 +725,10 @@ def _record(K, c):
             _release(K, c, ld_i64(c + EV_ORDER))
         elif t == T_AMENDED or t == T_CANCEL_REJ:
             _settle_hold(K, c)
+        elif t == T_TRIGGERED:
+            h = _hold_of(K, ld_i64(c + EV_ORDER))
+            if h >= 0:
+                _take_over(K, c, _ha(K, h))
 
 
 OUT_B_PER_RECORD = 10  # the most position-bound records one input can produce (a fill: 1 + 4
@@ -669,8 +750,14 @@ def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
     _s(K, K_NB, 0)
     i = 0
     while i < n_in and _g(K, K_NA) < a_cap and _g(K, K_NB) + OUT_B_PER_RECORD <= b_cap:
-        _record(K, in_address + i * RB)
-        i += 1
+        c = in_address + i * RB
+        n = 1
+        if ld_u16(c + H_TYPE) == T_LIST and ld_u16(c + H_REASON) == 0:
+            n = 3  # an OCO and its legs, taken together
+            if i + n > n_in or _g(K, K_NA) + n > a_cap:
+                break
+        _record(K, c)
+        i += n
     return i, _g(K, K_NA), _g(K, K_NB)
 
 

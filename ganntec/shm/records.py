@@ -461,6 +461,7 @@ class Reason(enum.IntEnum):
     BOOK_FULL = 35              # the engine's configured order/level capacity is reached
     NOT_ATTEMPTED = 36          # cancel-replace: this part was not tried (the other part failed)
     FILTER_TRAILING_DELTA = 37
+    LIST_OTHER_LEG = 38         # OCO: expired because the other order of its list activated or ended
 
 
 # Binance error code and message for each rejection reason (the edge turns these into
