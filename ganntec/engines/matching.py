@@ -47,6 +47,10 @@ every result the command causes; account_id/symbol_id from the header):
               AMEND of a leg is refused (UNSUPPORTED_COMBINATION). A refused list (the order
               engine's or risk's reason in the header) is echoed, all three records.
 
+  KILL_ACCOUNT  risk killed the account (admin, or its daily loss limit): every open order
+              of it on every symbol is ORDER_CANCELED (CANCELED_BY_ADMIN), symbol by symbol
+              as CANCEL_ALL orders them. No FLAG_END: it is no client's command.
+
 Any other input record (a rejection risk made: ORDER_REJECTED, CANCEL_REJECTED) is copied to
 the output unchanged but for FLAG_END, so every command the order engine forwarded comes back.
 
@@ -291,7 +295,8 @@ FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
     R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END, R.FLAG_QTY_CAP)
 FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
 T_REPLACE, T_LIST = int(R.RecordType.CANCEL_REPLACE), int(R.RecordType.ORDER_LIST)
-RS_LIST_LEG = int(R.Reason.LIST_OTHER_LEG)
+RS_LIST_LEG, RS_ADMIN = int(R.Reason.LIST_OTHER_LEG), int(R.Reason.CANCELED_BY_ADMIN)
+T_KILL = int(R.RecordType.KILL_ACCOUNT)
 STOP_ON_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE)
 RS_NOT_ATTEMPTED = int(R.Reason.NOT_ATTEMPTED)
 SOURCE_MATCHING = R.SOURCE_MATCHING
@@ -302,7 +307,7 @@ SOURCE_MATCHING = R.SOURCE_MATCHING
  E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT,
  E_REPLACE) = range(37)
 E_SLOTS = 40
-PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS = 0, 1, 2, 3
+PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS, PEND_KILL = 0, 1, 2, 3, 4
 # E_REPLACE between a CANCEL_REPLACE and its leg: what to do with the leg.
 REPLACE_NONE, REPLACE_GO, REPLACE_STOP = 0, 1, 2
 MIN_FREE = 8  # output records a step wants free before it starts a command
@@ -1209,9 +1214,19 @@ def _cut_link(E, oi):
 
 
 @njit(cache=True, nogil=True)
-def _cancel_all(E, acc, sym):
-    """Cancel the account's open orders on the symbol, bids then asks, best first.
-    Returns 1 if the output filled up (resume later: canceled orders are already gone)."""
+def _cancel_one(E, oi, reason):
+    _unlink(E, oi)  # may drop its level: the levels below it in a scan are unaffected
+    _emit_order(E, T_CANCELED, oi, reason, ST_CANCELED)
+    _cut_link(E, oi)  # an OCO sibling is the same account's: the scan takes it in its place
+    _release(E, oi)
+    _s(E, E_PFOUND, 1)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_account(E, acc, sym, reason, kind):
+    """Cancel the account's open orders on the symbol: bids then asks best first, then waiting
+    stops (stop books, then trailing stops in arrival order). Returns 1 if the output filled
+    up: pending `kind` here, resumed later (cancelled orders are already gone)."""
     nsym = _g(E, E_NSYM)
     for b in (sym * 2, sym * 2 + 1, 2 * nsym + sym * 2, 2 * nsym + sym * 2 + 1):
         pos = _bn(E, b) - 1
@@ -1220,35 +1235,49 @@ def _cancel_all(E, acc, sym):
             while oi >= 0:
                 nxt = ld_i32(_oa(E, oi) + O_NEXT)
                 if ld_u32(_oa(E, oi) + O_ACC) == acc:
-                    if not _room(E, 2):
-                        _s(E, E_PEND, PEND_CANCEL_ALL)
-                        _s(E, E_PACC, acc)
-                        _s(E, E_PSYM, sym)
+                    if not _room(E, 3):
+                        _pend(E, kind, acc, sym)
                         return 1
-                    _unlink(E, oi)  # may drop the level: positions below pos are unaffected
-                    _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
-                    _cut_link(E, oi)  # its OCO sibling is this account's too: the scan takes it
-                    _release(E, oi)
-                    _s(E, E_PFOUND, 1)
+                    _cancel_one(E, oi, reason)
                 oi = nxt
             pos -= 1
     oi = ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD)
     while oi >= 0:
         nxt = ld_i32(_oa(E, oi) + O_NEXT)
         if ld_u32(_oa(E, oi) + O_ACC) == acc:
-            if not _room(E, 2):
-                _s(E, E_PEND, PEND_CANCEL_ALL)
-                _s(E, E_PACC, acc)
-                _s(E, E_PSYM, sym)
+            if not _room(E, 3):
+                _pend(E, kind, acc, sym)
                 return 1
-            _unlink(E, oi)
-            _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
-            _cut_link(E, oi)
-            _release(E, oi)
-            _s(E, E_PFOUND, 1)
+            _cancel_one(E, oi, reason)
         oi = nxt
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _pend(E, kind, acc, sym):
+    _s(E, E_PEND, kind)
+    _s(E, E_PACC, acc)
+    _s(E, E_PSYM, sym)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_all(E, acc, sym):
+    """CANCEL_ALL: every open order of the account on the symbol, or CANCEL_REJECTED
+    (UNKNOWN_ORDER) if it has none. Returns 1 if suspended."""
+    if _cancel_account(E, acc, sym, RS_USER, PEND_CANCEL_ALL):
+        return 1
     if _g(E, E_PFOUND) == 0:
         _emit_cancel_reject(E, acc, sym, 0, RS_UNKNOWN)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _kill(E, acc, first_symbol):
+    """KILL_ACCOUNT: every open order of the account on every symbol from first_symbol on
+    (CANCELED_BY_ADMIN). Returns 1 if suspended."""
+    for sym in range(first_symbol, _g(E, E_NSYM)):
+        if _cancel_account(E, acc, sym, RS_ADMIN, PEND_KILL):
+            return 1
     return 0
 
 
@@ -1309,6 +1338,9 @@ def _resume(E):
     if kind == PEND_CANCEL_ALL:
         if _cancel_all(E, _g(E, E_PACC), _g(E, E_PSYM)):
             return 1
+    elif kind == PEND_KILL:
+        if _kill(E, _g(E, E_PACC), _g(E, E_PSYM)):
+            return 1
     else:
         if kind == PEND_TAKER and _run_taker(E, _g(E, E_PSLOT)):
             return 1
@@ -1344,10 +1376,12 @@ def run(E, in_address, n_in, out_address, out_cap):
     _s(E, E_OUT, out_address)
     _s(E, E_OUTCAP, out_cap)
     _s(E, E_OUTN, 0)
-    if _g(E, E_PEND) != PEND_NONE:
+    kind = _g(E, E_PEND)
+    if kind != PEND_NONE:
         if _resume(E):
             return 0, _g(E, E_OUTN)
-        _end_command(E)
+        if kind != PEND_KILL:  # a kill is no client's command: it ends none
+            _end_command(E)
     i = 0
     while i < n_in and _g(E, E_OUTN) + MIN_FREE <= out_cap:
         c = in_address + i * RB
@@ -1387,6 +1421,9 @@ def run(E, in_address, n_in, out_address, out_cap):
             suspended = _amend(E, c) or _triggers(E, sym)
         elif t == T_CANCEL_ALL:
             suspended = _cancel_all(E, ld_u32(c + H_ACC), sym)
+        elif t == T_KILL:
+            suspended = _kill(E, ld_u32(c + H_ACC), 0)
+            ends = False
         else:  # a rejection made upstream (risk): echoed so the order engine sees it end
             a = _g(E, E_OUT) + _g(E, E_OUTN) * RB
             copy_bytes(a, c, RB)

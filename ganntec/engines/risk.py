@@ -56,6 +56,10 @@ minus the fees it paid in it, per UTC day of the fills' stamped ts_ns. When a da
 the account's daily_loss_limit_minor the account is killed (no new orders; cancels still go) and
 a KILL_ACCOUNT record with reason DAILY_LOSS_LIMIT goes to the edge. UNKILL_ACCOUNT re-enables it.
 
+Kill switch: a killed account (KILL_ACCOUNT, or the daily loss limit) also loses its open
+orders: risk sends the KILL_ACCOUNT on to matching, which cancels them all (CANCELED_BY_ADMIN);
+the cancels come back as results and release the holds.
+
 State layouts (engine-private; snapshots store these arrays):
 
     [ACCOUNT_STATE_DTYPE] 80 bytes
@@ -621,6 +625,7 @@ def _daily_pnl(K, f, account, sym, buy, lots, price, qpl, fee, fee_in_base):
         st_u16(a + H_REASON, RS_LOSS)
         st_u32(a + H_ACC, account)
         _s(K, K_NB, n + 1)
+        _to_a(K, a)  # matching cancels the account's open orders
 
 
 @njit(cache=True, nogil=True)
@@ -688,6 +693,7 @@ def _account(K, c, t):
         st_i64(aa + A_LOSS, ld_i64(c + AC_LOSS))
     elif t == T_KILL:
         st_i64(aa + A_STATUS, ACCOUNT_KILLED)
+        _to_a(K, c)  # matching cancels the account's open orders
     elif t == T_UNKILL:
         st_i64(aa + A_STATUS, ACCOUNT_ACTIVE)
 
@@ -731,6 +737,8 @@ def _record(K, c):
                 _take_over(K, c, _ha(K, h))
 
 
+OUT_A_PER_RECORD = 2   # the most matching-bound records one input can produce (a fill that
+                       # trips two daily loss limits: two KILL_ACCOUNTs); an OCO's 3 records give 3
 OUT_B_PER_RECORD = 10  # the most position-bound records one input can produce (a fill: 1 + 4
                        # balances + 2 releases + 2 daily-loss kills)
 
@@ -749,7 +757,7 @@ def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
     _s(K, K_B, b_address)
     _s(K, K_NB, 0)
     i = 0
-    while i < n_in and _g(K, K_NA) < a_cap and _g(K, K_NB) + OUT_B_PER_RECORD <= b_cap:
+    while i < n_in and _g(K, K_NA) + OUT_A_PER_RECORD <= a_cap and _g(K, K_NB) + OUT_B_PER_RECORD <= b_cap:
         c = in_address + i * RB
         n = 1
         if ld_u16(c + H_TYPE) == T_LIST and ld_u16(c + H_REASON) == 0:
@@ -807,7 +815,7 @@ class RiskEngine:
         """Apply sequenced records; returns (records for matching, records for position)."""
         recs = R.as_records(records)
         a_parts, b_parts, pos = [], [], 0
-        a = np.zeros((max(len(recs), 1), RB), np.uint8)
+        a = np.zeros((max(len(recs), 1) * OUT_A_PER_RECORD + 3, RB), np.uint8)
         b = np.zeros((max(len(recs), 1) * OUT_B_PER_RECORD, RB), np.uint8)
         while pos < len(recs):
             used, na, nb = step(self.control, recs.ctypes.data + pos * RB, len(recs) - pos,

@@ -28,18 +28,20 @@ DS_A = 0  # driver state: records in a_buf that matching has not taken yet
 
 
 @njit(cache=True, nogil=True)
-def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, b_buf, jr, nj, ed, ne):
+def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, a_cap, b_buf, jr, nj, ed, ne):
     """Sequence results then command records, apply risk, then position. Returns (journal
     count, edge count, records for matching written to a_buf, command records consumed)."""
     _, used_c, ns = order.run(oc, res, n_res, cmd, n_cmd, seq_buf, n_res + n_cmd)
     copy_bytes(jr + nj * RB, seq_buf, ns * RB)
-    _, na, nb = risk.run(rc, seq_buf, ns, a_buf, ns, b_buf, ns * RISK_FANOUT)
+    used_r, na, nb = risk.run(rc, seq_buf, ns, a_buf, a_cap, b_buf, ns * RISK_FANOUT)
+    if used_r != ns:
+        raise RuntimeError("driver: risk's output buffer for matching is full (a sizing bug)")
     _, made = position.run(pc, b_buf, nb, ed + ne * RB, nb)
     return nj + ns, ne + made, na, used_c
 
 
 @njit(cache=True, nogil=True)
-def drive(oc, rc, mc, pc, ds, cmds, n_cmds, seq_buf, a_buf, b_buf, m_buf, m_cap, jr, jr_cap, ed, ed_cap):
+def drive(oc, rc, mc, pc, ds, cmds, n_cmds, seq_buf, a_buf, a_rows, b_buf, m_buf, m_cap, jr, jr_cap, ed, ed_cap):
     """Run commands through every engine until the buffers are nearly full. Returns
     (command records consumed, journal records, edge records). Work can stay pending — matching
     mid-command, or records risk made for matching (a cancel-replace's returning order) in
@@ -54,14 +56,16 @@ def drive(oc, rc, mc, pc, ds, cmds, n_cmds, seq_buf, a_buf, b_buf, m_buf, m_cap,
             if i >= n_cmds:
                 break
             n = order.command_records(cmds + i * RB, n_cmds - i)
-            nj, ne, n_a, used = _pipe(oc, rc, pc, 0, 0, cmds + i * RB, n, seq_buf, a_buf, b_buf, jr, nj, ed, ne)
+            nj, ne, n_a, used = _pipe(oc, rc, pc, 0, 0, cmds + i * RB, n, seq_buf, a_buf, a_rows, b_buf, jr, nj, ed,
+                                      ne)
             st_i64(ds + 8 * DS_A, n_a)
             i += used
             continue
         used, nm = matching.run(mc, a_buf, n_a, m_buf, m_cap)
         n_a -= used
         move_bytes(a_buf, a_buf + used * RB, n_a * RB)
-        nj, ne, made, _ = _pipe(oc, rc, pc, m_buf, nm, 0, 0, seq_buf, a_buf + n_a * RB, b_buf, jr, nj, ed, ne)
+        nj, ne, made, _ = _pipe(oc, rc, pc, m_buf, nm, 0, 0, seq_buf, a_buf + n_a * RB, a_rows - n_a, b_buf, jr, nj,
+                                ed, ne)
         st_i64(ds + 8 * DS_A, n_a + made)
     return i, nj, ne
 
@@ -79,7 +83,8 @@ class InProcessDriver:
         self.state = np.zeros(2, np.int64)
         self._m = np.zeros((m_cap, RB), np.uint8)
         self._seq = np.zeros((m_cap + 1, RB), np.uint8)
-        self._a = np.zeros((2 * (m_cap + 1), RB), np.uint8)  # leftovers + what one pass adds
+        # leftovers matching has not taken + what one pass adds (up to OUT_A_PER_RECORD per record)
+        self._a = np.zeros(((risk.OUT_A_PER_RECORD + 2) * (m_cap + 1), RB), np.uint8)
         self._b = np.zeros(((m_cap + 1) * RISK_FANOUT, RB), np.uint8)
         self._jr = np.zeros((chunk + m_cap + 1, RB), np.uint8)
         self._ed = np.zeros(((chunk + m_cap + 1) * RISK_FANOUT, RB), np.uint8)
@@ -94,7 +99,7 @@ class InProcessDriver:
         (records consumed, journal records, edge records) in `journal_buffer`/`edge_buffer`."""
         return drive(self.order.control.ctypes.data, self.risk.control.ctypes.data, self.matching.control.ctypes.data,
                      self.position.control.ctypes.data, self.state.ctypes.data, address, n,
-                     self._seq.ctypes.data, self._a.ctypes.data, self._b.ctypes.data, self._m.ctypes.data,
+                     self._seq.ctypes.data, self._a.ctypes.data, len(self._a), self._b.ctypes.data, self._m.ctypes.data,
                      len(self._m), self._jr.ctypes.data, len(self._jr), self._ed.ctypes.data, len(self._ed))
 
     @property

@@ -215,3 +215,47 @@ def test_bad_integrator_input_is_a_clear_error(ex):
     with pytest.raises(ValueError, match=r"symbol='ETHUSDT'"):
         ex.limit_orders(1, Side.BUY, ["1"], ["1"], symbol="ETHUSDT")
     assert ex.conservation_errors() == []
+
+
+def test_kill_switch_cancels_every_open_order_of_the_account_on_every_symbol():
+    eth = Asset(2, "ETH", 8)
+    e = Exchange([SYM, Symbol(1, "ETHUSDT", eth, USDT, tick_size="0.01", step_size="0.001", min_price="0.01",
+                              max_price="1000000", min_qty="0.001", max_qty="1000")], max_accounts=16)
+    for acc in (1, 2):
+        e.open_account(acc)
+        e.deposit(acc, "USDT", "10000")
+        e.deposit(acc, "BTC", "5")
+    limit(e, 1, Side.BUY, "100", "1")
+    limit(e, 2, Side.BUY, "99", "1")                               # another account's order stays
+    e.submit(e.orders(1, Side.BUY, 20_000, 1000, symbol_id=1))       # ETH bid at 200
+    stop = e.orders(1, Side.SELL, 0, 1000, OT.STOP_LOSS, tif=0)
+    stop["stop_price_tick"] = 5000
+    e.submit(stop)
+    out = e.submit(_admin(RecordType.KILL_ACCOUNT, account_id=1))
+    cancels = of_type(out, RecordType.ORDER_CANCELED)
+    assert len(cancels) == 3 and {int(c["reason"]) for c in cancels} == {Reason.CANCELED_BY_ADMIN}
+    assert {int(c["symbol_id"]) for c in cancels} == {0, 1}
+    assert not any(int(r["flags"]) & R.FLAG_END for r in out if int(r["type"]) == RecordType.ORDER_CANCELED)
+    assert e.balance(1, "USDT") == ("10000.00000000", "0.00000000") and e.balance(1, "BTC") == ("5.00000000", "0.00000000")
+    assert [list(r) for r in e.book(0, Side.BUY)] == [[9900, 1000, 1]]
+    assert e.driver.order.in_flight == 0 and e.driver.order.open_orders(1, 0) == 0
+    assert e.conservation_errors() == []
+    # nothing to cancel: the kill still applies, and emits no cancel
+    out = e.submit(_admin(RecordType.KILL_ACCOUNT, account_id=1))
+    assert not of_type(out, RecordType.ORDER_CANCELED) and e.driver.order.in_flight == 0
+
+
+def test_daily_loss_kill_cancels_resting_orders():
+    e = Exchange([SYM], max_accounts=16, loss_asset="USDT")
+    for acc in (1, 2):
+        e.open_account(acc, daily_loss_limit="5" if acc == 1 else None)
+        e.deposit(acc, "USDT", "100000")
+        e.deposit(acc, "BTC", "10")
+    limit(e, 1, Side.BUY, "50", "1")                  # resting, far from the market
+    limit(e, 2, Side.SELL, "100", "1")
+    limit(e, 1, Side.BUY, "100", "1")
+    limit(e, 2, Side.BUY, "90", "1")
+    out = limit(e, 1, Side.SELL, "90", "1")           # -10: over the limit of 5
+    assert [int(k["reason"]) for k in of_type(out, RecordType.KILL_ACCOUNT)] == [Reason.DAILY_LOSS_LIMIT]
+    assert [int(c["reason"]) for c in of_type(out, RecordType.ORDER_CANCELED)] == [Reason.CANCELED_BY_ADMIN]
+    assert len(e.book(0, Side.BUY)) == 0 and e.driver.order.in_flight == 0 and e.conservation_errors() == []
