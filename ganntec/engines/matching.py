@@ -73,6 +73,12 @@ Results, in this order for one command:
                   a FOK that cannot fill completely (reason FOK_UNFILLED, no fills at all), or
                   an order removed by self-trade prevention (reason SELF_TRADE_PREVENTED, status
                   EXPIRED_IN_MATCH) — taker and/or maker.
+  TRADE_PREVENTED a self-trade STP stopped (Binance's prevented match), before the
+                  ORDER_EXPIRED it causes: prevented_match_id (per symbol, from 1), the maker's
+                  price, maker and taker order ids, the quantity taken off each side (EXPIRE_TAKER:
+                  the taker's remainder; EXPIRE_MAKER: the maker's; EXPIRE_BOTH: both; DECREMENT:
+                  the smaller visible quantity, from both; a taker defined by quote counts 0),
+                  the leaves after it, the STP mode.
   ORDER_CANCELED  after CANCEL / CANCEL_ALL (reason CANCELED_BY_USER, status CANCELED), one per
                   order, in book priority order (bids best first, then asks best first).
   CANCEL_REJECTED the command could not apply: unknown id or another account's order
@@ -296,7 +302,12 @@ FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
 FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
 T_REPLACE, T_LIST = int(R.RecordType.CANCEL_REPLACE), int(R.RecordType.ORDER_LIST)
 RS_LIST_LEG, RS_ADMIN = int(R.Reason.LIST_OTHER_LEG), int(R.Reason.CANCELED_BY_ADMIN)
-T_KILL = int(R.RecordType.KILL_ACCOUNT)
+T_KILL, T_PREVENTED = int(R.RecordType.KILL_ACCOUNT), int(R.RecordType.TRADE_PREVENTED)
+P_ID, P_PRICE, P_TAKER_LOTS, P_MAKER_LOTS, P_MAKER, P_TAKER, P_MACC, P_SIDE, P_STP, P_MLEAVES, P_TLEAVES = (
+    _off(R.PREVENTED_DTYPE, n) for n in ("prevented_match_id", "price_tick", "taker_prevented_lot",
+                                          "maker_prevented_lot", "maker_order_id", "taker_order_id",
+                                          "maker_account_id", "taker_side", "stp_mode", "maker_leaves_qty_lot",
+                                          "taker_leaves_qty_lot"))
 STOP_ON_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE)
 RS_NOT_ATTEMPTED = int(R.Reason.NOT_ATTEMPTED)
 SOURCE_MATCHING = R.SOURCE_MATCHING
@@ -312,7 +323,7 @@ PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS, PEND_KILL = 0, 1, 2, 3, 4
 REPLACE_NONE, REPLACE_GO, REPLACE_STOP = 0, 1, 2
 MIN_FREE = 8  # output records a step wants free before it starts a command
 # Per-symbol counters in sym_state (int64 x SYMST_WORDS per symbol).
-SS_TRADE, SS_BOOKID, SS_LAST, SS_TRAIL_HEAD, SS_TRAIL_TAIL, SS_TRAIL_N, SYMST_WORDS = 0, 1, 2, 3, 4, 5, 8
+SS_TRADE, SS_BOOKID, SS_LAST, SS_TRAIL_HEAD, SS_TRAIL_TAIL, SS_TRAIL_N, SS_PREVENTED, SYMST_WORDS = range(7 + 1)
 BIPS = 10_000
 RUN_DONE, RUN_SUSPENDED, RUN_STP_STOP = 0, 1, 2
 
@@ -882,10 +893,13 @@ def _match(E, ti):
         m_vis = ld_i64(ma + O_VIS)
         self_trade = ld_u32(ma + O_ACC) == acc
         if self_trade and stp != STP_NONE:
+            t_left = ld_i64(ta + O_LEAVES) if _defined_by_qty(ta) else 0
             if stp == STP_TAKER:
+                _prevented(E, ta, ma, price, t_left, 0)
                 return RUN_STP_STOP
             if stp == STP_DECR:
                 d = min(lots, m_vis)
+                _prevented(E, ta, ma, price, d if _defined_by_qty(ta) else 0, d)
                 _touch(E, ob, lv)
                 st_i64(la + L_QTY, ld_i64(la + L_QTY) - d)
                 st_i64(ma + O_LEAVES, m_leaves - d)
@@ -900,6 +914,7 @@ def _match(E, ti):
                     return RUN_STP_STOP
                 continue
             # EXPIRE_MAKER and EXPIRE_BOTH remove this maker.
+            _prevented(E, ta, ma, price, t_left if stp == STP_BOTH else 0, m_leaves)
             _unlink(E, mi)
             _expire(E, mi, RS_STP, ST_EXP_MATCH)
             if stp == STP_BOTH:
@@ -941,6 +956,29 @@ def _match(E, ti):
             _release(E, mi)
         elif m_vis == q:
             _requeue(E, mi)
+
+
+@njit(cache=True, nogil=True)
+def _prevented(E, ta, ma, price, taker_lots, maker_lots):
+    """TRADE_PREVENTED: a self-trade STP stopped, with the quantities it takes off each side
+    (their leaves as they will be after it)."""
+    sym = ld_u32(ta + O_SYM)
+    sst = _sst(E, sym)
+    pid = ld_i64(sst + 8 * SS_PREVENTED) + 1
+    st_i64(sst + 8 * SS_PREVENTED, pid)
+    a = _emit(E, T_PREVENTED, ld_u32(ta + O_ACC), sym, 0, 0)
+    st_i64(a + P_ID, pid)
+    st_i64(a + P_PRICE, price)
+    st_i64(a + P_TAKER_LOTS, taker_lots)
+    st_i64(a + P_MAKER_LOTS, maker_lots)
+    st_i64(a + P_MAKER, ld_i64(ma + O_ID))
+    st_i64(a + P_TAKER, ld_i64(ta + O_ID))
+    st_u32(a + P_MACC, ld_u32(ma + O_ACC))
+    st_u8(a + P_SIDE, ld_u8(ta + O_SIDE))
+    st_u8(a + P_STP, ld_u8(ta + O_STP))
+    st_i64(a + P_MLEAVES, ld_i64(ma + O_LEAVES) - maker_lots)
+    if _defined_by_qty(ta):
+        st_i64(a + P_TLEAVES, ld_i64(ta + O_LEAVES) - taker_lots)
 
 
 @njit(cache=True, nogil=True)

@@ -25,6 +25,7 @@ amount it locks when risk accepts it:
   SELL by quantity (every type)                    qty x base_per_lot of base
   SELL MARKET by quote                             all free base, passed as a quantity cap
 A fill spends the hold (a limit buy filled below its limit gets the difference back at once);
+quantity self-trade prevention takes off (TRADE_PREVENTED) is released at once;
 the end of an order (FLAG_MAKER_DONE / FLAG_TAKER_DONE fill, ORDER_EXPIRED, ORDER_CANCELED, a
 matching ORDER_REJECTED) releases what is left. An AMEND that needs more locks the extra before
 it is forwarded (refused with INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the
@@ -163,6 +164,9 @@ SB = SYMBOL_DTYPE.itemsize
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
 T_REPLACE, T_LIST, T_TRIGGERED = int(T.CANCEL_REPLACE), int(T.ORDER_LIST), int(T.ORDER_TRIGGERED)
+T_PREVENTED = int(T.TRADE_PREVENTED)
+P_MAKER, P_TAKER, P_MAKER_LOTS, P_TAKER_LOTS = (_off(R.PREVENTED_DTYPE, n) for n in (
+    "maker_order_id", "taker_order_id", "maker_prevented_lot", "taker_prevented_lot"))
 T_CREDIT, T_DEBIT, T_HALT, T_RESUME, T_KILL, T_UNKILL = (int(t) for t in (
     T.CREDIT, T.DEBIT, T.HALT_SYMBOL, T.RESUME_SYMBOL, T.KILL_ACCOUNT, T.UNKILL_ACCOUNT))
 T_OPEN, T_LIMITS = int(T.ACCOUNT_OPEN), int(T.ACCOUNT_LIMITS)
@@ -629,6 +633,18 @@ def _daily_pnl(K, f, account, sym, buy, lots, price, qpl, fee, fee_in_base):
 
 
 @njit(cache=True, nogil=True)
+def _prevented(K, p):
+    """TRADE_PREVENTED: what STP took off each order no longer needs holding."""
+    for order_id, lots in ((ld_i64(p + P_MAKER), ld_i64(p + P_MAKER_LOTS)), (ld_i64(p + P_TAKER), ld_i64(p + P_TAKER_LOTS))):
+        h = _hold_of(K, order_id)
+        if h >= 0 and lots > 0:
+            ha = _ha(K, h)
+            st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - lots)
+            if _shrink_hold(K, ha, _requirement(K, ha)):
+                _balance_record(K, p, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
+
+
+@njit(cache=True, nogil=True)
 def _settle_hold(K, e):
     """ORDER_AMENDED / CANCEL_REJECTED: the hold shrinks to what the order needs now."""
     h = _hold_of(K, ld_i64(e + EV_ORDER))
@@ -731,6 +747,8 @@ def _record(K, c):
             _release(K, c, ld_i64(c + EV_ORDER))
         elif t == T_AMENDED or t == T_CANCEL_REJ:
             _settle_hold(K, c)
+        elif t == T_PREVENTED:
+            _prevented(K, c)
         elif t == T_TRIGGERED:
             h = _hold_of(K, ld_i64(c + EV_ORDER))
             if h >= 0:
@@ -739,8 +757,8 @@ def _record(K, c):
 
 OUT_A_PER_RECORD = 2   # the most matching-bound records one input can produce (a fill that
                        # trips two daily loss limits: two KILL_ACCOUNTs); an OCO's 3 records give 3
-OUT_B_PER_RECORD = 10  # the most position-bound records one input can produce (a fill: 1 + 4
-                       # balances + 2 releases + 2 daily-loss kills)
+OUT_B_PER_RECORD = 12  # the most position-bound records one input can produce (a fill: 1 + 4
+                       # balances + 2 releases + 2 OCO take-overs + 2 daily-loss kills)
 
 
 @njit(cache=True, nogil=True)

@@ -100,6 +100,22 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
        112     8  i8    maker_leaves_qty_lot     maker's remaining quantity (0 = filled)
        120     8  i8    taker_leaves_qty_lot     taker's remaining quantity
 
+[PREVENTED] payload, bytes 40-127 (a self-trade prevented: Binance's "prevented match")
+        40     8  i8    prevented_match_id       per-symbol, from 1
+        48     8  i8    price_tick               the maker's price
+        56     8  i8    taker_prevented_lot      taker quantity taken off by STP (0: none, or
+                                                 a taker defined by quote amount)
+        64     8  i8    maker_prevented_lot      maker quantity taken off by STP
+        72     8  i8    maker_order_id
+        80     8  i8    taker_order_id
+        88     4  u4    maker_account_id         = the taker's account (header account_id)
+        92     1  u1    taker_side               Side of the taker
+        93     1  u1    stp_mode                 StpMode applied (the taker's)
+        94     2  -     (reserved)               zero
+        96     8  i8    maker_leaves_qty_lot     maker's remaining quantity after it
+       104     8  i8    taker_leaves_qty_lot     taker's remaining quantity after it
+       112    16  -     (reserved)               zero
+
 [BOOK_UPDATE] payload, bytes 40-127
         40     8  i8    book_update_id           per-symbol, +1 per change
         48     8  i8    price_tick               level price
@@ -151,6 +167,7 @@ Record types by payload:
   FILL         FILL
   BOOK_UPDATE  BOOK_UPDATE
   BALANCE      BALANCE
+  PREVENTED    TRADE_PREVENTED
   TRANSFER     CREDIT, DEBIT
   ACCOUNT      ACCOUNT_OPEN, ACCOUNT_LIMITS
   KEY          KEY_ADD, KEY_REVOKE
@@ -206,6 +223,12 @@ PAYLOAD_FIELDS = {
         (None, 2),
         ("maker_leaves_qty_lot", "<i8"), ("taker_leaves_qty_lot", "<i8"),
     ],
+    "PREVENTED": [
+        ("prevented_match_id", "<i8"), ("price_tick", "<i8"), ("taker_prevented_lot", "<i8"),
+        ("maker_prevented_lot", "<i8"), ("maker_order_id", "<i8"), ("taker_order_id", "<i8"),
+        ("maker_account_id", "<u4"), ("taker_side", "u1"), ("stp_mode", "u1"), (None, 2),
+        ("maker_leaves_qty_lot", "<i8"), ("taker_leaves_qty_lot", "<i8"), (None, 16),
+    ],
     "BOOK_UPDATE": [
         ("book_update_id", "<i8"), ("price_tick", "<i8"), ("level_qty_lot", "<i8"), ("level_orders", "<i8"),
         ("side", "u1"), (None, 55),
@@ -253,6 +276,7 @@ ORDER_EVENT_DTYPE = DTYPES["ORDER_EVENT"]
 FILL_DTYPE = DTYPES["FILL"]
 BOOK_UPDATE_DTYPE = DTYPES["BOOK_UPDATE"]
 BALANCE_DTYPE = DTYPES["BALANCE"]
+PREVENTED_DTYPE = DTYPES["PREVENTED"]
 TRANSFER_DTYPE = DTYPES["TRANSFER"]
 ACCOUNT_DTYPE = DTYPES["ACCOUNT"]
 KEY_DTYPE = DTYPES["KEY"]
@@ -304,6 +328,7 @@ class RecordType(enum.IntEnum):
     CANCEL_REJECTED = 71
     BOOK_UPDATE = 72
     BALANCE = 73
+    TRADE_PREVENTED = 74
 
 
 PAYLOAD_OF: dict[RecordType, str | None] = {
@@ -334,6 +359,7 @@ PAYLOAD_OF: dict[RecordType, str | None] = {
     RecordType.CANCEL_REJECTED: "ORDER_EVENT",
     RecordType.BOOK_UPDATE: "BOOK_UPDATE",
     RecordType.BALANCE: "BALANCE",
+    RecordType.TRADE_PREVENTED: "PREVENTED",
 }
 
 

@@ -184,6 +184,7 @@ class MatchingModel:
         self._open: dict[int, _Order] = {}  # resting orders and waiting stops
         self._last: dict[int, Decimal | None] = {sid: None for sid in self._rules}  # last trade price
         self._trade_id = {sid: 0 for sid in self._rules}
+        self._prevented_id = {sid: 0 for sid in self._rules}
         self._book_update_id = {sid: 0 for sid in self._rules}
         self._out_seq = 0
         self._arrival = 0
@@ -346,20 +347,25 @@ class MatchingModel:
             if can_take == 0:
                 break
             if m.account_id == o.account_id and o.stp != StpMode.NONE:
+                taker_left = Decimal(0) if o.by_quote else o.leaves
                 if o.stp == StpMode.EXPIRE_TAKER:
+                    self._prevented(o, m, taker_left, Decimal(0))
                     self._expire_stp(o)
                     return
                 if o.stp == StpMode.EXPIRE_MAKER:
+                    self._prevented(o, m, Decimal(0), m.leaves)
                     self._remove(m)
                     self._expire_stp(m)
                     continue
                 if o.stp == StpMode.EXPIRE_BOTH:
+                    self._prevented(o, m, taker_left, m.leaves)
                     self._remove(m)
                     self._expire_stp(m)
                     self._expire_stp(o)
                     return
                 # DECREMENT: like a trade, it works on the maker's visible slice
                 cut = min(m.shown, can_take)
+                self._prevented(o, m, Decimal(0) if o.by_quote else cut, cut)
                 self._touch(m)
                 self._reduce_maker(m, cut)
                 m.decremented += cut
@@ -588,6 +594,18 @@ class MatchingModel:
                        price_tick=r.ticks(price), level_qty_lot=r.lots(after[0]), level_orders=after[1], side=side)
 
     # --- results ---------------------------------------------------------------------------
+    def _prevented(self, o: _Order, m: _Order, taker_qty: Decimal, maker_qty: Decimal) -> None:
+        """A prevented match: STP takes taker_qty off the taker and maker_qty off the maker."""
+        r = self._rules[o.symbol_id]
+        self._prevented_id[o.symbol_id] += 1
+        self._emit(
+            RecordType.TRADE_PREVENTED, account_id=o.account_id, prevented_match_id=self._prevented_id[o.symbol_id],
+            price_tick=r.ticks(m.price), taker_prevented_lot=r.lots(taker_qty), maker_prevented_lot=r.lots(maker_qty),
+            maker_order_id=m.order_id, taker_order_id=o.order_id, maker_account_id=m.account_id, taker_side=o.side,
+            stp_mode=o.stp, maker_leaves_qty_lot=r.lots(m.leaves - maker_qty),
+            taker_leaves_qty_lot=0 if o.by_quote else r.lots(o.leaves - taker_qty),
+        )
+
     def _expire_stp(self, o: _Order) -> None:
         self._order_event(RecordType.ORDER_EXPIRED, o, OrderStatus.EXPIRED_IN_MATCH, Reason.SELF_TRADE_PREVENTED)
 

@@ -240,6 +240,8 @@ def test_fok_counts_under_self_trade_prevention(market, stp, fills):
                ("BOOK_UPDATE", dict(level_qty_lot=2, level_orders=1)))
     else:
         expect(rows, ("ORDER_ACCEPTED", {}),
+               ("TRADE_PREVENTED", dict(prevented_match_id=1, maker_order_id=1, taker_order_id=3,
+                                        maker_prevented_lot=2, taker_prevented_lot=0)),
                ("ORDER_EXPIRED", dict(order_id=1, reason=Reason.SELF_TRADE_PREVENTED,
                                       status=OrderStatus.EXPIRED_IN_MATCH)),
                ("FILL", dict(maker_order_id=2, qty_lot=2, flags=FLAG_MAKER_DONE | FLAG_TAKER_DONE)),
@@ -385,6 +387,10 @@ def test_stp_expire_taker(market):
     _stp_book(m)
     expect(m.run(limit(3, 1, BUY, 10000, 4, stp=StpMode.EXPIRE_TAKER)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(prevented_match_id=1, price_tick=10000, maker_order_id=1, taker_order_id=3,
+                                    maker_account_id=1, taker_side=BUY, stp_mode=StpMode.EXPIRE_TAKER,
+                                    taker_prevented_lot=4, maker_prevented_lot=0, maker_leaves_qty_lot=3,
+                                    taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=3, reason=Reason.SELF_TRADE_PREVENTED, status=OrderStatus.EXPIRED_IN_MATCH,
                                   qty_lot=4, executed_qty_lot=0)))
     assert m.levels(0, SELL) == [[10000, 5, 2]] and m.levels(0, BUY) == []  # a stopped taker never rests
@@ -397,6 +403,8 @@ def test_stp_expire_maker_and_default(market, stp, default):
     _stp_book(m)
     expect(m.run(limit(3, 1, BUY, 10000, 4, stp=stp)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(stp_mode=StpMode.EXPIRE_MAKER, taker_prevented_lot=0, maker_prevented_lot=3,
+                                    maker_leaves_qty_lot=0, taker_leaves_qty_lot=4)),
            ("ORDER_EXPIRED", dict(order_id=1, account_id=1, reason=Reason.SELF_TRADE_PREVENTED,
                                   status=OrderStatus.EXPIRED_IN_MATCH, qty_lot=3, side=SELL)),
            ("FILL", dict(maker_order_id=2, qty_lot=2, taker_leaves_qty_lot=2, flags=FLAG_MAKER_DONE)),
@@ -409,6 +417,8 @@ def test_stp_expire_both_maker_first(market):
     _stp_book(m)
     expect(m.run(limit(3, 1, BUY, 10000, 4, stp=StpMode.EXPIRE_BOTH)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(taker_prevented_lot=4, maker_prevented_lot=3, maker_leaves_qty_lot=0,
+                                    taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=1, reason=Reason.SELF_TRADE_PREVENTED)),
            ("ORDER_EXPIRED", dict(order_id=3, reason=Reason.SELF_TRADE_PREVENTED, status=OrderStatus.EXPIRED_IN_MATCH)),
            ("BOOK_UPDATE", dict(level_qty_lot=2, level_orders=1)))
@@ -422,6 +432,8 @@ def test_stp_decrement_maker_smaller(market, stp, default):
     # both lose 3 without a trade: the maker reaches 0 and expires, the taker goes on with 1
     expect(m.run(limit(3, 1, BUY, 10000, 4, stp=stp)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(stp_mode=StpMode.DECREMENT, taker_prevented_lot=3, maker_prevented_lot=3,
+                                    maker_leaves_qty_lot=0, taker_leaves_qty_lot=1)),
            ("ORDER_EXPIRED", dict(order_id=1, reason=Reason.SELF_TRADE_PREVENTED, status=OrderStatus.EXPIRED_IN_MATCH,
                                   qty_lot=3, executed_qty_lot=0)),
            ("FILL", dict(maker_order_id=2, qty_lot=1, taker_leaves_qty_lot=0, maker_leaves_qty_lot=1,
@@ -434,6 +446,8 @@ def test_stp_decrement_taker_smaller_and_equal(market):
     m.run(limit(1, 1, SELL, 10000, 3))
     expect(m.run(limit(2, 1, BUY, 10000, 2, stp=StpMode.DECREMENT)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(prevented_match_id=1, taker_prevented_lot=2, maker_prevented_lot=2,
+                                    maker_leaves_qty_lot=1, taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=2, reason=Reason.SELF_TRADE_PREVENTED, qty_lot=2, executed_qty_lot=0)),
            ("BOOK_UPDATE", dict(level_qty_lot=1, level_orders=1)))
     # the maker keeps its total: qty_lot is the original quantity in every later event
@@ -442,6 +456,7 @@ def test_stp_decrement_taker_smaller_and_equal(market):
     m.run(limit(4, 1, SELL, 10000, 2))
     expect(m.run(limit(5, 1, BUY, 10000, 2, stp=StpMode.DECREMENT)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(prevented_match_id=2, maker_leaves_qty_lot=0, taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=4)),  # both reach zero: the maker's first
            ("ORDER_EXPIRED", dict(order_id=5)),
            ("BOOK_UPDATE", dict(level_qty_lot=0)))
@@ -616,6 +631,9 @@ def test_decrement_works_on_an_icebergs_slice(market):
     # slice 3 taken (refreshed: 3 more), then 2 of the next: the taker reaches zero
     expect(m.run(limit(2, 1, BUY, 10000, 5, stp=StpMode.DECREMENT)),
            ("ORDER_ACCEPTED", {}),
+           ("TRADE_PREVENTED", dict(prevented_match_id=1, maker_prevented_lot=3, taker_leaves_qty_lot=2)),
+           ("TRADE_PREVENTED", dict(prevented_match_id=2, maker_prevented_lot=2, maker_leaves_qty_lot=5,
+                                    taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=2, reason=Reason.SELF_TRADE_PREVENTED, executed_qty_lot=0)),
            ("BOOK_UPDATE", dict(level_qty_lot=1, level_orders=1)))
 
@@ -794,6 +812,7 @@ def test_decrement_that_spends_a_quote_order_exactly_expires_it(market):
     m.run(limit(1, 1, BUY, 10000, 1))
     expect(m.run(market_order(2, 1, SELL, quote=100_000, stp=StpMode.DECREMENT)),
            ("ORDER_ACCEPTED", dict(order_id=2)),
+           ("TRADE_PREVENTED", dict(taker_prevented_lot=0, maker_prevented_lot=1, taker_leaves_qty_lot=0)),
            ("ORDER_EXPIRED", dict(order_id=1, reason=Reason.SELF_TRADE_PREVENTED)),
            ("ORDER_EXPIRED", dict(order_id=2, reason=Reason.SELF_TRADE_PREVENTED, status=OrderStatus.EXPIRED_IN_MATCH,
                                   qty_lot=0, executed_qty_lot=0)),

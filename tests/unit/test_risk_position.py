@@ -259,3 +259,16 @@ def test_daily_loss_kill_cancels_resting_orders():
     assert [int(k["reason"]) for k in of_type(out, RecordType.KILL_ACCOUNT)] == [Reason.DAILY_LOSS_LIMIT]
     assert [int(c["reason"]) for c in of_type(out, RecordType.ORDER_CANCELED)] == [Reason.CANCELED_BY_ADMIN]
     assert len(e.book(0, Side.BUY)) == 0 and e.driver.order.in_flight == 0 and e.conservation_errors() == []
+
+
+def test_quantity_self_trade_prevention_takes_off_is_released_at_once(ex):
+    limit(ex, 1, Side.BUY, "100", "5")                                        # holds 500 USDT
+    ex.deposit(1, "BTC", "2")
+    r = ex.limit_orders(1, Side.SELL, ["100"], ["2"])
+    r["stp_mode"] = R.StpMode.DECREMENT
+    out = ex.submit(r)                                                        # 2 prevented on both sides
+    prevented = of_type(out, RecordType.TRADE_PREVENTED)
+    assert [(int(p["taker_prevented_lot"]), int(p["maker_prevented_lot"])) for p in prevented] == [(2000, 2000)]
+    assert ex.balance(1, "USDT") == ("9700.00000000", "300.00000000")       # the bid needs 3 x 100 now
+    assert ex.balance(1, "BTC") == ("2.00000000", "0.00000000")
+    assert ex.conservation_errors() == []
