@@ -143,6 +143,22 @@ class Exchange:
         return out.view(R.RECORD_DTYPE).reshape(-1)
 
     @staticmethod
+    def amends(account, order_id, new_qty_lot=0, new_price_tick=0, symbol_id=0, ts_ns=0,
+               new_client_order_id=b"", orig_client_order_id=b"") -> np.ndarray:
+        """One AMEND command (order 0 = by `orig_client_order_id`); with `new_client_order_id`
+        the order takes that id (an EXT record follows the AMEND)."""
+        r = R.empty(RecordType.AMEND)
+        r["account_id"], r["order_id"], r["symbol_id"], r["ts_ns"] = account, order_id, symbol_id, ts_ns
+        r["new_qty_lot"], r["new_price_tick"], r["orig_client_order_id"] = new_qty_lot, new_price_tick, orig_client_order_id
+        if not new_client_order_id:
+            return r.view(R.RECORD_DTYPE)
+        r["flags"] = R.FLAG_CONTINUED
+        ext = R.empty(RecordType.EXT)
+        ext["account_id"], ext["symbol_id"], ext["ts_ns"] = account, symbol_id, ts_ns
+        ext["ext_kind"], ext["text1"] = R.ExtKind.NEW_CLIENT_ORDER_ID, new_client_order_id
+        return R.concat([r, ext])
+
+    @staticmethod
     def oco(account, side, qty_lot, above: dict, below: dict, symbol_id=0, ts_ns=0, stp=StpMode.DEFAULT,
             list_client_order_id=b"") -> np.ndarray:
         """One OCO command (three records): `above` and `below` give each leg's order_type and

@@ -21,7 +21,9 @@ every result the command causes; account_id/symbol_id from the header):
               A stop type with trailing_delta_bips > 0 is a trailing stop (below).
   CANCEL      order_id of an open order of the same account and symbol; cancel_restrictions.
   CANCEL_ALL  every open order of the account on the symbol.
-  AMEND       order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
+  AMEND       (an EXT may follow: FLAG_CONTINUED; its text1 is the order's new client order id,
+              carried in ORDER_AMENDED; the EXT itself has no result)
+              order_id; new_price_tick (0 = unchanged), new_qty_lot (0 = unchanged; the new
               *total* quantity, must be > executed). Quantity down at the same price keeps
               priority; a price change or a quantity up re-enters the order at the back of its
               new level, where it may trade as a taker. Quantity self-trade prevention took
@@ -56,7 +58,8 @@ the output unchanged but for FLAG_END, so every command the order engine forward
 
 Results, in this order for one command:
   ORDER_ACCEPTED  a NEW_ORDER entered matching (status NEW), before its fills. Carries the
-                  NEW's client_order_id (so does ORDER_REJECTED; no other result does), price,
+                  NEW's client_order_id (so do ORDER_REJECTED and an ORDER_AMENDED that
+                  changed it; no other result does), price,
                   qty_lot (0 for MARKET by quote), side, type, tif.
   ORDER_REJECTED  LIMIT_MAKER that would take (reason WOULD_MATCH), or no free order slot in
                   the engine (BOOK_FULL); nothing else happens. A GTC remainder that cannot
@@ -302,7 +305,8 @@ FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
 FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
 T_REPLACE, T_LIST = int(R.RecordType.CANCEL_REPLACE), int(R.RecordType.ORDER_LIST)
 RS_LIST_LEG, RS_ADMIN = int(R.Reason.LIST_OTHER_LEG), int(R.Reason.CANCELED_BY_ADMIN)
-T_KILL, T_PREVENTED = int(R.RecordType.KILL_ACCOUNT), int(R.RecordType.TRADE_PREVENTED)
+T_KILL, T_PREVENTED, T_EXT = int(R.RecordType.KILL_ACCOUNT), int(R.RecordType.TRADE_PREVENTED), int(R.RecordType.EXT)
+X_TEXT1 = _off(R.EXT_DTYPE, "text1")
 P_ID, P_PRICE, P_TAKER_LOTS, P_MAKER_LOTS, P_MAKER, P_TAKER, P_MACC, P_SIDE, P_STP, P_MLEAVES, P_TLEAVES = (
     _off(R.PREVENTED_DTYPE, n) for n in ("prevented_match_id", "price_tick", "taker_prevented_lot",
                                           "maker_prevented_lot", "maker_order_id", "taker_order_id",
@@ -1320,6 +1324,14 @@ def _kill(E, acc, first_symbol):
 
 
 @njit(cache=True, nogil=True)
+def _amended(E, c, oi):
+    """ORDER_AMENDED for the AMEND at c; with a new client order id when an EXT follows."""
+    a = _emit_order(E, T_AMENDED, oi, 0, _status_of(_oa(E, oi)))
+    if ld_u16(c + H_FLAGS) & FLAG_CONTINUED:
+        copy_bytes(a + E_CID, c + RB + X_TEXT1, CID_BYTES)
+
+
+@njit(cache=True, nogil=True)
 def _amend(E, c):
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
     order_id = ld_i64(c + A_ORDER)
@@ -1355,7 +1367,7 @@ def _amend(E, c):
             st_i64(oa + O_QTY, new_qty)
             st_i64(oa + O_LEAVES, leaves)
             st_i64(oa + O_VIS, visible)
-        _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
+        _amended(E, c, oi)
         return 0
     if ld_u8(oa + O_TYPE) == LIMIT_MAKER and _would_take(E, sym, side, new_price):
         _emit_cancel_reject(E, acc, sym, order_id, RS_WOULD_MATCH)
@@ -1364,7 +1376,7 @@ def _amend(E, c):
     st_i64(oa + O_PRICE, new_price)
     st_i64(oa + O_QTY, new_qty)
     st_i64(oa + O_LEAVES, new_leaves)
-    _emit_order(E, T_AMENDED, oi, 0, _status_of(oa))
+    _amended(E, c, oi)
     return _run_taker(E, oi)
 
 
@@ -1427,6 +1439,8 @@ def run(E, in_address, n_in, out_address, out_cap):
         is_list = t == T_LIST and ld_u16(c + H_REASON) == 0
         if is_list and i + 3 > n_in:
             break  # an OCO is taken with both legs
+        if ld_u16(c + H_FLAGS) & FLAG_CONTINUED and i + 2 > n_in:
+            break  # taken with the next record of its command, which may end it (an EXT)
         i += 3 if is_list else 1
         _s(E, E_TS, ld_i64(c + H_TS))
         _s(E, E_EPOCH, _g(E, E_EPOCH) + 1)
@@ -1462,6 +1476,8 @@ def run(E, in_address, n_in, out_address, out_cap):
         elif t == T_KILL:
             suspended = _kill(E, ld_u32(c + H_ACC), 0)
             ends = False
+        elif t == T_EXT:
+            pass  # read with the record before it; it ends that command
         else:  # a rejection made upstream (risk): echoed so the order engine sees it end
             a = _g(E, E_OUT) + _g(E, E_OUTN) * RB
             copy_bytes(a, c, RB)

@@ -81,8 +81,14 @@ ORDER_LIST record keeps its type with the reason set and both legs become ORDER_
 that reason, FLAG_END on the second; nothing reaches matching. The list id is the ORDER_LIST
 record's seq; each leg's order id is its own seq. listClientOrderId is carried, not checked.
 
+AMEND (FLAG_CONTINUED) + EXT (ext_kind NEW_CLIENT_ORDER_ID, text1): Binance's amend with
+newClientOrderId. The new id must be set and free (the order's own current id is fine), else
+both records are refused (DUPLICATE_ORDER; the EXT keeps its type, reason set). The order
+takes the id when its ORDER_AMENDED (which carries it) is sequenced.
+
 Credits: NEW_ORDER, CANCEL, CANCEL_ALL, AMEND, CANCEL_REPLACE and ORDER_LIST forwarded -> +1
-in flight; a result with FLAG_END -> -1. EXT is refused with UNSUPPORTED_COMBINATION; a
+in flight; a result with FLAG_END -> -1. An EXT on its own is refused with
+UNSUPPORTED_COMBINATION; a
 CANCEL / AMEND / CANCEL_ALL / CANCEL_REPLACE / ORDER_LIST for an unknown symbol is refused with
 UNKNOWN_SYMBOL without a round trip.
 """
@@ -130,11 +136,14 @@ E8 = 100_000_000
 
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
-T_REPLACE, T_LIST = int(T.CANCEL_REPLACE), int(T.ORDER_LIST)
+T_REPLACE, T_LIST, T_EXT = int(T.CANCEL_REPLACE), int(T.ORDER_LIST), int(T.EXT)
+X_KIND, X_TEXT1 = _off(R.EXT_DTYPE, "ext_kind"), _off(R.EXT_DTYPE, "text1")
+EXT_NEW_CID = int(R.ExtKind.NEW_CLIENT_ORDER_ID)
 LIST_OCO = int(R.ListType.OCO)
 L_TYPE = _off(R.ORDER_LIST_DTYPE, "list_type")
 T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_CANCEL_REJ = (int(t) for t in (
     T.ORDER_ACCEPTED, T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.CANCEL_REJECTED))
+T_AMENDED = int(T.ORDER_AMENDED)
 FIRST_ADMIN, FIRST_RESULT = int(T.CREDIT), int(T.ORDER_ACCEPTED)
 OT = R.OrderType
 LIMIT, MARKET, LIMIT_MAKER = int(OT.LIMIT), int(OT.MARKET), int(OT.LIMIT_MAKER)
@@ -413,6 +422,11 @@ def _result(C, r):
             _cid_end(C, ld_i64(a + F_TAKER))
     elif t == T_ACCEPTED and ld_u8(a + EV_TYPE) != MARKET:
         _open_add(C, acc, sym, 1)
+    elif t == T_AMENDED and not _cid_empty(a + EV_CID):
+        # the amend gave the order a new client order id (checked when it was sequenced; one
+        # another order took since is lost rather than shared)
+        _cid_end(C, ld_i64(a + EV_ORDER))
+        _cid_add(C, acc, a + EV_CID, ld_i64(a + EV_ORDER))
     elif t == T_EXPIRED or t == T_CANCELED or t == T_REJECTED:
         if t != T_REJECTED and ld_u8(a + EV_TYPE) != MARKET:
             _open_add(C, acc, sym, -1)
@@ -439,8 +453,8 @@ def _refuse_command(C, a, n, reason):
         t = ld_u16(r + H_TYPE)
         if t == T_NEW:
             reject_new_in_place(r, reason)
-        elif t == T_LIST:
-            st_u16(r + H_REASON, reason)  # a refused list keeps its record, reason set
+        elif t == T_LIST or t == T_EXT:
+            st_u16(r + H_REASON, reason)  # a refused list or EXT keeps its record, reason set
         else:
             _refuse(C, r, reason)
         st_u16(r + H_FLAGS, FLAG_END if j == n - 1 else 0)
@@ -551,6 +565,24 @@ def _cancel_replace(C, a, acc):
 
 
 @njit(cache=True, nogil=True)
+def _amend_with_id(C, a, acc):
+    """AMEND + EXT (NEW_CLIENT_ORDER_ID): the amended order's new client order id must be
+    set and not held by another open order of the account (its own is fine)."""
+    ext = a + RB
+    if ld_u16(ext + H_TYPE) != T_EXT or ld_u8(ext + X_KIND) != EXT_NEW_CID or _cid_empty(ext + X_TEXT1):
+        _refuse_command(C, a, 2, RS_COMBO)
+        return
+    if not _by_client_id(C, a, acc, C_ID_AMEND):
+        _refuse_command(C, a, 2, RS_UNKNOWN)
+        return
+    e = _cid_find(C, acc, ext + X_TEXT1)
+    if e != 0 and (e < 0 or ld_i64(e) != ld_i64(a + CX_ORDER)):
+        _refuse_command(C, a, 2, RS_DUP)
+        return
+    _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
+
+
+@njit(cache=True, nogil=True)
 def _command(C, c, n):
     """Sequence one client or admin command of n records at c."""
     source = ld_u16(c + H_SOURCE)
@@ -574,13 +606,15 @@ def _command(C, c, n):
         _stamp(C, c + j * RB)
     acc = ld_u32(a + H_ACC)
     if n > 1:
-        if (t == T_REPLACE and n == 2) or (t == T_LIST and n == 3):
+        if (t == T_REPLACE and n == 2) or (t == T_LIST and n == 3) or (t == T_AMEND and n == 2):
             if ld_u32(a + H_SYM) >= _g(C, C_NSYM):
                 _refuse_command(C, a, n, RS_SYMBOL)
             elif t == T_REPLACE:
                 _cancel_replace(C, a, acc)
-            else:
+            elif t == T_LIST:
                 _order_list(C, a, acc)
+            else:
+                _amend_with_id(C, a, acc)
         else:
             _refuse_command(C, a, n, RS_COMBO)
         return

@@ -164,7 +164,7 @@ SB = SYMBOL_DTYPE.itemsize
 T = R.RecordType
 T_NEW, T_CANCEL, T_CANCEL_ALL, T_AMEND = int(T.NEW_ORDER), int(T.CANCEL), int(T.CANCEL_ALL), int(T.AMEND)
 T_REPLACE, T_LIST, T_TRIGGERED = int(T.CANCEL_REPLACE), int(T.ORDER_LIST), int(T.ORDER_TRIGGERED)
-T_PREVENTED = int(T.TRADE_PREVENTED)
+T_PREVENTED, T_EXT = int(T.TRADE_PREVENTED), int(T.EXT)
 P_MAKER, P_TAKER, P_MAKER_LOTS, P_TAKER_LOTS = (_off(R.PREVENTED_DTYPE, n) for n in (
     "maker_order_id", "taker_order_id", "maker_prevented_lot", "taker_prevented_lot"))
 T_CREDIT, T_DEBIT, T_HALT, T_RESUME, T_KILL, T_UNKILL = (int(t) for t in (
@@ -724,8 +724,8 @@ def _record(K, c):
             _to_a(K, c)  # a cancel-replace's new order: funded when it comes back after the cancel
         else:
             _new_order(K, c)
-    elif t == T_CANCEL or t == T_CANCEL_ALL or t == T_REPLACE:
-        _to_a(K, c)
+    elif t == T_CANCEL or t == T_CANCEL_ALL or t == T_REPLACE or (t == T_EXT and ld_u16(c + H_REASON) == 0):
+        _to_a(K, c)  # (an EXT the order engine refused goes on to the edge with its command)
     elif t == T_AMEND:
         _amend(K, c)
     elif t == T_FILL:
