@@ -79,7 +79,8 @@ price of LIMIT_MAKER / TAKE_PROFIT_LIMIT and the stop price of the others (a tra
 no stop price is left out; so is the last price before the first trade). On any failure the
 ORDER_LIST record keeps its type with the reason set and both legs become ORDER_REJECTED with
 that reason, FLAG_END on the second; nothing reaches matching. The list id is the ORDER_LIST
-record's seq; each leg's order id is its own seq. listClientOrderId is carried, not checked.
+record's seq; each leg's order id is its own seq. A listClientOrderId must not be that of a
+list still open (one with a leg not yet ended): DUPLICATE_ORDER.
 
 AMEND (FLAG_CONTINUED) + EXT (ext_kind NEW_CLIENT_ORDER_ID, text1): Binance's amend with
 newClientOrderId. The new id must be set and free (the order's own current id is fine), else
@@ -140,7 +141,7 @@ T_REPLACE, T_LIST, T_EXT = int(T.CANCEL_REPLACE), int(T.ORDER_LIST), int(T.EXT)
 X_KIND, X_TEXT1 = _off(R.EXT_DTYPE, "ext_kind"), _off(R.EXT_DTYPE, "text1")
 EXT_NEW_CID = int(R.ExtKind.NEW_CLIENT_ORDER_ID)
 LIST_OCO = int(R.ListType.OCO)
-L_TYPE = _off(R.ORDER_LIST_DTYPE, "list_type")
+L_TYPE, L_CID = _off(R.ORDER_LIST_DTYPE, "list_type"), _off(R.ORDER_LIST_DTYPE, "list_client_order_id")
 T_ACCEPTED, T_REJECTED, T_FILL, T_EXPIRED, T_CANCELED, T_CANCEL_REJ = (int(t) for t in (
     T.ORDER_ACCEPTED, T.ORDER_REJECTED, T.FILL, T.ORDER_EXPIRED, T.ORDER_CANCELED, T.CANCEL_REJECTED))
 T_AMENDED = int(T.ORDER_AMENDED)
@@ -167,8 +168,13 @@ RS_TRAIL = int(RS.FILTER_TRAILING_DELTA)
 
 # Control block slots (int64).
 (C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
- C_DUPES, C_OUT, C_OUTN, C_CKEYS, C_CVALS, C_CMASK, C_IKEYS, C_IVALS, C_IMASK, C_ENT, C_EFREE, C_NEFREE) = range(24)
-C_SLOTS = 24
+ C_DUPES, C_OUT, C_OUTN, C_CKEYS, C_CVALS, C_CMASK, C_IKEYS, C_IVALS, C_IMASK, C_ENT, C_EFREE, C_NEFREE,
+ C_LKEYS, C_LVALS, C_LMASK) = range(27)
+C_SLOTS = 27
+# listClientOrderIds share the client id map in their own namespace (account | LIST_IDS),
+# keyed by the list id (the ORDER_LIST record's seq: never an order id). An open list's legs
+# map to it (C_LKEYS) until both have ended.
+LIST_IDS = 1 << 40
 # Client order ids of open orders: entry = order_id, account, then the 36 id bytes as 4 x int64
 # + 1 x int64 holding the last 4 bytes. Looked up by a 64-bit hash of (account, id), verified
 # against the stored bytes, and found again by order id when the order ends.
@@ -287,6 +293,20 @@ def _cid_end(C, order_id):
     n = _g(C, C_NEFREE)
     st_i64(_g(C, C_EFREE) + 8 * n, idx)
     _s(C, C_NEFREE, n + 1)
+
+
+@njit(cache=True, nogil=True)
+def _order_end(C, order_id):
+    """An order ended: its client id is free; the last leg of an OCO frees the list's id.
+    (The legs of list L are L + 1 and L + 2.)"""
+    _cid_end(C, order_id)
+    lkeys, lvals, lmask = _g(C, C_LKEYS), _g(C, C_LVALS), _g(C, C_LMASK)
+    lst = hm_get(lkeys, lvals, lmask, order_id, 0)
+    if lst == 0:
+        return
+    hm_del(lkeys, lvals, lmask, order_id)
+    if hm_get(lkeys, lvals, lmask, 2 * lst + 3 - order_id, 0) == 0:
+        _cid_end(C, lst)
 
 
 @njit(cache=True, nogil=True)
@@ -415,11 +435,11 @@ def _result(C, r):
         st_i64(_g(C, C_LAST) + 8 * sym, ld_i64(a + F_PRICE))
         if flags & FLAG_MAKER_DONE:
             _open_add(C, ld_u32(a + F_MACC), sym, -1)
-            _cid_end(C, ld_i64(a + F_MAKER))
+            _order_end(C, ld_i64(a + F_MAKER))
         if flags & FLAG_TAKER_DONE:
             if ld_u8(a + F_TTYPE) != MARKET:
                 _open_add(C, acc, sym, -1)
-            _cid_end(C, ld_i64(a + F_TAKER))
+            _order_end(C, ld_i64(a + F_TAKER))
     elif t == T_ACCEPTED and ld_u8(a + EV_TYPE) != MARKET:
         _open_add(C, acc, sym, 1)
     elif t == T_AMENDED and not _cid_empty(a + EV_CID):
@@ -430,7 +450,7 @@ def _result(C, r):
     elif t == T_EXPIRED or t == T_CANCELED or t == T_REJECTED:
         if t != T_REJECTED and ld_u8(a + EV_TYPE) != MARKET:
             _open_add(C, acc, sym, -1)
-        _cid_end(C, ld_i64(a + EV_ORDER))
+        _order_end(C, ld_i64(a + EV_ORDER))
 
 
 @njit(cache=True, nogil=True)
@@ -504,6 +524,8 @@ def _oco_reason(C, a, acc):
             return RS_DUP
     if not _cid_empty(ca) and _cid_same_bytes(ca, cb):
         return RS_DUP
+    if not _cid_empty(a + L_CID) and _cid_find(C, acc | LIST_IDS, a + L_CID) != 0:
+        return RS_DUP  # listClientOrderId of a list still open
     return 0
 
 
@@ -529,6 +551,11 @@ def _order_list(C, a, acc):
         leg = a + j * RB
         if not _cid_empty(leg + N_CID):
             _cid_add(C, acc, leg + N_CID, ld_i64(leg + H_SEQ))
+    if not _cid_empty(a + L_CID):
+        lst = ld_i64(a + H_SEQ)
+        _cid_add(C, acc | LIST_IDS, a + L_CID, lst)
+        for j in (1, 2):
+            hm_put(_g(C, C_LKEYS), _g(C, C_LVALS), _g(C, C_LMASK), lst + j, lst)
     _s(C, C_INFLIGHT, _g(C, C_INFLIGHT) + 1)
 
 
@@ -699,6 +726,8 @@ class OrderEngine:
         c[C_IKEYS], c[C_IVALS], c[C_IMASK] = (self.cid_by_order_keys.ctypes.data, self.cid_by_order_vals.ctypes.data,
                                               cap - 1)
         c[C_ENT], c[C_EFREE], c[C_NEFREE] = self.cid_entries.ctypes.data, self.cid_free.ctypes.data, max_open_orders
+        self.list_leg_keys, self.list_leg_vals = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        c[C_LKEYS], c[C_LVALS], c[C_LMASK] = self.list_leg_keys.ctypes.data, self.list_leg_vals.ctypes.data, cap - 1
         self.control = c
 
     @property

@@ -144,3 +144,17 @@ def test_limit_maker_leg_that_would_take_refuses_the_list(ex):
     out = sell_oco(ex, limit=104, stop=90)
     assert [e[:2] for e in events(out)] == [("ORDER_REJECTED", "WOULD_MATCH")] * 2
     assert ex.balance(OWNER, "BTC") == ("10.00000000", "0.00000000") and ex.conservation_errors() == []
+
+
+def test_list_client_order_id_is_unique_among_open_lists(ex):
+    def listed(list_cid, limit=110):
+        cmd = ex.oco(OWNER, Side.SELL, 100, dict(order_type=OT.LIMIT_MAKER, price_tick=limit),
+                     dict(order_type=OT.STOP_LOSS, stop_price_tick=90), list_client_order_id=list_cid)
+        return ex.submit(cmd)
+    first = legs(listed(b"L"))
+    assert [e[:2] for e in events(listed(b"L"))] == [("ORDER_REJECTED", "DUPLICATE_ORDER")] * 2
+    legs(listed(b"other"))
+    ex.submit(ex.orders(TAKER, Side.BUY, 110, 100, tif=TimeInForce.IOC))   # fills the first list's limit leg
+    assert ex.driver.matching.order(first[0]) is None and ex.driver.matching.order(first[1]) is None
+    legs(listed(b"L", limit=120))   # both legs of the first list ended: its id is free (last trade: 110)
+    assert ex.driver.order.in_flight == 0 and ex.conservation_errors() == []
