@@ -1,5 +1,5 @@
-"""Whole-exchange properties on random command streams (every command kind, cancel-replace
-included): conservation per asset, locked equals
+"""Whole-exchange properties on random command streams (every command kind: cancel-replace,
+trailing stops, OCO lists and the kill switch included): conservation per asset, locked equals
 the sum of holds, no negative balance, an uncrossed book, risk and matching agree on which
 orders are open, and the journal and client stream are the same bytes whatever the batching."""
 
@@ -28,7 +28,7 @@ ACCOUNTS = (1, 2, 3, 4)
 
 command = st.tuples(
     st.sampled_from(["limit", "limit", "limit", "ioc", "fok", "maker", "market", "market_quote", "stop", "cancel",
-                     "amend", "cancel_all", "iceberg", "replace", "replace"]),
+                     "amend", "cancel_all", "iceberg", "replace", "replace", "trail", "oco", "oco", "kill"]),
     st.sampled_from(ACCOUNTS), st.sampled_from([Side.BUY, Side.SELL]), st.integers(0, 1),
     st.integers(90, 110), st.integers(1, 40), st.integers(1, 60), st.sampled_from(list(StpMode)),
 )
@@ -37,6 +37,24 @@ command = st.tuples(
 def build(cmds) -> np.ndarray:
     out = []
     for ts, (kind, acc, side, sym, price, qty, ref, stp) in enumerate(cmds):
+        if kind == "kill":  # the kill switch (cancels everything of the account), then back on
+            for rtype in (RecordType.KILL_ACCOUNT, RecordType.UNKILL_ACCOUNT):
+                r = R.empty(rtype)
+                r["account_id"], r["ts_ns"] = acc, ts
+                out.append(r)
+            continue
+        if kind == "oco":  # take profit above, stop loss below (a SELL), or the other way round
+            profit = dict(order_type=OT.LIMIT_MAKER, price_tick=price + (4 if side == Side.SELL else -4),
+                          client_order_id=b"c%d" % ts)
+            loss = dict(order_type=OT.STOP_LOSS_LIMIT, time_in_force=TimeInForce.GTC,
+                        stop_price_tick=price + (-4 if side == Side.SELL else 4),
+                        price_tick=price + (-5 if side == Side.SELL else 5))
+            if ref % 3 == 0:
+                loss = dict(order_type=OT.STOP_LOSS, stop_price_tick=loss["stop_price_tick"],
+                            trailing_delta_bips=100 * (1 + ref % 5))
+            above, below = (profit, loss) if side == Side.SELL else (loss, profit)
+            out.append(Exchange.oco(acc, side, qty, above, below, sym, ts, stp, list_client_order_id=b"l%d" % (ts % 5)))
+            continue
         if kind in ("cancel", "amend", "cancel_all"):
             rtype = {"cancel": RecordType.CANCEL, "amend": RecordType.AMEND, "cancel_all": RecordType.CANCEL_ALL}[kind]
             r = R.empty(rtype)
@@ -52,7 +70,8 @@ def build(cmds) -> np.ndarray:
             out.append(r)
             continue
         otype = {"limit": OT.LIMIT, "iceberg": OT.LIMIT, "ioc": OT.LIMIT, "fok": OT.LIMIT, "maker": OT.LIMIT_MAKER, "market": OT.MARKET,
-                 "market_quote": OT.MARKET, "stop": OT.STOP_LOSS_LIMIT, "replace": OT.LIMIT}[kind]
+                 "market_quote": OT.MARKET, "stop": OT.STOP_LOSS_LIMIT, "replace": OT.LIMIT,
+                 "trail": (OT.STOP_LOSS, OT.TAKE_PROFIT, OT.STOP_LOSS_LIMIT, OT.TAKE_PROFIT_LIMIT)[ref % 4]}[kind]
         tif = {"ioc": TimeInForce.IOC, "fok": TimeInForce.FOK}.get(kind, TimeInForce.GTC)
         r = Exchange.orders(acc, side, 0 if otype == OT.MARKET else price, 0 if kind == "market_quote" else qty,
                             otype, sym, 0 if otype in (OT.MARKET, OT.LIMIT_MAKER) else tif, ts, stp,
@@ -61,8 +80,13 @@ def build(cmds) -> np.ndarray:
         if kind == "iceberg":
             r["qty_lot"] = qty + 10
             r["iceberg_qty_lot"] = max(1, (qty + 10) // 5)
-        if otype == OT.STOP_LOSS_LIMIT:
+        if otype == OT.STOP_LOSS_LIMIT and kind == "stop":
             r["stop_price_tick"] = price + (3 if side == Side.BUY else -3)
+        if kind == "trail":  # 1-3% trailing, with a stop price now and then
+            r["trailing_delta_bips"] = 100 * (1 + ref % 3)
+            r["stop_price_tick"] = 0 if ref % 2 else price
+            if otype in (OT.STOP_LOSS, OT.TAKE_PROFIT):
+                r["price_tick"], r["time_in_force"] = 0, 0
         if kind == "replace":  # cancel an order (by id, or by client id) and place this limit instead
             mode = R.ReplaceMode.ALLOW_FAILURE if ref % 2 else R.ReplaceMode.STOP_ON_FAILURE
             r = Exchange.cancel_replaces(ref if ref % 4 else 0, r, mode,
