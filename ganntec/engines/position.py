@@ -125,8 +125,12 @@ def _trade(p, buy, lots, price, qpl, fee, fee_in_base):
         st_i64(p + P_OVF, 1)
         return
     closed = min(lots, size)
-    # entry x closed / size, exactly floored: the second product < 2**62 since size < 2**31.
-    removed = (entry // size) * closed + ((entry % size) * closed) // size
+    # entry x closed / size rounded toward zero (on the magnitude: // floors negatives toward
+    # -inf); exact, the second product < 2**62 since size < 2**31.
+    mag = entry if entry >= 0 else -entry
+    removed = (mag // size) * closed + ((mag % size) * closed) // size
+    if entry < 0:
+        removed = -removed
     closed_value = closed * price * qpl
     st_i64(p + P_REAL, ld_i64(p + P_REAL) + (closed_value if net > 0 else -closed_value) - removed)
     entry -= removed

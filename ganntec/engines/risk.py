@@ -40,6 +40,12 @@ A cancel-replace's new order is funded on its second trip: matching hands it bac
 cancel, the order engine sequences it, and risk sees it as a NEW_ORDER after the cancel's
 release, so it can use what the cancelled order held (and nothing a fill took first).
 
+Cancels (CANCEL, CANCEL_ALL, the cancel of a CANCEL_REPLACE) need the TRADE permission
+(NO_TRADE_PERMISSION; a killed account may still cancel). An AMEND, which can add exposure,
+also needs the account active (ACCOUNT_DISABLED) and the symbol trading (MARKET_CLOSED). An
+AMEND of a market-like buy (a waiting STOP_LOSS / TAKE_PROFIT) leaves its cap as it is:
+matching refuses it. Refusals become CANCEL_REJECTED, echoed by matching.
+
 Pre-trade checks on NEW_ORDER, first failure wins: UNKNOWN_ACCOUNT (never opened),
 ACCOUNT_DISABLED (killed), NO_TRADE_PERMISSION, MARKET_CLOSED (symbol halted),
 TOO_MANY_OPEN_ORDERS (account-wide limit), ORDER_NOTIONAL_CAP (account's max order notional,
@@ -47,7 +53,8 @@ limit-priced orders), INSUFFICIENT_BALANCE.
 
 Admin: CREDIT / DEBIT (amount > 0, asset configured, a debit only from free balance, no
 overflow; else INVALID_AMOUNT / UNKNOWN_ASSET), ACCOUNT_OPEN (active, permissions, limits, fee
-overrides), ACCOUNT_LIMITS (limits and fees only), KILL_ACCOUNT / UNKILL_ACCOUNT (a killed
+overrides), ACCOUNT_LIMITS (limits and fees only; both refuse a fee rate outside -1 (the
+symbol's) .. 1e8 (100%) or a negative cap with INVALID_PARAMETER, changing nothing), KILL_ACCOUNT / UNKILL_ACCOUNT (a killed
 account can cancel but not place), HALT_SYMBOL / RESUME_SYMBOL (cancels still allowed). Key
 records are passed on for the edge.
 
@@ -178,12 +185,13 @@ BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 PERM_TRADE = int(R.Permission.TRADE)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_QTY_CAP = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_QTY_CAP
-FLAG_DEFERRED = R.FLAG_DEFERRED
+FLAG_DEFERRED, FLAG_CONTINUED = R.FLAG_DEFERRED, R.FLAG_CONTINUED
 RS = R.Reason
 RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL, RS_LOSS = (
     int(r) for r in (RS.INSUFFICIENT_BALANCE, RS.UNKNOWN_ACCOUNT, RS.ACCOUNT_DISABLED, RS.NO_TRADE_PERMISSION,
                      RS.MARKET_CLOSED, RS.TOO_MANY_OPEN_ORDERS, RS.ORDER_NOTIONAL_CAP, RS.INVALID_AMOUNT,
                      RS.UNKNOWN_ASSET, RS.UNKNOWN_SYMBOL, RS.DAILY_LOSS_LIMIT))
+RS_PARAM, RS_NOT_ATTEMPTED, RS_FULL = int(RS.INVALID_PARAMETER), int(RS.NOT_ATTEMPTED), int(RS.BOOK_FULL)
 E8 = 100_000_000
 MAX_BALANCE = (1 << 62)  # balances stay below this, so sums of two never overflow
 SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
@@ -458,6 +466,9 @@ def _new_order(K, c):
     if amount <= 0 or amount > free:
         _reject_new(K, c, RS_FUNDS)
         return
+    if _g(K, K_NHFREE) == 0:  # every hold slot is taken: the engine's order capacity
+        _reject_new(K, c, RS_FULL)
+        return
     _lock(K, acc, asset, amount)
     _open_hold(K, c, amount, hold_price, cap_quote, cap_qty, 0)
     _balance_record(K, c, acc, asset, 0)
@@ -481,6 +492,8 @@ def _order_list(K, c):
     amount = max(need_a, need_b)
     if reason == 0 and (min(need_a, need_b) <= 0 or amount > free):
         reason = RS_FUNDS
+    if reason == 0 and _g(K, K_NHFREE) < 2:
+        reason = RS_FULL
     if reason:  # to matching, which echoes all three back
         a = _to_a(K, c)
         st_u16(a + H_REASON, reason)
@@ -495,11 +508,43 @@ def _order_list(K, c):
 
 
 @njit(cache=True, nogil=True)
+def _refuse(K, c, reason):
+    """The CANCEL / CANCEL_ALL / AMEND / CANCEL_REPLACE at c becomes CANCEL_REJECTED (the target
+    order id stays at offset 40), sent to matching to be echoed."""
+    a = _to_a(K, c)
+    zero_bytes(a + 48, RB - 48)
+    st_u16(a + H_TYPE, T_CANCEL_REJ)
+    st_u16(a + H_REASON, reason)
+
+
+@njit(cache=True, nogil=True)
+def _may_cancel(K, c):
+    """Cancelling needs the TRADE permission (a killed account may cancel); 0 or a reason."""
+    acc = ld_u32(c + H_ACC)
+    if acc < _g(K, K_NACC):
+        aa = _acc(K, acc)
+        if ld_i64(aa + A_STATUS) != ACCOUNT_NONE and ld_i64(aa + A_PERM) & PERM_TRADE == 0:
+            return RS_PERM
+    return 0
+
+
+@njit(cache=True, nogil=True)
 def _amend(K, c):
     acc = ld_u32(c + H_ACC)
+    reason = _may_cancel(K, c)
+    if reason == 0 and acc < _g(K, K_NACC) and ld_i64(_acc(K, acc) + A_STATUS) == ACCOUNT_KILLED:
+        reason = RS_DISABLED  # an amend can add exposure: as a new order would
+    if reason == 0 and ld_u32(c + H_SYM) < _g(K, K_NSYM) and ld_i64(_g(K, K_SYMST) + 8 * ld_u32(c + H_SYM)) == SYMBOL_HALTED:
+        reason = RS_CLOSED
+    if reason:
+        _refuse(K, c, reason)
+        return
     h = _hold_of(K, ld_i64(c + AM_ORDER))
     if h >= 0 and ld_i32(_ha(K, h) + HO_ACC) == acc:
         ha = _ha(K, h)
+        if ld_u8(ha + HO_SIDE) == BUY and ld_i64(ha + HO_PRICE) == 0:
+            _to_a(K, c)  # a market-like buy (a waiting stop): its cap stays; matching refuses it
+            return
         qty, leaves = ld_i64(ha + HO_QTY), ld_i64(ha + HO_LEAVES)
         new_qty = ld_i64(c + AM_QTY) if ld_i64(c + AM_QTY) > 0 else qty
         new_price = ld_i64(c + AM_PRICE) if ld_i64(c + AM_PRICE) > 0 else ld_i64(ha + HO_PRICE)
@@ -514,15 +559,27 @@ def _amend(K, c):
             if extra > 0:
                 asset = ld_i32(ha + HO_ASSET)
                 if ld_i64(_bal(K, acc, asset)) < extra:
-                    a = _to_a(K, c)
-                    zero_bytes(a + 48, RB - 48)  # order id stays at 40
-                    st_u16(a + H_TYPE, T_CANCEL_REJ)
-                    st_u16(a + H_REASON, RS_FUNDS)
+                    _refuse(K, c, RS_FUNDS)
                     return
                 _lock(K, acc, asset, extra)
                 st_i64(ha + HO_HELD, need)
                 _balance_record(K, c, acc, asset, 0)
     _to_a(K, c)
+
+
+@njit(cache=True, nogil=True)
+def _replace(K, c):
+    """CANCEL_REPLACE at c and its FLAG_DEFERRED leg: both on to matching, unless the account
+    may not cancel (then the cancel is refused and the leg not attempted)."""
+    reason = _may_cancel(K, c)
+    if reason == 0:
+        _to_a(K, c)
+        _to_a(K, c + RB)
+        return
+    _refuse(K, c, reason)
+    leg = _to_a(K, c + RB)
+    reject_new_in_place(leg, RS_NOT_ATTEMPTED)
+    st_u16(leg + H_FLAGS, ld_u16(leg + H_FLAGS) & ~FLAG_DEFERRED)
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -590,6 +647,12 @@ def _fill(K, f):
     if seller != buyer:
         _balance_record(K, f, seller, base_asset, 0)
         _balance_record(K, f, seller, quote_asset, 0)
+    fee_acc = _g(K, K_FEEACC)
+    if fee_acc != buyer and fee_acc != seller:  # the fees it received (buyer's in base, seller's in quote)
+        if buyer_fee > 0:
+            _balance_record(K, f, fee_acc, base_asset, 0)
+        if seller_fee > 0:
+            _balance_record(K, f, fee_acc, quote_asset, 0)
 
 
 @njit(cache=True, nogil=True)
@@ -694,11 +757,19 @@ def _account(K, c, t):
         st_u16(a + H_REASON, RS_NOACC)
         return
     aa = _acc(K, acc)
-    if t == T_OPEN:
-        st_i64(aa + A_STATUS, ACCOUNT_ACTIVE)
-    elif ld_i64(aa + A_STATUS) == ACCOUNT_NONE:
+    if t != T_OPEN and ld_i64(aa + A_STATUS) == ACCOUNT_NONE:
         st_u16(a + H_REASON, RS_NOACC)
         return
+    if t == T_OPEN or t == T_LIMITS:
+        fees_ok = True
+        for rate in (ld_i32(c + AC_MAKER), ld_i32(c + AC_TAKER)):
+            if rate < -1 or rate > E8:  # -1: the symbol's rate; else 0 .. 100%
+                fees_ok = False
+        if not fees_ok or ld_i64(c + AC_CAP) < 0 or ld_i64(c + AC_LOSS) < 0:
+            st_u16(a + H_REASON, RS_PARAM)
+            return
+    if t == T_OPEN:
+        st_i64(aa + A_STATUS, ACCOUNT_ACTIVE)
     if t == T_OPEN or t == T_LIMITS:
         if t == T_OPEN:
             st_i64(aa + A_PERM, ld_u32(c + AC_PERM))
@@ -724,7 +795,15 @@ def _record(K, c):
             _to_a(K, c)  # a cancel-replace's new order: funded when it comes back after the cancel
         else:
             _new_order(K, c)
-    elif t == T_CANCEL or t == T_CANCEL_ALL or t == T_REPLACE or (t == T_EXT and ld_u16(c + H_REASON) == 0):
+    elif t == T_REPLACE and ld_u16(c + H_FLAGS) & FLAG_CONTINUED:
+        _replace(K, c)
+    elif t == T_CANCEL or t == T_CANCEL_ALL:
+        reason = _may_cancel(K, c)
+        if reason:
+            _refuse(K, c, reason)
+        else:
+            _to_a(K, c)
+    elif t == T_EXT and ld_u16(c + H_REASON) == 0:
         _to_a(K, c)  # (an EXT the order engine refused goes on to the edge with its command)
     elif t == T_AMEND:
         _amend(K, c)
@@ -757,8 +836,9 @@ def _record(K, c):
 
 OUT_A_PER_RECORD = 2   # the most matching-bound records one input can produce (a fill that
                        # trips two daily loss limits: two KILL_ACCOUNTs); an OCO's 3 records give 3
-OUT_B_PER_RECORD = 12  # the most position-bound records one input can produce (a fill: 1 + 4
-                       # balances + 2 releases + 2 OCO take-overs + 2 daily-loss kills)
+OUT_B_PER_RECORD = 14  # the most position-bound records one input can produce (a fill: 1 + 4
+                       # balances + 2 of the fee account + 2 releases + 2 OCO take-overs + 2
+                       # daily-loss kills)
 
 
 @njit(cache=True, nogil=True)
@@ -778,10 +858,13 @@ def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
     while i < n_in and _g(K, K_NA) + OUT_A_PER_RECORD <= a_cap and _g(K, K_NB) + OUT_B_PER_RECORD <= b_cap:
         c = in_address + i * RB
         n = 1
-        if ld_u16(c + H_TYPE) == T_LIST and ld_u16(c + H_REASON) == 0:
+        t = ld_u16(c + H_TYPE)
+        if t == T_LIST and ld_u16(c + H_REASON) == 0:
             n = 3  # an OCO and its legs, taken together
-            if i + n > n_in or _g(K, K_NA) + n > a_cap:
-                break
+        elif t == T_REPLACE and ld_u16(c + H_FLAGS) & FLAG_CONTINUED:
+            n = 2  # a cancel-replace and its new order
+        if n > 1 and (i + n > n_in or _g(K, K_NA) + n > a_cap):
+            break
         _record(K, c)
         i += n
     return i, _g(K, K_NA), _g(K, K_NB)

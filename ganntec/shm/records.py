@@ -488,6 +488,7 @@ class Reason(enum.IntEnum):
     NOT_ATTEMPTED = 36          # cancel-replace: this part was not tried (the other part failed)
     FILTER_TRAILING_DELTA = 37
     LIST_OTHER_LEG = 38         # OCO: expired because the other order of its list activated or ended
+    INVALID_PARAMETER = 39      # an admin command's value is out of its range (a fee rate > 100%)
 
 
 # Binance error code and message for each rejection reason (the edge turns these into
@@ -524,6 +525,7 @@ REASON_ERRORS: dict[Reason, tuple[int, str]] = {
     Reason.INVALID_AMOUNT: (-1102, "Amount must be positive and within the balance."),
     Reason.UNKNOWN_ASSET: (-1121, "Invalid asset."),
     Reason.BOOK_FULL: (-1015, "Too many new orders."),
+    Reason.INVALID_PARAMETER: (-1130, "Invalid data sent for a parameter."),
 }
 
 

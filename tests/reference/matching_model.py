@@ -254,6 +254,11 @@ class MatchingModel:
                     self._cancel_all()
                 elif rtype == RecordType.AMEND:
                     self._amend(rec)
+                elif rtype == RecordType.KILL_ACCOUNT:
+                    self._kill()
+                    self._book_updates()
+                    out.extend(self._out)  # no FLAG_END: a kill is no client's command
+                    continue
                 else:
                     # a rejection risk made (or any other record): back to the order engine as is
                     copy = records.concat([cmds[i : i + 1]])
@@ -407,8 +412,9 @@ class MatchingModel:
                 self._refresh_slice(m)
         if self._taker_spent(o):
             return
-        if o.is_market or o.tif != TimeInForce.GTC:
-            # a FOK that passed its check always fills: only IOC and MARKET get here
+        if o.is_market or (o.tif != TimeInForce.GTC and o.order_type != OrderType.LIMIT_MAKER):
+            # a FOK that passed its check always fills: only IOC and MARKET get here (a
+            # LIMIT_MAKER rests whatever its time_in_force: the order engine lets 0 through)
             assert o.is_market or o.tif == TimeInForce.IOC
             self._order_event(RecordType.ORDER_EXPIRED, o, OrderStatus.EXPIRED, Reason.IOC_UNFILLED)
         else:
@@ -501,6 +507,17 @@ class MatchingModel:
             self._remove(o)
             self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
 
+    def _kill(self) -> None:
+        """Risk killed the account: its open orders on every symbol, each as CANCEL_ALL orders
+        them, cancelled by the admin."""
+        acct = self._hdr["account_id"]
+        for sid in sorted(self._rules):
+            mine = [o for side in (Side.BUY, Side.SELL) for o in self._books[(sid, side)] if o.account_id == acct]
+            mine += [o for o in self._stop_book(sid) if o.account_id == acct]
+            for o in mine:
+                self._remove(o)
+                self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_ADMIN)
+
     def _amend(self, rec) -> None:
         o = self._own_open_order(int(rec["order_id"]))
         if o is None:
@@ -550,7 +567,7 @@ class MatchingModel:
 
     def _touch(self, o: _Order) -> None:
         """Remember the state of `o`'s level before this command first changes it."""
-        key = (o.side, o.price)
+        key = (o.symbol_id, o.side, o.price)
         if key not in self._touched:
             self._touched[key] = self._level_state(o.symbol_id, o.side, o.price)
 
@@ -583,15 +600,15 @@ class MatchingModel:
         self._books[(o.symbol_id, o.side)].remove(o)
 
     def _book_updates(self) -> None:
-        sid = self._hdr["symbol_id"]
-        r = self._rules[sid]
-        for (side, price), before in self._touched.items():
+        for (sid, side, price), before in self._touched.items():
             after = self._level_state(sid, side, price)
             if after == before:
                 continue
+            r = self._rules[sid]
             self._book_update_id[sid] += 1
             self._emit(RecordType.BOOK_UPDATE, account_id=0, book_update_id=self._book_update_id[sid],
-                       price_tick=r.ticks(price), level_qty_lot=r.lots(after[0]), level_orders=after[1], side=side)
+                       price_tick=r.ticks(price), level_qty_lot=r.lots(after[0]), level_orders=after[1], side=side,
+                       symbol_id=sid)
 
     # --- results ---------------------------------------------------------------------------
     def _prevented(self, o: _Order, m: _Order, taker_qty: Decimal, maker_qty: Decimal) -> None:
@@ -615,20 +632,22 @@ class MatchingModel:
     def _order_event(self, rtype: RecordType, o: _Order, status: OrderStatus, reason: Reason, cid: bytes = b"") -> None:
         r = self._rules[o.symbol_id]
         self._emit(
-            rtype, reason=reason, account_id=o.account_id, order_id=o.order_id, price_tick=r.ticks(o.price),
+            rtype, reason=reason, account_id=o.account_id, symbol_id=o.symbol_id, order_id=o.order_id,
+            price_tick=r.ticks(o.price),
             qty_lot=r.lots(o.qty), executed_qty_lot=r.lots(o.executed), cum_quote_minor=r.minor(o.cum_quote),
             stop_price_tick=o.stop_price_tick, client_order_id=cid, side=o.side, order_type=o.order_type,
             time_in_force=o.tif, status=status,
         )
 
     def _emit(self, rtype: RecordType, *, reason: int = 0, flags: int = 0, account_id: int | None = None,
+              symbol_id: int | None = None,
               **payload) -> None:
         rec = records.empty(rtype)
         self._out_seq += 1
         rec["flags"], rec["source"], rec["reason"] = flags, self._source, int(reason)
         rec["seq"], rec["ts_ns"], rec["source_seq"] = 0, self._hdr["ts_ns"], self._out_seq
         rec["account_id"] = self._hdr["account_id"] if account_id is None else account_id
-        rec["symbol_id"] = self._hdr["symbol_id"]
+        rec["symbol_id"] = self._hdr["symbol_id"] if symbol_id is None else symbol_id
         for name, value in payload.items():
             rec[name] = value
         self._out.append(rec.view(RECORD_DTYPE))

@@ -272,3 +272,65 @@ def test_quantity_self_trade_prevention_takes_off_is_released_at_once(ex):
     assert ex.balance(1, "USDT") == ("9700.00000000", "300.00000000")       # the bid needs 3 x 100 now
     assert ex.balance(1, "BTC") == ("2.00000000", "0.00000000")
     assert ex.conservation_errors() == []
+
+
+def test_risk_refuses_orders_beyond_its_hold_capacity_instead_of_overwriting():
+    e = Exchange([SYM], max_accounts=4, max_orders=2)
+    e.open_account(1)
+    e.deposit(1, "USDT", "1000")
+    assert reasons(limit(e, 1, Side.BUY, "1", "1")) == [] and reasons(limit(e, 1, Side.BUY, "2", "1")) == []
+    assert reasons(limit(e, 1, Side.BUY, "3", "1")) == [Reason.BOOK_FULL]
+    assert e.balance(1, "USDT") == ("997.00000000", "3.00000000") and e.conservation_errors() == []
+
+
+def test_account_fee_rates_and_caps_are_checked():
+    e = Exchange([SYM], max_accounts=4)
+    e.open_account(1)
+    for field, value in (("taker_fee_e8", 100_000_001), ("maker_fee_e8", -2), ("max_order_notional_minor", -1)):
+        r = _admin(RecordType.ACCOUNT_LIMITS, account_id=1, maker_fee_e8=-1, taker_fee_e8=-1)
+        r[field] = value
+        assert [int(x["reason"]) for x in e.submit(r)] == [Reason.INVALID_PARAMETER]
+    assert int(e.driver.risk.accounts[1]["taker_fee_e8"]) == -1    # nothing changed
+    refused = _admin(RecordType.ACCOUNT_OPEN, account_id=2, taker_fee_e8=200_000_000, maker_fee_e8=-1)
+    assert [int(x["reason"]) for x in e.submit(refused)] == [Reason.INVALID_PARAMETER]
+    assert int(e.driver.risk.accounts[2]["status"]) == 0            # not opened
+
+
+def test_cancels_need_the_trade_permission_amends_an_active_account_and_symbol(ex):
+    oid = int(of_type(limit(ex, 1, Side.BUY, "100", "1"), RecordType.ORDER_ACCEPTED)[0]["order_id"])
+    amend = _admin(RecordType.AMEND, account_id=1, order_id=oid, new_qty_lot=500)
+    ex.submit(_admin(RecordType.HALT_SYMBOL))
+    assert [int(v["reason"]) for v in of_type(ex.submit(amend), RecordType.CANCEL_REJECTED)] == [Reason.MARKET_CLOSED]
+    ex.submit(_admin(RecordType.RESUME_SYMBOL))
+    ex.open_account(1, permissions=Permission.READ)       # reopened without TRADE
+    for cmd in (ex.cancels(1, oid), amend):
+        assert [int(v["reason"]) for v in of_type(ex.submit(cmd), RecordType.CANCEL_REJECTED)] == [Reason.NO_TRADE_PERMISSION]
+    ex.open_account(1)
+    ex.submit(_admin(RecordType.KILL_ACCOUNT, account_id=1))   # the kill cancels it: place another
+    ex.submit(_admin(RecordType.UNKILL_ACCOUNT, account_id=1))
+    oid = int(of_type(limit(ex, 1, Side.BUY, "100", "1"), RecordType.ORDER_ACCEPTED)[0]["order_id"])
+    ex.driver.risk.accounts[1]["status"] = 2  # killed, as if by a kill the engine has not yet told matching about
+    amend["order_id"] = oid
+    assert [int(v["reason"]) for v in of_type(ex.submit(amend), RecordType.CANCEL_REJECTED)] == [Reason.ACCOUNT_DISABLED]
+    assert of_type(ex.submit(ex.cancels(1, oid)), RecordType.ORDER_CANCELED)   # a killed account may cancel
+    assert ex.conservation_errors() == []
+
+
+def test_closing_part_of_a_short_rounds_the_entry_removed_toward_zero():
+    xyz, eur = Asset(0, "XYZ", 0), Asset(1, "EUR", 2)
+    sym = Symbol(0, "XYZEUR", xyz, eur, tick_size="0.01", step_size="1", min_price="0.01", max_price="1000",
+                 min_qty="1", max_qty="1000", maker_fee="0", taker_fee="0", bid_multiplier_up="100",
+                 bid_multiplier_down="0.01", ask_multiplier_up="100", ask_multiplier_down="0.01")
+    e = Exchange([sym], max_accounts=4)
+    for acc in (1, 2):
+        e.open_account(acc)
+        e.deposit(acc, "EUR", "1000")
+        e.deposit(acc, "XYZ", "10")
+    for price, qty in (("1.00", "1"), ("1.01", "2")):       # account 1 short 3, entry -3.02
+        e.submit(e.limit_orders(2, Side.BUY, [price], [qty]))
+        e.submit(e.limit_orders(1, Side.SELL, [price], [qty]))
+    e.submit(e.limit_orders(2, Side.SELL, ["1.00"], ["1"]))
+    e.submit(e.limit_orders(1, Side.BUY, ["1.00"], ["1"]))   # buys back 1: removes 3.02 / 3 -> 1.00 (not 1.01)
+    row = [p for p in e.positions() if int(p["account_id"]) == 1][0]
+    assert (int(row["net_qty_lot"]), int(row["entry_value_quote_minor"]), int(row["realized_pnl_quote_minor"])) == (
+        -2, -202, 0)
