@@ -1273,17 +1273,16 @@ def _cancel_account(E, acc, sym, reason, kind):
     for b in (sym * 2, sym * 2 + 1, 2 * nsym + sym * 2, 2 * nsym + sym * 2 + 1):
         pos = _bn(E, b) - 1
         while pos >= 0:
-            oi = ld_i32(_la(E, ld_i32(_bl(E, b) + 4 * pos)) + L_HEAD)
-            while oi >= 0:
-                nxt = ld_i32(_oa(E, oi) + O_NEXT)
-                if ld_u32(_oa(E, oi) + O_ACC) == acc:
-                    if not _room(E, 3):
-                        _pend(E, kind, acc, sym)
-                        return 1
-                    _cancel_one(E, oi, reason)
-                oi = nxt
+            if _cancel_chain(E, ld_i32(_la(E, ld_i32(_bl(E, b) + 4 * pos)) + L_HEAD), acc, sym, reason, kind):
+                return 1
             pos -= 1
-    oi = ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD)
+    return _cancel_chain(E, ld_i64(_sst(E, sym) + 8 * SS_TRAIL_HEAD), acc, sym, reason, kind)
+
+
+@njit(cache=True, nogil=True)
+def _cancel_chain(E, oi, acc, sym, reason, kind):
+    """Cancel the account's orders along the chain of orders from oi (a level's FIFO or the
+    trailing list). Returns 1 if the output filled up (pending `kind`)."""
     while oi >= 0:
         nxt = ld_i32(_oa(E, oi) + O_NEXT)
         if ld_u32(_oa(E, oi) + O_ACC) == acc:

@@ -317,6 +317,16 @@ def _shrink_hold(K, ha, to_amount):
 
 
 @njit(cache=True, nogil=True)
+def _move_held(src, dst):
+    """All of an OCO leg's hold to its sibling (same account and asset: both stay locked); the
+    pair is no longer linked."""
+    st_i64(dst + HO_HELD, ld_i64(dst + HO_HELD) + ld_i64(src + HO_HELD))
+    st_i64(src + HO_HELD, 0)
+    st_i64(src + HO_LINK, 0)
+    st_i64(dst + HO_LINK, 0)
+
+
+@njit(cache=True, nogil=True)
 def _take_over(K, src, ha):
     """An OCO leg activated (its first fill, or its trigger): the list's hold becomes all its
     own, cut to what it needs; the other leg, which matching is ending, keeps nothing."""
@@ -326,10 +336,7 @@ def _take_over(K, src, ha):
     st_i64(ha + HO_LINK, 0)
     h = _hold_of(K, link)
     if h >= 0:
-        hb = _ha(K, h)
-        st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) + ld_i64(hb + HO_HELD))
-        st_i64(hb + HO_HELD, 0)
-        st_i64(hb + HO_LINK, 0)
+        _move_held(_ha(K, h), ha)
     if _shrink_hold(K, ha, _requirement(K, ha)):
         _balance_record(K, src, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
@@ -347,10 +354,7 @@ def _release(K, src, order_id):
     if link != 0:
         other = _hold_of(K, link)
         if other >= 0:
-            hb = _ha(K, other)
-            st_i64(hb + HO_HELD, ld_i64(hb + HO_HELD) + ld_i64(ha + HO_HELD))
-            st_i64(hb + HO_LINK, 0)
-            st_i64(ha + HO_HELD, 0)
+            _move_held(ha, _ha(K, other))
     moved = _shrink_hold(K, ha, 0)
     if ld_u8(ha + HO_TYPE) != MARKET:
         aa = _acc(K, acc)
