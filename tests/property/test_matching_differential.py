@@ -4,19 +4,25 @@ Each example is a stream of commands over two symbols of different tick/step/pre
 default STP, three accounts (so self-trades happen) and six prices per symbol (so books
 cross all the time), covering every order type, TIF and STP mode of the spec (LIMIT
 GTC/IOC/FOK, MARKET by quantity, by quote and with the other as a cap, LIMIT_MAKER, stops
-and stop-limits, icebergs), cancels (own, foreign, unknown, restricted, of waiting stops),
-cancel-all, amends (down, up, price, bad quantity, no change), rejections from risk passed
-through, and now and then capacities small enough for BOOK_FULL. The stream goes through:
-  * the model, one command at a time (the generator picks cancel/amend targets from it);
+and stop-limits, trailing stops with and without a stop price, icebergs), cancels (own,
+foreign, unknown, restricted, of waiting stops), cancel-replaces (both modes, any of those
+targets, any order as the new one), cancel-all, amends (down, up, price, bad quantity, no
+change), rejections from risk passed through, and now and then capacities small enough for
+BOOK_FULL. The stream goes through:
+  * the model, one command at a time (the generator picks cancel/amend targets from it); a
+    cancel-replace's leg that comes back is sent again as a NEW_ORDER with a fresh seq, as the
+    order engine and risk would;
   * the engine in one batch: results must equal the model's field by field, and the books
     must equal at the end;
   * fresh engines in random batch splits, and through `process_into` with the smallest
-    output buffer allowed (commands resumed across calls): byte-identical to the one batch;
+    output buffer allowed (commands resumed across calls): byte-identical to the one batch
+    (batches hold whole commands: the order engine never splits a cancel-replace);
   * a fresh engine one command at a time, checking the book invariants after each.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 from dataclasses import dataclass, field
@@ -33,11 +39,13 @@ from ganntec.shm.records import (
     CancelRestriction,
     OrderType,
     RecordType,
+    ReplaceMode,
     Side,
     StpMode,
     TimeInForce,
 )
-from reference.matching_model import MatchingModel, amend, cancel, cancel_all, diff_results, new_order
+from reference.matching_model import (MatchingModel, amend, cancel, cancel_all, cancel_replace, diff_results,
+                                      new_order)
 
 MatchingEngine = pytest.importorskip("ganntec.engines.matching").MatchingEngine
 
@@ -56,21 +64,28 @@ def make_symbols(stp0: StpMode, stp1: StpMode) -> list[Symbol]:
     ]
 
 
-BASE_TICK = {0: 10_000, 1: 200}  # the narrow band: BASE_TICK .. BASE_TICK + N_PRICES - 1
-LOT_VALUE = {0: 10 * 10_000, 1: 50 * 200}  # quote minor units of one lot at the band's bottom
+# The narrow band: BASE_TICK .. BASE_TICK + N_PRICES - 1. Each holds a round price (10000, 200)
+# with two ticks below it, so that trailing stops can fire exactly on a tick both ways.
+BASE_TICK = {0: 9_998, 1: 198}
+LOT_VALUE = {0: 10 * BASE_TICK[0], 1: 50 * BASE_TICK[1]}  # quote minor units of one lot at the band's bottom
 STOP_TYPES = (OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT)
+# Trailing deltas: one tick is about 1 bip in symbol 0's band and 50 in symbol 1's, so these fire
+# on moves of one to three ticks, some exactly on a tick: 10001 or 9999 from 10000 (1 bip), 201 or
+# 199 from 200 (50 bips), 202 or 198 from 200 (100 bips).
+TRAIL_BIPS = {0: (1, 2, 3), 1: (25, 50, 100)}
 
 # --- abstract commands: tuples that hypothesis draws and shrinks ---------------------------
-# ("new", account, symbol, side, order type, tif, price offset, qty, budget, quote k, stop offset, stp,
-#  iceberg slice: 0 = none)
+# ("new", account, symbol, order)
 # ("cancel", target, pick, own, account, symbol, restriction)
+# ("replace", target, pick, own, account, symbol, restriction, mode, order): a cancel-replace;
+#  the new order gets the cancel's account and symbol
 # ("amend", target, pick, own, account, symbol, new price offset or None, qty kind, k)
 # ("cancel_all", account, symbol)
 # ("passthrough", account, symbol, record type, k)
+# with order = (side, order type, tif, price offset, qty, budget, quote k, stop offset, stp,
+#  iceberg slice: 0 = none, trailing: None or (index into TRAIL_BIPS[symbol], without a stop price))
 # Choice pools (repeats weigh): GTC limits build the books everything else trades against.
-ORDER_TYPES = [OrderType.LIMIT] * 8 + [OrderType.MARKET] * 3 + [
-    OrderType.LIMIT_MAKER, OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT,
-    OrderType.TAKE_PROFIT_LIMIT]
+ORDER_TYPES = [OrderType.LIMIT] * 8 + [OrderType.MARKET] * 3 + [OrderType.LIMIT_MAKER] + list(STOP_TYPES) * 2
 TIFS = [TimeInForce.GTC] * 3 + [TimeInForce.IOC, TimeInForce.FOK]
 # what defines a market order (and the cap risk may add): quantity, quote, both
 BUDGETS = ["qty", "qty", "quote", "quote", "qty+quote_cap", "quote+qty_cap"]
@@ -79,25 +94,30 @@ OWN = [True, True, True, False]  # the target's own account and symbol, or any
 AMEND_QTY = [None, "down", "down", "up", "same", "bad"]
 PASSTHROUGH = [RecordType.ORDER_REJECTED, RecordType.CANCEL_REJECTED]
 ICEBERGS = [0] * 6 + [1, 2, 3]  # applies to GTC LIMIT and LIMIT_MAKER with a larger quantity
-KINDS = ["new"] * 10 + ["cancel"] * 2 + ["amend"] * 2 + ["cancel_all", "passthrough"]
+TRAILS = [None] * 3 + [(k, bare) for k in range(3) for bare in (False, True)]  # applies to stop types
+KINDS = ["new"] * 10 + ["cancel"] * 2 + ["amend"] * 2 + ["replace"] * 2 + ["cancel_all", "passthrough"]
 
 accounts = st.sampled_from(ACCOUNTS)
 symbol_ids = st.sampled_from((0, 1))
 prices = st.integers(0, N_PRICES - 1)
 picks = st.integers(0, 40)
-new_cmds = st.tuples(
-    st.just("new"), accounts, symbol_ids, st.sampled_from((Side.BUY, Side.SELL)), st.sampled_from(ORDER_TYPES),
-    st.sampled_from(TIFS), prices, st.integers(1, 8), st.sampled_from(BUDGETS), st.integers(0, 12), prices,
-    st.sampled_from(list(StpMode)), st.sampled_from(ICEBERGS),
+orders = st.tuples(
+    st.sampled_from((Side.BUY, Side.SELL)), st.sampled_from(ORDER_TYPES), st.sampled_from(TIFS), prices,
+    st.integers(1, 8), st.sampled_from(BUDGETS), st.integers(0, 12), prices, st.sampled_from(list(StpMode)),
+    st.sampled_from(ICEBERGS), st.sampled_from(TRAILS),
 )
+new_cmds = st.tuples(st.just("new"), accounts, symbol_ids, orders)
 cancel_cmds = st.tuples(st.just("cancel"), st.sampled_from(TARGETS), picks, st.sampled_from(OWN), accounts,
                         symbol_ids, st.sampled_from(list(CancelRestriction)))
+replace_cmds = st.tuples(st.just("replace"), st.sampled_from(TARGETS), picks, st.sampled_from(OWN), accounts,
+                         symbol_ids, st.sampled_from(list(CancelRestriction)), st.sampled_from(list(ReplaceMode)),
+                         orders)
 amend_cmds = st.tuples(st.just("amend"), st.sampled_from(TARGETS), picks, st.sampled_from(OWN), accounts, symbol_ids,
                        st.one_of(st.none(), prices), st.sampled_from(AMEND_QTY), st.integers(0, 7))
 cancel_all_cmds = st.tuples(st.just("cancel_all"), accounts, symbol_ids)
 passthrough_cmds = st.tuples(st.just("passthrough"), accounts, symbol_ids, st.sampled_from(PASSTHROUGH), picks)
-BY_KIND = {"new": new_cmds, "cancel": cancel_cmds, "amend": amend_cmds, "cancel_all": cancel_all_cmds,
-           "passthrough": passthrough_cmds}
+BY_KIND = {"new": new_cmds, "cancel": cancel_cmds, "replace": replace_cmds, "amend": amend_cmds,
+           "cancel_all": cancel_all_cmds, "passthrough": passthrough_cmds}
 # (st.one_of is far from uniform: pick the kind explicitly to keep new orders the majority)
 abstract_cmds = st.sampled_from(KINDS).flatmap(BY_KIND.__getitem__)
 
@@ -109,15 +129,13 @@ def random_abstract(rnd: random.Random, n: int) -> list[tuple]:
     for _ in range(n):
         kind, acct, sym = rnd.choice(KINDS), rnd.choice(ACCOUNTS), rnd.randrange(2)
         if kind == "new":
-            side, p = rnd.choice((Side.BUY, Side.SELL)), rnd.randrange(N_PRICES)
-            if rnd.random() < 0.5:
-                p = N_PRICES - 1 - p // 2 if side == Side.BUY else p // 2
-            out.append(("new", acct, sym, side, rnd.choice(ORDER_TYPES), rnd.choice(TIFS), p, rnd.randint(1, 8),
-                        rnd.choice(BUDGETS), rnd.randint(0, 12), rnd.randrange(N_PRICES), rnd.choice(list(StpMode)),
-                        rnd.choice(ICEBERGS)))
+            out.append(("new", acct, sym, random_order(rnd)))
         elif kind == "cancel":
             out.append(("cancel", rnd.choice(TARGETS), rnd.randint(0, 40), rnd.choice(OWN), acct, sym,
                         rnd.choice(list(CancelRestriction))))
+        elif kind == "replace":
+            out.append(("replace", rnd.choice(TARGETS), rnd.randint(0, 40), rnd.choice(OWN), acct, sym,
+                        rnd.choice(list(CancelRestriction)), rnd.choice(list(ReplaceMode)), random_order(rnd)))
         elif kind == "amend":
             out.append(("amend", rnd.choice(TARGETS), rnd.randint(0, 40), rnd.choice(OWN), acct, sym,
                         rnd.choice([None, rnd.randrange(N_PRICES)]), rnd.choice(AMEND_QTY), rnd.randint(0, 7)))
@@ -128,6 +146,15 @@ def random_abstract(rnd: random.Random, n: int) -> list[tuple]:
     return out
 
 
+def random_order(rnd: random.Random) -> tuple:
+    side, p = rnd.choice((Side.BUY, Side.SELL)), rnd.randrange(N_PRICES)
+    if rnd.random() < 0.5:
+        p = N_PRICES - 1 - p // 2 if side == Side.BUY else p // 2
+    return (side, rnd.choice(ORDER_TYPES), rnd.choice(TIFS), p, rnd.randint(1, 8), rnd.choice(BUDGETS),
+            rnd.randint(0, 12), rnd.randrange(N_PRICES), rnd.choice(list(StpMode)), rnd.choice(ICEBERGS),
+            rnd.choice(TRAILS))
+
+
 @dataclass
 class Stream:
     """Abstract commands made concrete against the model's state, with the model's results."""
@@ -135,7 +162,7 @@ class Stream:
     symbols: list[Symbol]
     max_orders: int
     max_levels: int
-    commands: list[np.ndarray] = field(default_factory=list)
+    commands: list[np.ndarray] = field(default_factory=list)  # one entry per command (1 or 2 records)
     results: list[np.ndarray] = field(default_factory=list)  # the model's, per command
     model: MatchingModel | None = None
 
@@ -150,26 +177,12 @@ def build_stream(symbols, max_orders, max_levels, abstract) -> Stream:
     model = MatchingModel(symbols, max_orders=max_orders, max_levels=max_levels)
     s = Stream(symbols, max_orders, max_levels, model=model)
     issued: list[tuple[int, int, int]] = []  # (order id, account, symbol) of every NEW
-    for seq, a in enumerate(abstract, start=1):
+    seq = 0  # every record gets its own, as the order engine stamps them
+    for a in abstract:
+        seq += 1
         if a[0] == "new":
-            _, acct, sym, side, otype, tif, p, qty, budget, quote_k, stop_p, stp, ice = a
-            market = otype in (OrderType.MARKET, OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
-            if market or otype == OrderType.LIMIT_MAKER:
-                tif = TimeInForce.GTC  # what the order engine forwards for these
-            quote, flags = 0, 0
-            if market and budget != "qty":
-                # from a fraction of a lot to a few lots' worth; exact multiples too
-                quote = max(1, quote_k * LOT_VALUE[sym] // 4 + p * 7)
-                if budget == "quote":
-                    qty = 0
-                elif budget == "quote+qty_cap":
-                    flags = records.FLAG_QTY_CAP
-            stop = BASE_TICK[sym] + stop_p if otype in STOP_TYPES else 0
-            cmd = new_order(seq, acct, sym, side, otype, tif, price=0 if market else BASE_TICK[sym] + p, qty=qty,
-                            quote=quote, stop=stop, stp=stp, cid=f"c{seq}".encode(),
-                            iceberg=ice if otype in (OrderType.LIMIT, OrderType.LIMIT_MAKER) and tif == TimeInForce.GTC
-                            and ice < qty else 0)
-            cmd["flags"] = flags
+            _, acct, sym, order = a
+            cmd = order_record(seq, acct, sym, order)
             issued.append((seq, acct, sym))
         elif a[0] == "cancel_all":
             cmd = cancel_all(seq, a[1], a[2])
@@ -184,13 +197,53 @@ def build_stream(symbols, max_orders, max_levels, abstract) -> Stream:
             order_id, acct, sym = _target(model, issued, target, pick, own, acct, sym)
             if kind == "cancel":
                 cmd = cancel(seq, acct, sym, order_id, a[6])
+            elif kind == "replace":
+                restriction, mode, order = a[6:]
+                cmd = cancel_replace(seq, acct, sym, order_id, mode, order_record(seq + 1, acct, sym, order),
+                                     restriction)
+                seq += 1
             else:
                 new_price, qty_kind, k = a[6:]
                 cmd = amend(seq, acct, sym, order_id, price=0 if new_price is None else BASE_TICK[sym] + new_price,
                             qty=_amend_qty(model.order(order_id), qty_kind, k))
         s.commands.append(cmd)
         s.results.append(model.process(cmd))
+        out = s.results[-1]
+        handed_back = np.flatnonzero(out["type"] == RecordType.NEW_ORDER)
+        if len(handed_back):
+            # a cancel-replace's new order back from matching: the order engine sequences it (its
+            # seq is the order id) and risk funds it, then it is an ordinary NEW_ORDER
+            seq += 1
+            cmd = records.concat([out[handed_back[0] : handed_back[0] + 1]])
+            cmd["seq"] = seq
+            issued.append((seq, int(cmd["account_id"][0]), int(cmd["symbol_id"][0])))
+            s.commands.append(cmd)
+            s.results.append(model.process(cmd))
     return s
+
+
+def order_record(seq: int, acct: int, sym: int, order: tuple) -> np.ndarray:
+    """The NEW_ORDER for an abstract order, as the order engine and risk forward it."""
+    side, otype, tif, p, qty, budget, quote_k, stop_p, stp, ice, trail = order
+    market = otype in (OrderType.MARKET, OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
+    if market or otype == OrderType.LIMIT_MAKER:
+        tif = TimeInForce.GTC  # what the order engine forwards for these
+    quote, flags = 0, 0
+    if market and budget != "qty":
+        # from a fraction of a lot to a few lots' worth; exact multiples too
+        quote = max(1, quote_k * LOT_VALUE[sym] // 4 + p * 7)
+        if budget == "quote":
+            qty = 0
+        elif budget == "quote+qty_cap":
+            flags = records.FLAG_QTY_CAP
+    trailing = TRAIL_BIPS[sym][trail[0]] if otype in STOP_TYPES and trail else 0
+    stop = BASE_TICK[sym] + stop_p if otype in STOP_TYPES and not (trailing and trail[1]) else 0
+    cmd = new_order(seq, acct, sym, side, otype, tif, price=0 if market else BASE_TICK[sym] + p, qty=qty,
+                    quote=quote, stop=stop, stp=stp, cid=f"c{seq}".encode(),
+                    iceberg=ice if otype in (OrderType.LIMIT, OrderType.LIMIT_MAKER) and tif == TimeInForce.GTC
+                    and ice < qty else 0, trailing=trailing)
+    cmd["flags"] = flags
+    return cmd
 
 
 def _target(model, issued, target, pick, own, acct, sym):
@@ -246,10 +299,16 @@ def engine_for(s: Stream) -> MatchingEngine:
     return MatchingEngine(symbol_table(s.symbols), max_orders=s.max_orders, max_levels=s.max_levels)
 
 
+def command_end(starts: list[int], i: int) -> int:
+    """The first command start at or after record i: a batch never ends inside a command."""
+    return starts[bisect.bisect_left(starts, i)]
+
+
 def run_split(s: Stream, cuts: list[int]) -> np.ndarray:
     eng = engine_for(s)
     cmds = s.all_commands()
-    bounds = [0] + sorted(set(c % (len(cmds) + 1) for c in cuts)) + [len(cmds)]
+    starts = records.command_bounds(cmds)
+    bounds = [0] + sorted(set(command_end(starts, c % (len(cmds) + 1)) for c in cuts)) + [len(cmds)]
     return records.concat([eng.process(cmds[a:b]) for a, b in zip(bounds, bounds[1:]) if b > a])
 
 
@@ -257,11 +316,12 @@ def run_smallest_output(s: Stream, chunk: int) -> np.ndarray:
     """`process_into` with the least output room allowed: long commands resume across calls."""
     eng = engine_for(s)
     cmds = s.all_commands()
+    starts = records.command_bounds(cmds)
     # raw bytes: copying a structured array would drop the bytes outside its named fields
     out = np.zeros((eng.min_out_capacity, records.RECORD_BYTES), np.uint8)
     parts, pos = [], 0
     while pos < len(cmds) or eng.pending:
-        used, made = eng.process_into(cmds[pos : pos + chunk], out)
+        used, made = eng.process_into(cmds[pos : command_end(starts, min(pos + chunk, len(cmds)))], out)
         parts.append(out[:made].copy().view(RECORD_DTYPE).reshape(-1))
         pos += used
     return records.concat(parts)
@@ -273,19 +333,22 @@ def books(impl, symbols) -> dict:
 
 
 def check_waiting_stops(eng, model, symbols) -> None:
-    """The engine lists no stop book, but `order()` must know exactly the model's waiting stops."""
+    """The engine lists no stop book, but `order()` must know exactly the model's waiting stops,
+    and where each trailing stop's tracking stands (reference price; 0 = not tracking yet)."""
+    fields = ("stop_price_tick", "trailing_delta_bips", "trail_ref_tick")
     for sid in range(len(symbols)):
         for oid in model.waiting_stops(sid):
-            o = eng.order(oid)
-            assert o is not None and o["stop_price_tick"] == model.order(oid)["stop_price_tick"], oid
+            o, m = eng.order(oid), model.order(oid)
+            assert o is not None and [o[f] for f in fields] == [m[f] for f in fields], (oid, o, m)
 
 
 def describe(s: Stream) -> str:
     """The stream as Python calls, for a failure message one can paste into a unit test."""
     lines = [f"symbols default_stp: {[StpMode(x.default_stp).name for x in s.symbols]}, "
              f"max_orders={s.max_orders} max_levels={s.max_levels}"]
-    for c in s.commands:
-        r = records.view(c)
+    cmds = s.all_commands()
+    for i in range(len(cmds)):
+        r = records.view(cmds[i : i + 1])
         t = RecordType(int(r["type"]))
         head = f"seq={int(r['seq'])} acct={int(r['account_id'])} sym={int(r['symbol_id'])}"
         if t == RecordType.NEW_ORDER:
@@ -294,10 +357,15 @@ def describe(s: Stream) -> str:
                          f"qty={int(r['qty_lot'])} quote={int(r['quote_qty_minor'])} "
                          f"stop={int(r['stop_price_tick'])} stp={StpMode(int(r['stp_mode'])).name}"
                          + (" QTY_CAP" if int(r["flags"]) & records.FLAG_QTY_CAP else "")
-                         + (f" iceberg={int(r['iceberg_qty_lot'])}" if int(r["iceberg_qty_lot"]) else ""))
-        elif t == RecordType.CANCEL:
-            lines.append(f"  CANCEL {head} order_id={int(r['order_id'])} "
-                         f"restriction={CancelRestriction(int(r['cancel_restrictions'])).name}")
+                         + (f" iceberg={int(r['iceberg_qty_lot'])}" if int(r["iceberg_qty_lot"]) else "")
+                         + (f" trailing={int(r['trailing_delta_bips'])}" if int(r["trailing_delta_bips"]) else "")
+                         + (" DEFERRED (the cancel-replace's leg)" if int(r["flags"]) & records.FLAG_DEFERRED
+                            else ""))
+        elif t in (RecordType.CANCEL, RecordType.CANCEL_REPLACE):
+            lines.append(f"  {t.name} {head} order_id={int(r['order_id'])} "
+                         f"restriction={CancelRestriction(int(r['cancel_restrictions'])).name}"
+                         + (f" mode={ReplaceMode(int(r['replace_mode'])).name}" if t == RecordType.CANCEL_REPLACE
+                            else ""))
         elif t == RecordType.AMEND:
             lines.append(f"  AMEND {head} order_id={int(r['order_id'])} new_price={int(r['new_price_tick'])} "
                          f"new_qty={int(r['new_qty_lot'])}")
@@ -457,13 +525,18 @@ def test_engine_matches_model_busy_market(s, cuts, chunk):
 @given(makers=st.integers(20, 150), ice=st.sampled_from((0, 1, 2)),
        stp=st.sampled_from((StpMode.NONE, StpMode.EXPIRE_MAKER, StpMode.DECREMENT)), chunk=st.integers(1, 4))
 def test_long_commands_resume_identically(makers, ice, stp, chunk):
-    """One taker sweeping many small makers (some the taker's own, some icebergs) and a stop it
-    triggers: far more results than the smallest output buffer holds (max_levels=2)."""
-    abstract = [("new", 1 + i % 3, 0, Side.SELL, OrderType.LIMIT, TimeInForce.GTC, i % 2, 1 + i % 3, "qty", 0, 0,
-                 StpMode.DEFAULT, ice) for i in range(makers)]
-    abstract.append(("new", 2, 0, Side.BUY, OrderType.STOP_LOSS, TimeInForce.GTC, 0, 2 * makers, "qty", 0, 0,
-                     StpMode.NONE, 0))
-    abstract.append(("new", 1, 0, Side.BUY, OrderType.MARKET, TimeInForce.GTC, 0, makers, "qty", 0, 0, stp, 0))
+    """One taker sweeping many small makers (some the taker's own, some icebergs) and the stops
+    it triggers (one trailing): far more results than the smallest output buffer holds
+    (max_levels=2)."""
+    abstract = [("new", 1 + i % 3, 0, (Side.SELL, OrderType.LIMIT, TimeInForce.GTC, i % 2, 1 + i % 3, "qty", 0, 0,
+                                       StpMode.DEFAULT, ice, None)) for i in range(makers)]
+    abstract.append(("new", 2, 0, (Side.BUY, OrderType.STOP_LOSS, TimeInForce.GTC, 0, 2 * makers, "qty", 0, 0,
+                                   StpMode.NONE, 0, None)))
+    # and a trailing stop: it tracks from the first fill and fires on the first one a tick up
+    abstract.append(("new", 3, 0, (Side.BUY, OrderType.STOP_LOSS, TimeInForce.GTC, 0, makers, "qty", 0, 0,
+                                   StpMode.NONE, 0, (0, True))))
+    abstract.append(("new", 1, 0, (Side.BUY, OrderType.MARKET, TimeInForce.GTC, 0, makers, "qty", 0, 0, stp, 0,
+                                   None)))
     s = build_stream(make_symbols(StpMode.NONE, StpMode.DECREMENT), 1024, 2, abstract)
     assert len(s.results[-1]) > engine_for(s).min_out_capacity  # the point: it cannot fit at once
     check_stream(s, [makers], chunk)

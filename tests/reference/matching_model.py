@@ -50,6 +50,15 @@ confirm them; the differential tests report any difference):
     (INVALID_AMOUNT), LIMIT_MAKER crossing (WOULD_MATCH).
   * An input record that is not a command (a rejection risk made) goes out byte for byte
     with FLAG_END added; it does not advance the engine's source_seq.
+  * Trailing stops take an order slot but no stop price level (max_levels does not apply).
+    Their events report the NEW's stop price (0 if none). A trailing stop's condition is
+    looked at trade by trade: the trade that starts its tracking (by its stop price) sets the
+    reference and nothing more. One that fired runs (in arrival order) once no static stop
+    is due, also when it fired before a static stop became due in the same command.
+  * Cancel-replace: the leg handed back is the input record byte for byte but for
+    FLAG_DEFERRED (its own seq, source_seq, client_order_id), and like a passed-through record
+    it does not advance source_seq. ORDER_REJECTED (NOT_ATTEMPTED) reports the leg as a
+    rejected NEW: order_id = the leg's seq, its client_order_id, its account.
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ import numpy as np
 from ganntec.engines.symbols import Symbol
 from ganntec.shm import records
 from ganntec.shm.records import (
+    FLAG_CONTINUED,
+    FLAG_DEFERRED,
     FLAG_END,
     FLAG_MAKER_DONE,
     FLAG_SELF_TRADE,
@@ -74,6 +85,7 @@ from ganntec.shm.records import (
     OrderType,
     Reason,
     RecordType,
+    ReplaceMode,
     Side,
     StpMode,
     TimeInForce,
@@ -144,6 +156,10 @@ class _Order:
     waiting: bool = False  # a stop not triggered yet
     iceberg: Decimal = _ZERO  # slice size of an iceberg; 0 = not one
     visible: Decimal = _ZERO  # an iceberg's current slice (what the book shows and trades)
+    trailing_delta: int = 0  # bips; > 0 = a trailing stop
+    trail_ref: Decimal | None = None  # a trailing stop's lowest (buy) / highest (sell) price since
+    #                                   it started tracking; None = not tracking yet
+    fired: bool = False  # a trailing stop that has moved its delta: it runs when stops fire
 
     @property
     def shown(self) -> Decimal:
@@ -181,6 +197,7 @@ class MatchingModel:
             (sid, side): [] for sid in self._rules for side in (Side.BUY, Side.SELL)
         }
         self._stops: dict[int, list[_Order]] = {sid: [] for sid in self._rules}  # in arrival order
+        self._trailing: dict[int, list[_Order]] = {sid: [] for sid in self._rules}  # in arrival order
         self._open: dict[int, _Order] = {}  # resting orders and waiting stops
         self._last: dict[int, Decimal | None] = {sid: None for sid in self._rules}  # last trade price
         self._trade_id = {sid: 0 for sid in self._rules}
@@ -188,6 +205,7 @@ class MatchingModel:
         self._book_update_id = {sid: 0 for sid in self._rules}
         self._out_seq = 0
         self._arrival = 0
+        self._replace_stopped = False  # the last CANCEL_REPLACE failed under STOP_ON_FAILURE
         # per-command state
         self._out: list[np.ndarray] = []
         self._hdr: dict = {}
@@ -214,8 +232,9 @@ class MatchingModel:
         return [o.order_id for o in self._books[(symbol_id, side)]]
 
     def waiting_stops(self, symbol_id: int) -> list[int]:
-        """Ids of the symbol's untriggered stops, in the order they would fire (and be canceled)."""
-        return [o.order_id for o in self._stop_book(symbol_id)]
+        """Ids of the symbol's untriggered stops: static ones in the order they would fire (and
+        be canceled), then the trailing ones in arrival order."""
+        return [o.order_id for o in self._stop_book(symbol_id) + self._trailing[symbol_id]]
 
     def order(self, order_id: int) -> dict | None:
         """An open order's (or waiting stop's) fields, in the model's names, or None."""
@@ -228,6 +247,8 @@ class MatchingModel:
                 "order_id": o.order_id, "account_id": o.account_id, "symbol_id": o.symbol_id, "side": o.side,
                 "order_type": o.order_type, "time_in_force": o.tif, "price_tick": r.ticks(o.price),
                 "stop_price_tick": o.stop_price_tick, "waiting": o.waiting,
+                "trailing_delta_bips": o.trailing_delta,
+                "trail_ref_tick": 0 if o.trail_ref is None else r.ticks(o.trail_ref),
                 "qty_lot": r.lots(o.qty), "leaves_qty_lot": 0 if o.leaves is None else r.lots(o.leaves),
                 "visible_qty_lot": r.lots(o.shown) if o.leaves is not None else 0,
                 "executed_qty_lot": r.lots(o.executed),
@@ -246,10 +267,25 @@ class MatchingModel:
                 self._out, self._touched = [], {}
                 self._hdr = {"ts_ns": int(rec["ts_ns"]), "account_id": int(rec["account_id"]),
                              "symbol_id": int(rec["symbol_id"])}
-                if rtype == RecordType.NEW_ORDER:
+                flags = int(rec["flags"])
+                if rtype == RecordType.NEW_ORDER and flags & FLAG_DEFERRED:
+                    # the new leg of a CANCEL_REPLACE, not an order yet
+                    if self._replace_stopped:
+                        self._order_event(RecordType.ORDER_REJECTED, self._order_from(rec), OrderStatus.REJECTED,
+                                          Reason.NOT_ATTEMPTED, bytes(rec["client_order_id"]))
+                    else:
+                        # back to the order engine (and risk), which send it again as a NEW_ORDER
+                        copy = records.concat([cmds[i : i + 1]])
+                        copy["flags"] = flags & ~FLAG_DEFERRED
+                        out.append(copy)
+                        continue
+                elif rtype == RecordType.NEW_ORDER:
                     self._new_order(rec)
                 elif rtype == RecordType.CANCEL:
                     self._cancel(rec)
+                elif rtype == RecordType.CANCEL_REPLACE:
+                    canceled = self._cancel(rec)
+                    self._replace_stopped = not canceled and int(rec["replace_mode"]) == ReplaceMode.STOP_ON_FAILURE
                 elif rtype == RecordType.CANCEL_ALL:
                     self._cancel_all()
                 elif rtype == RecordType.AMEND:
@@ -269,11 +305,36 @@ class MatchingModel:
                 # every command is the same as looking after "every command that can trade".
                 self._fire_stops(self._hdr["symbol_id"])
                 self._book_updates()
-                self._out[-1]["flags"] |= FLAG_END
+                if not flags & FLAG_CONTINUED:  # (a CANCEL_REPLACE: its leg ends the command)
+                    self._out[-1]["flags"] |= FLAG_END
                 out.extend(self._out)
         return _join(out)
 
     def _new_order(self, rec) -> None:
+        o = self._order_from(rec)
+        cid = bytes(rec["client_order_id"])
+        if o.order_type == OrderType.LIMIT_MAKER:
+            best = self._best(o.symbol_id, _opposite(o.side))
+            if best is not None and _crosses(o, best.price):
+                self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_MATCH, cid)
+                return
+        # (a trailing stop without a stop price has no condition to meet at entry)
+        if o.order_type in _STOPS and o.stop_price_tick and self._triggered(o):
+            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_TRIGGER, cid)
+            return
+        if self._max_orders is not None and len(self._open) >= self._max_orders:
+            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.BOOK_FULL, cid)
+            return
+        self._order_event(RecordType.ORDER_ACCEPTED, o, OrderStatus.NEW, Reason.NONE, cid)
+        if o.trailing_delta:
+            self._trail(o)
+        elif o.order_type in _STOPS:
+            self._wait(o)
+        else:
+            self._run_taker(o)
+
+    def _order_from(self, rec) -> _Order:
+        """The order a NEW_ORDER record describes."""
         sid = self._hdr["symbol_id"]
         r = self._rules[sid]
         otype = int(rec["order_type"])
@@ -293,23 +354,9 @@ class MatchingModel:
             if o.by_quote:
                 o.qty = _ZERO
                 o.leaves = r.qty(rec["qty_lot"]) if int(rec["qty_lot"]) else None
-        cid = bytes(rec["client_order_id"])
-        if otype == OrderType.LIMIT_MAKER:
-            best = self._best(sid, _opposite(o.side))
-            if best is not None and _crosses(o, best.price):
-                self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_MATCH, cid)
-                return
-        if otype in _STOPS and self._triggered(o):
-            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_TRIGGER, cid)
-            return
-        if self._max_orders is not None and len(self._open) >= self._max_orders:
-            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.BOOK_FULL, cid)
-            return
-        self._order_event(RecordType.ORDER_ACCEPTED, o, OrderStatus.NEW, Reason.NONE, cid)
         if otype in _STOPS:
-            self._wait(o)
-            return
-        self._run_taker(o)
+            o.trailing_delta = int(rec["trailing_delta_bips"])
+        return o
 
     def _wait(self, o: _Order) -> None:
         """A stop joins its stop book: those that trigger on a fall, or those on a rise; each
@@ -322,6 +369,15 @@ class MatchingModel:
         self._arrival += 1
         o.arrival, o.waiting = self._arrival, True
         self._stops[o.symbol_id].append(o)
+        self._open[o.order_id] = o
+
+    def _trail(self, o: _Order) -> None:
+        """A trailing stop joins its symbol's trailing list. Without a stop price it tracks from
+        now on: from the last trade price, or from the next trade if there is none."""
+        o.waiting = True
+        if not o.stop_price_tick:
+            o.trail_ref = self._last[o.symbol_id]
+        self._trailing[o.symbol_id].append(o)
         self._open[o.order_id] = o
 
     def _run_taker(self, o: _Order) -> None:
@@ -396,6 +452,7 @@ class MatchingModel:
             o.cum_quote += quote
             self._trade_id[o.symbol_id] += 1
             self._last[o.symbol_id] = m.price
+            self._follow(o.symbol_id, m.price)
             flags = FLAG_SELF_TRADE if m.account_id == o.account_id else 0
             flags |= FLAG_MAKER_DONE if m.leaves == 0 else 0
             flags |= FLAG_TAKER_DONE if self._taker_spent(o) else 0
@@ -457,9 +514,31 @@ class MatchingModel:
     # --- stops -----------------------------------------------------------------------------
     def _triggered(self, o: _Order) -> bool:
         last = self._last[o.symbol_id]
-        if last is None:
-            return False
-        return last <= o.stop_price if o.falls else last >= o.stop_price
+        return last is not None and self._met(o, last)
+
+    @staticmethod
+    def _met(o: _Order, price: Decimal) -> bool:
+        """Does `price` meet the stop's condition?"""
+        return price <= o.stop_price if o.falls else price >= o.stop_price
+
+    def _follow(self, symbol_id: int, price: Decimal) -> None:
+        """Every trade (each fill) moves the symbol's trailing stops: one starts tracking at the
+        first trade meeting its stop price (at once without one); a tracking one fires when the
+        price has moved its delta from the lowest (buy) or highest (sell) price since."""
+        for o in self._trailing[symbol_id]:
+            if o.fired:
+                continue
+            if o.trail_ref is None:
+                if not o.stop_price_tick or self._met(o, price):
+                    o.trail_ref = price
+                continue
+            delta = Decimal(o.trailing_delta).scaleb(-4)  # bips as a fraction, exactly
+            if o.side == Side.BUY:
+                o.fired = price >= o.trail_ref * (1 + delta)
+                o.trail_ref = min(o.trail_ref, price)
+            else:
+                o.fired = price <= o.trail_ref * (1 - delta)
+                o.trail_ref = max(o.trail_ref, price)
 
     def _stop_book(self, symbol_id: int) -> list[_Order]:
         """Waiting stops in firing order: on a fall, highest stop first; then on a rise, lowest
@@ -473,33 +552,36 @@ class MatchingModel:
         # one at a time: each may move the last price, so look again from the top after each
         while True:
             o = next((x for x in self._stop_book(symbol_id) if self._triggered(x)), None)
+            if o is None:  # fired trailing stops run after the static stops that are due
+                o = next((x for x in self._trailing[symbol_id] if x.fired), None)
             if o is None:
                 return
-            self._stops[symbol_id].remove(o)
-            del self._open[o.order_id]
+            self._remove(o)
             o.waiting = False
             self._order_event(RecordType.ORDER_TRIGGERED, o, OrderStatus.NEW, Reason.NONE)
             self._run_taker(o)
 
     # --- cancel and amend ------------------------------------------------------------------
-    def _cancel(self, rec) -> None:
+    def _cancel(self, rec) -> bool:
+        """CANCEL (or the cancel of a CANCEL_REPLACE): True if the order was canceled."""
         o = self._own_open_order(int(rec["order_id"]))
         if o is None:
             self._reject_command(int(rec["order_id"]), Reason.UNKNOWN_ORDER)
-            return
+            return False
         restriction = int(rec["cancel_restrictions"])
         if (restriction == CancelRestriction.ONLY_NEW and o.executed != 0) or (
             restriction == CancelRestriction.ONLY_PARTIALLY_FILLED and o.executed == 0
         ):
             self._reject_command(o.order_id, Reason.CANCEL_RESTRICTED)
-            return
+            return False
         self._remove(o)
         self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
+        return True
 
     def _cancel_all(self) -> None:
         sid, acct = self._hdr["symbol_id"], self._hdr["account_id"]
         mine = [o for side in (Side.BUY, Side.SELL) for o in self._books[(sid, side)] if o.account_id == acct]
-        mine += [o for o in self._stop_book(sid) if o.account_id == acct]
+        mine += [o for o in self._stop_book(sid) + self._trailing[sid] if o.account_id == acct]
         if not mine:
             self._reject_command(0, Reason.UNKNOWN_ORDER)
             return
@@ -591,10 +673,10 @@ class MatchingModel:
         book.sort(key=(lambda x: (-x.price, x.arrival)) if o.side == Side.BUY else (lambda x: (x.price, x.arrival)))
 
     def _remove(self, o: _Order) -> None:
-        """Take an open order out of its book (or the stop book)."""
+        """Take an open order out of its book (or the stop book, or the trailing list)."""
         del self._open[o.order_id]
         if o.waiting:
-            self._stops[o.symbol_id].remove(o)
+            (self._trailing if o.trailing_delta else self._stops)[o.symbol_id].remove(o)
             return
         self._touch(o)
         self._books[(o.symbol_id, o.side)].remove(o)
@@ -680,14 +762,15 @@ def _crosses(o, maker_price: Decimal) -> bool:
 # --- commands and results as tests write and read them ------------------------------------
 def new_order(seq: int, account: int, symbol: int, side: int, order_type: int = OrderType.LIMIT,
               tif: int = TimeInForce.GTC, price: int = 0, qty: int = 0, quote: int = 0, stop: int = 0,
-              stp: int = StpMode.DEFAULT, cid: bytes = b"", ts_ns: int | None = None, iceberg: int = 0) -> np.ndarray:
+              stp: int = StpMode.DEFAULT, cid: bytes = b"", ts_ns: int | None = None, iceberg: int = 0,
+              trailing: int = 0) -> np.ndarray:
     """A NEW_ORDER as the order engine forwards it: `seq` is the order id."""
     rec = records.empty(RecordType.NEW_ORDER)
     rec["seq"], rec["ts_ns"] = seq, seq * 1000 if ts_ns is None else ts_ns
     rec["account_id"], rec["symbol_id"] = account, symbol
     rec["side"], rec["order_type"], rec["time_in_force"], rec["stp_mode"] = side, order_type, tif, stp
     rec["price_tick"], rec["qty_lot"], rec["quote_qty_minor"], rec["stop_price_tick"] = price, qty, quote, stop
-    rec["client_order_id"], rec["iceberg_qty_lot"] = cid, iceberg
+    rec["client_order_id"], rec["iceberg_qty_lot"], rec["trailing_delta_bips"] = cid, iceberg, trailing
     return rec.view(RECORD_DTYPE)
 
 
@@ -697,6 +780,19 @@ def cancel(seq: int, account: int, symbol: int, order_id: int,
     rec["seq"], rec["ts_ns"], rec["account_id"], rec["symbol_id"] = seq, seq * 1000, account, symbol
     rec["order_id"], rec["cancel_restrictions"] = order_id, restriction
     return rec.view(RECORD_DTYPE)
+
+
+def cancel_replace(seq: int, account: int, symbol: int, order_id: int, mode: int, leg: np.ndarray,
+                   restriction: int = CancelRestriction.NONE) -> np.ndarray:
+    """CANCEL_REPLACE as risk forwards it: the cancel (FLAG_CONTINUED), then the new order's
+    leg (a NEW_ORDER flagged FLAG_DEFERRED; its own seq, same account and symbol)."""
+    rec = records.empty(RecordType.CANCEL_REPLACE)
+    rec["flags"], rec["seq"], rec["ts_ns"], rec["account_id"], rec["symbol_id"] = (
+        FLAG_CONTINUED, seq, seq * 1000, account, symbol)
+    rec["order_id"], rec["cancel_restrictions"], rec["replace_mode"] = order_id, restriction, mode
+    leg = records.concat([leg])
+    leg["flags"] |= FLAG_DEFERRED
+    return _join([rec, leg])
 
 
 def cancel_all(seq: int, account: int, symbol: int) -> np.ndarray:
