@@ -57,9 +57,12 @@ XYZ, EUR = Asset(2, "XYZ", 0), Asset(3, "EUR", 2)
 
 
 def make_symbols(stp0: StpMode, stp1: StpMode) -> list[Symbol]:
-    # one lot x one tick: 0.01 x 0.00001 BTC = 10 USDT minor units; 0.5 x 1 XYZ = 50 EUR cents
+    # one lot x one tick: 0.01 x 0.00001 BTC = 10 USDT minor units; 0.5 x 1 XYZ = 50 EUR cents.
+    # BTCUSDT's TRAILING_DELTA filter lets through the 1-bip deltas TRAIL_BIPS uses (matching
+    # checks no filter, but its commands should be ones the order engine lets through).
     return [
-        Symbol(0, "BTCUSDT", BTC, USDT, "0.01", "0.00001", "0.01", "1000000", "0.00001", "9000", default_stp=stp0),
+        Symbol(0, "BTCUSDT", BTC, USDT, "0.01", "0.00001", "0.01", "1000000", "0.00001", "9000", default_stp=stp0,
+               min_trailing_above_delta=1, min_trailing_below_delta=1),
         Symbol(1, "XYZEUR", XYZ, EUR, "0.5", "1", "0.5", "100000", "1", "1000000", default_stp=stp1),
     ]
 
@@ -95,7 +98,12 @@ AMEND_QTY = [None, "down", "down", "up", "same", "bad"]
 PASSTHROUGH = [RecordType.ORDER_REJECTED, RecordType.CANCEL_REJECTED]
 ICEBERGS = [0] * 6 + [1, 2, 3]  # applies to GTC LIMIT and LIMIT_MAKER with a larger quantity
 TRAILS = [None] * 3 + [(k, bare) for k in range(3) for bare in (False, True)]  # applies to stop types
-KINDS = ["new"] * 10 + ["cancel"] * 2 + ["amend"] * 2 + ["replace"] * 2 + ["cancel_all", "passthrough"]
+KINDS = ["new"] * 10 + ["cancel"] * 2 + ["amend"] * 2 + ["replace"] * 2 + ["oco"] * 2 + ["cancel_all", "passthrough"]
+# OCO legs: the take-profit side (LIMIT_MAKER, TAKE_PROFIT, TAKE_PROFIT_LIMIT) and the stop-loss
+# side (STOP_LOSS, STOP_LOSS_LIMIT); a SELL puts profit above, a BUY below. Matching does not
+# check the prices (the order engine does), so they are drawn anywhere in the band.
+PROFIT_TYPES = [OrderType.LIMIT_MAKER] * 2 + [OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT]
+LOSS_TYPES = [OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT]
 
 accounts = st.sampled_from(ACCOUNTS)
 symbol_ids = st.sampled_from((0, 1))
@@ -115,9 +123,13 @@ replace_cmds = st.tuples(st.just("replace"), st.sampled_from(TARGETS), picks, st
 amend_cmds = st.tuples(st.just("amend"), st.sampled_from(TARGETS), picks, st.sampled_from(OWN), accounts, symbol_ids,
                        st.one_of(st.none(), prices), st.sampled_from(AMEND_QTY), st.integers(0, 7))
 cancel_all_cmds = st.tuples(st.just("cancel_all"), accounts, symbol_ids)
+# ("oco", account, symbol, side, profit type, loss type, profit price, loss stop, qty, stp, trailing loss leg)
+oco_cmds = st.tuples(st.just("oco"), accounts, symbol_ids, st.sampled_from((Side.BUY, Side.SELL)),
+                     st.sampled_from(PROFIT_TYPES), st.sampled_from(LOSS_TYPES), prices, prices, st.integers(1, 8),
+                     st.sampled_from(list(StpMode)), st.sampled_from(TRAILS))
 passthrough_cmds = st.tuples(st.just("passthrough"), accounts, symbol_ids, st.sampled_from(PASSTHROUGH), picks)
 BY_KIND = {"new": new_cmds, "cancel": cancel_cmds, "replace": replace_cmds, "amend": amend_cmds,
-           "cancel_all": cancel_all_cmds, "passthrough": passthrough_cmds}
+           "cancel_all": cancel_all_cmds, "passthrough": passthrough_cmds, "oco": oco_cmds}
 # (st.one_of is far from uniform: pick the kind explicitly to keep new orders the majority)
 abstract_cmds = st.sampled_from(KINDS).flatmap(BY_KIND.__getitem__)
 
@@ -141,6 +153,10 @@ def random_abstract(rnd: random.Random, n: int) -> list[tuple]:
                         rnd.choice([None, rnd.randrange(N_PRICES)]), rnd.choice(AMEND_QTY), rnd.randint(0, 7)))
         elif kind == "cancel_all":
             out.append(("cancel_all", acct, sym))
+        elif kind == "oco":
+            out.append(("oco", acct, sym, rnd.choice((Side.BUY, Side.SELL)), rnd.choice(PROFIT_TYPES),
+                        rnd.choice(LOSS_TYPES), rnd.randrange(N_PRICES), rnd.randrange(N_PRICES), rnd.randint(1, 8),
+                        rnd.choice(list(StpMode)), rnd.choice(TRAILS)))
         else:
             out.append(("passthrough", acct, sym, rnd.choice(PASSTHROUGH), rnd.randint(0, 40)))
     return out
@@ -186,6 +202,10 @@ def build_stream(symbols, max_orders, max_levels, abstract) -> Stream:
             issued.append((seq, acct, sym))
         elif a[0] == "cancel_all":
             cmd = cancel_all(seq, a[1], a[2])
+        elif a[0] == "oco":
+            cmd = oco_records(seq, *a[1:])
+            issued += [(seq + 1, a[1], a[2]), (seq + 2, a[1], a[2])]
+            seq += 2
         elif a[0] == "passthrough":
             _, acct, sym, rtype, k = a
             cmd = records.empty(rtype)
@@ -244,6 +264,29 @@ def order_record(seq: int, acct: int, sym: int, order: tuple) -> np.ndarray:
                     and ice < qty else 0, trailing=trailing)
     cmd["flags"] = flags
     return cmd
+
+
+def oco_records(seq, acct, sym, side, profit_type, loss_type, profit_p, loss_p, qty, stp, trail) -> np.ndarray:
+    """An OCO as the order engine forwards it: the ORDER_LIST at seq, the above leg at seq + 1,
+    the below leg at seq + 2 (a SELL: profit above, loss below; a BUY the other way round)."""
+    head = records.empty(RecordType.ORDER_LIST)
+    head["seq"], head["ts_ns"], head["account_id"], head["symbol_id"] = seq, seq * 1000, acct, sym
+    head["flags"], head["list_type"] = records.FLAG_CONTINUED, records.ListType.OCO
+    base = BASE_TICK[sym]
+    profit = dict(order_type=profit_type, price=0 if profit_type == OrderType.TAKE_PROFIT else base + profit_p,
+                  stop=0 if profit_type == OrderType.LIMIT_MAKER else base + profit_p)
+    trailing = TRAIL_BIPS[sym][trail[0]] if trail else 0
+    loss = dict(order_type=loss_type, price=base + max(loss_p - 1, 0) if loss_type == OrderType.STOP_LOSS_LIMIT else 0,
+                stop=0 if trailing and trail[1] else base + loss_p, trailing=trailing)
+    above, below = (profit, loss) if side == Side.SELL else (loss, profit)
+    legs = []
+    for k, leg in enumerate((above, below)):
+        rec = new_order(seq + 1 + k, acct, sym, side, leg["order_type"], TimeInForce.GTC, price=leg["price"], qty=qty,
+                        stop=leg["stop"], stp=stp, cid=f"c{seq + 1 + k}".encode(), trailing=leg.get("trailing", 0))
+        rec["ts_ns"] = seq * 1000
+        legs.append(rec)
+    legs[0]["flags"] = records.FLAG_CONTINUED
+    return records.concat([head] + legs)
 
 
 def _target(model, issued, target, pick, own, acct, sym):

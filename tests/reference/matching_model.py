@@ -160,6 +160,7 @@ class _Order:
     trail_ref: Decimal | None = None  # a trailing stop's lowest (buy) / highest (sell) price since
     #                                   it started tracking; None = not tracking yet
     fired: bool = False  # a trailing stop that has moved its delta: it runs when stops fire
+    link: int = 0  # an OCO leg: the other leg's order id while both work
 
     @property
     def shown(self) -> Decimal:
@@ -261,7 +262,11 @@ class MatchingModel:
         cmds = records.as_records(commands)
         out: list[np.ndarray] = []
         with localcontext(_EXACT):
+            skip = 0
             for i in range(len(cmds)):
+                if skip:  # the legs of an OCO, taken with its header
+                    skip -= 1
+                    continue
                 rtype = int(cmds[i]["type"])
                 rec = records.view(cmds[i : i + 1])
                 self._out, self._touched = [], {}
@@ -281,6 +286,9 @@ class MatchingModel:
                         continue
                 elif rtype == RecordType.NEW_ORDER:
                     self._new_order(rec)
+                elif rtype == RecordType.ORDER_LIST and int(rec["reason"]) == 0:
+                    self._order_list(records.view(cmds[i + 1 : i + 2]), records.view(cmds[i + 2 : i + 3]))
+                    skip, flags = 2, 0  # its second leg ends the command
                 elif rtype == RecordType.CANCEL:
                     self._cancel(rec)
                 elif rtype == RecordType.CANCEL_REPLACE:
@@ -310,20 +318,25 @@ class MatchingModel:
                 out.extend(self._out)
         return _join(out)
 
-    def _new_order(self, rec) -> None:
-        o = self._order_from(rec)
-        cid = bytes(rec["client_order_id"])
+    def _entry_reject(self, o: _Order) -> Reason | None:
+        """Why `o` cannot enter as it is: a LIMIT_MAKER that would take, a stop already triggered."""
         if o.order_type == OrderType.LIMIT_MAKER:
             best = self._best(o.symbol_id, _opposite(o.side))
             if best is not None and _crosses(o, best.price):
-                self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_MATCH, cid)
-                return
+                return Reason.WOULD_MATCH
         # (a trailing stop without a stop price has no condition to meet at entry)
         if o.order_type in _STOPS and o.stop_price_tick and self._triggered(o):
-            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.WOULD_TRIGGER, cid)
-            return
-        if self._max_orders is not None and len(self._open) >= self._max_orders:
-            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, Reason.BOOK_FULL, cid)
+            return Reason.WOULD_TRIGGER
+        return None
+
+    def _new_order(self, rec) -> None:
+        o = self._order_from(rec)
+        cid = bytes(rec["client_order_id"])
+        reason = self._entry_reject(o)
+        if reason is None and self._max_orders is not None and len(self._open) >= self._max_orders:
+            reason = Reason.BOOK_FULL
+        if reason is not None:
+            self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, reason, cid)
             return
         self._order_event(RecordType.ORDER_ACCEPTED, o, OrderStatus.NEW, Reason.NONE, cid)
         if o.trailing_delta:
@@ -332,6 +345,37 @@ class MatchingModel:
             self._wait(o)
         else:
             self._run_taker(o)
+
+    def _order_list(self, above_rec, below_rec) -> None:
+        """An OCO: both legs enter (and name each other) or both are refused, with the first
+        reason found; a leg that could not rest (capacity) takes the other with it."""
+        legs = [(self._order_from(rec), rec) for rec in (above_rec, below_rec)]
+        reason = self._entry_reject(legs[0][0]) or self._entry_reject(legs[1][0])
+        if reason is None and self._max_orders is not None and len(self._open) + 2 > self._max_orders:
+            reason = Reason.BOOK_FULL
+        if reason is not None:
+            for o, rec in legs:
+                self._order_event(RecordType.ORDER_REJECTED, o, OrderStatus.REJECTED, reason,
+                                  bytes(rec["client_order_id"]))
+            return
+        for _, rec in legs:
+            self._new_order(rec)
+        above, below = (self._open.get(o.order_id) for o, _ in legs)
+        if above is not None and below is not None:
+            above.link, below.link = below.order_id, above.order_id
+        elif above is not None or below is not None:
+            survivor = above if above is not None else below
+            self._remove(survivor)
+            self._order_event(RecordType.ORDER_EXPIRED, survivor, OrderStatus.EXPIRED, Reason.LIST_OTHER_LEG)
+
+    def _end_sibling(self, o: _Order, rtype: RecordType, status: OrderStatus, reason: Reason) -> None:
+        """An OCO leg activated or ended: the other leg, if it still works, ends too."""
+        sibling = self._open.get(o.link) if o.link else None
+        o.link = 0
+        if sibling is not None:
+            sibling.link = 0
+            self._remove(sibling)
+            self._order_event(rtype, sibling, status, reason)
 
     def _order_from(self, rec) -> _Order:
         """The order a NEW_ORDER record describes."""
@@ -463,6 +507,7 @@ class MatchingModel:
                 maker_account_id=m.account_id, taker_side=o.side, taker_order_type=o.order_type,
                 maker_leaves_qty_lot=r.lots(m.leaves), taker_leaves_qty_lot=0 if o.by_quote else r.lots(o.leaves),
             )
+            self._end_sibling(m, RecordType.ORDER_EXPIRED, OrderStatus.EXPIRED, Reason.LIST_OTHER_LEG)
             if m.leaves == 0:
                 self._remove(m)
             else:
@@ -559,6 +604,7 @@ class MatchingModel:
             self._remove(o)
             o.waiting = False
             self._order_event(RecordType.ORDER_TRIGGERED, o, OrderStatus.NEW, Reason.NONE)
+            self._end_sibling(o, RecordType.ORDER_EXPIRED, OrderStatus.EXPIRED, Reason.LIST_OTHER_LEG)
             self._run_taker(o)
 
     # --- cancel and amend ------------------------------------------------------------------
@@ -576,6 +622,7 @@ class MatchingModel:
             return False
         self._remove(o)
         self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
+        self._end_sibling(o, RecordType.ORDER_CANCELED, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
         return True
 
     def _cancel_all(self) -> None:
@@ -585,6 +632,8 @@ class MatchingModel:
         if not mine:
             self._reject_command(0, Reason.UNKNOWN_ORDER)
             return
+        for o in mine:  # (an OCO leg's other leg is the account's too: it is in the list)
+            o.link = 0
         for o in mine:
             self._remove(o)
             self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
@@ -595,7 +644,9 @@ class MatchingModel:
         acct = self._hdr["account_id"]
         for sid in sorted(self._rules):
             mine = [o for side in (Side.BUY, Side.SELL) for o in self._books[(sid, side)] if o.account_id == acct]
-            mine += [o for o in self._stop_book(sid) if o.account_id == acct]
+            mine += [o for o in self._stop_book(sid) + self._trailing[sid] if o.account_id == acct]
+            for o in mine:
+                o.link = 0
             for o in mine:
                 self._remove(o)
                 self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_ADMIN)
@@ -605,7 +656,7 @@ class MatchingModel:
         if o is None:
             self._reject_command(int(rec["order_id"]), Reason.UNKNOWN_ORDER)
             return
-        if o.waiting:
+        if o.waiting or o.link:  # a waiting stop, or an OCO leg
             self._reject_command(o.order_id, Reason.UNSUPPORTED_COMBINATION)
             return
         r = self._rules[o.symbol_id]
@@ -707,6 +758,7 @@ class MatchingModel:
 
     def _expire_stp(self, o: _Order) -> None:
         self._order_event(RecordType.ORDER_EXPIRED, o, OrderStatus.EXPIRED_IN_MATCH, Reason.SELF_TRADE_PREVENTED)
+        self._end_sibling(o, RecordType.ORDER_EXPIRED, OrderStatus.EXPIRED, Reason.LIST_OTHER_LEG)
 
     def _reject_command(self, order_id: int, reason: Reason) -> None:
         self._emit(RecordType.CANCEL_REJECTED, reason=reason, order_id=order_id)
