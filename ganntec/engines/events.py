@@ -20,10 +20,20 @@ EV_ORDER, EV_PRICE, EV_QTY, EV_STOP, EV_CID, EV_SIDE, EV_TYPE, EV_TIF, EV_STATUS
     _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "stop_price_tick", "client_order_id",
                                            "side", "order_type", "time_in_force", "status"))
 CID_BYTES = R.CLIENT_ID_BYTES
-T_REJECTED = int(R.RecordType.ORDER_REJECTED)
+T_REJECTED, T_CANCEL_REJ = int(R.RecordType.ORDER_REJECTED), int(R.RecordType.CANCEL_REJECTED)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 # The client order id sits at the same offset in both layouts, so it stays where it is.
 assert N_CID == EV_CID
+
+
+@njit(cache=True, nogil=True)
+def cancel_reject_in_place(a, reason):
+    """Turn the CANCEL / CANCEL_ALL / AMEND / CANCEL_REPLACE record at address a into its
+    CANCEL_REJECTED (same header and flags; the target order id stays at offset 40, where every
+    one of those layouts has it)."""
+    zero_bytes(a + 48, RB - 48)
+    st_u16(a + H_TYPE, T_CANCEL_REJ)
+    st_u16(a + H_REASON, reason)
 
 
 @njit(cache=True, nogil=True)

@@ -201,7 +201,8 @@ import numpy as np
 from numba import njit
 
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put, lookup
-from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, move_bytes, st_i32, st_i64, st_u8, st_u16,
+from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, move_bytes, slot_give, slot_take, st_i32,
+                                 st_i64, st_u8, st_u16,
                                  st_u32, zero_bytes)
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
@@ -371,30 +372,22 @@ def _h_del(E, key):
 # --- pools ------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _order_alloc(E):
-    n = _g(E, E_NOFREE) - 1
-    _s(E, E_NOFREE, n)
-    return ld_i32(_g(E, E_OFREE) + 4 * n)
+    return slot_take(_g(E, E_OFREE), E + 8 * E_NOFREE)
 
 
 @njit(cache=True, nogil=True)
 def _order_free(E, i):
-    n = _g(E, E_NOFREE)
-    st_i32(_g(E, E_OFREE) + 4 * n, i)
-    _s(E, E_NOFREE, n + 1)
+    slot_give(_g(E, E_OFREE), E + 8 * E_NOFREE, i)
 
 
 @njit(cache=True, nogil=True)
 def _level_alloc(E):
-    n = _g(E, E_NLFREE) - 1
-    _s(E, E_NLFREE, n)
-    return ld_i32(_g(E, E_LFREE) + 4 * n)
+    return slot_take(_g(E, E_LFREE), E + 8 * E_NLFREE)
 
 
 @njit(cache=True, nogil=True)
 def _level_free(E, lv):
-    n = _g(E, E_NLFREE)
-    st_i32(_g(E, E_LFREE) + 4 * n, lv)
-    _s(E, E_NLFREE, n + 1)
+    slot_give(_g(E, E_LFREE), E + 8 * E_NLFREE, lv)
 
 
 # --- books: per (symbol, side) a sorted key array, best last ------------------------------

@@ -13,7 +13,7 @@ Shared counters between processes never use these: they go through `ganntec.shm.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic
 
 
@@ -105,3 +105,20 @@ def move_bytes(typingctx, dst, src, nbytes):
         return context.get_dummy_value()
 
     return types.none(dst, src, nbytes), codegen
+
+
+# --- free lists: an int32 stack of free slot indexes and its count (an int64 at count_addr) ---
+@njit(cache=True, nogil=True)
+def slot_take(stack, count_addr):
+    """Pop a free slot index (the caller checked the count is > 0)."""
+    n = ld_i64(count_addr) - 1
+    st_i64(count_addr, n)
+    return ld_i32(stack + 4 * n)
+
+
+@njit(cache=True, nogil=True)
+def slot_give(stack, count_addr, slot):
+    """Push a slot index back onto the free list."""
+    n = ld_i64(count_addr)
+    st_i32(stack + 4 * n, slot)
+    st_i64(count_addr, n + 1)

@@ -99,9 +99,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ganntec.engines.events import reject_new_in_place
+from ganntec.engines.events import cancel_reject_in_place, reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_find, hm_get, hm_put
-from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16, zero_bytes
+from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
@@ -407,11 +407,9 @@ def _reject_new(C, a, reason):
 
 @njit(cache=True, nogil=True)
 def _refuse(C, a, reason):
-    """Turn a stamped CANCEL / AMEND / CANCEL_ALL / other command into CANCEL_REJECTED (the
-    target order id stays at offset 40 in both layouts)."""
-    zero_bytes(a + 48, RB - 48)
-    st_u16(a + H_TYPE, T_CANCEL_REJ)
-    st_u16(a + H_REASON, reason)
+    """Turn a stamped CANCEL / AMEND / CANCEL_ALL / other command into CANCEL_REJECTED, the
+    last result of its command."""
+    cancel_reject_in_place(a, reason)
     st_u16(a + H_FLAGS, FLAG_END)
 
 

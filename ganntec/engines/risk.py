@@ -104,9 +104,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ganntec.engines.events import reject_new_in_place
+from ganntec.engines.events import cancel_reject_in_place, reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put
-from ganntec.engines.mem import ld_i64, ld_i32, ld_u8, ld_u16, ld_u32, st_i32, st_i64, st_u8, st_u16, st_u32, zero_bytes
+from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, slot_give, slot_take, st_i32, st_i64, st_u8,
+                                 st_u16, st_u32, zero_bytes)
 from ganntec.engines.position import P_REAL, POSITION_DTYPE, _trade, row_for
 from ganntec.engines.symbols import SYMBOL_DTYPE
 from ganntec.shm import records as R
@@ -238,21 +239,23 @@ def fee_of(amount, rate_e8):
 
 # --- outputs ---------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _to_a(K, src):
-    n = _g(K, K_NA)
-    a = _g(K, K_A) + n * RB
+def _append(K, buf, count, src):
+    """Copy the record at src to the end of output stream (buf, count slots); its address."""
+    n = _g(K, count)
+    a = _g(K, buf) + n * RB
     copy_bytes(a, src, RB)
-    _s(K, K_NA, n + 1)
+    _s(K, count, n + 1)
     return a
 
 
 @njit(cache=True, nogil=True)
+def _to_a(K, src):
+    return _append(K, K_A, K_NA, src)
+
+
+@njit(cache=True, nogil=True)
 def _to_b(K, src):
-    n = _g(K, K_NB)
-    a = _g(K, K_B) + n * RB
-    copy_bytes(a, src, RB)
-    _s(K, K_NB, n + 1)
-    return a
+    return _append(K, K_B, K_NB, src)
 
 
 @njit(cache=True, nogil=True)
@@ -360,9 +363,7 @@ def _release(K, src, order_id):
         aa = _acc(K, acc)
         st_i64(aa + A_OPEN, ld_i64(aa + A_OPEN) - 1)
     hm_del(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), order_id)
-    n = _g(K, K_NHFREE)
-    st_i32(_g(K, K_HFREE) + 4 * n, h)
-    _s(K, K_NHFREE, n + 1)
+    slot_give(_g(K, K_HFREE), K + 8 * K_NHFREE, h)
     if moved:
         _balance_record(K, src, acc, asset, 0)
 
@@ -430,9 +431,7 @@ def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link):
     """Record the hold of the order at c (its amount already locked), count it open, and
     forward it to matching with the caps risk gives it."""
     acc, sym, t, side = ld_u32(c + H_ACC), ld_u32(c + H_SYM), ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
-    h = _g(K, K_NHFREE) - 1
-    _s(K, K_NHFREE, h)
-    h = ld_i32(_g(K, K_HFREE) + 4 * h)
+    h = slot_take(_g(K, K_HFREE), K + 8 * K_NHFREE)
     ha = _ha(K, h)
     oid = ld_i64(c + H_SEQ)
     st_i64(ha + HO_ID, oid)
@@ -515,10 +514,7 @@ def _order_list(K, c):
 def _refuse(K, c, reason):
     """The CANCEL / CANCEL_ALL / AMEND / CANCEL_REPLACE at c becomes CANCEL_REJECTED (the target
     order id stays at offset 40), sent to matching to be echoed."""
-    a = _to_a(K, c)
-    zero_bytes(a + 48, RB - 48)
-    st_u16(a + H_TYPE, T_CANCEL_REJ)
-    st_u16(a + H_REASON, reason)
+    cancel_reject_in_place(_to_a(K, c), reason)
 
 
 @njit(cache=True, nogil=True)
