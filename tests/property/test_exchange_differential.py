@@ -36,13 +36,13 @@ from ganntec.shm.records import (
     CancelRestriction,
     OrderType,
     Permission,
-    Reason,
     RecordType,
     Side,
     StpMode,
     TimeInForce,
 )
 from reference.exchange_model import DAY_NS, KILLED, MAX_BALANCE_MINOR, ExchangeModel
+from reference.matching_model import decode
 
 BTC, USDT, ETH = Asset(0, "BTC", 8), Asset(1, "USDT", 4), Asset(2, "ETH", 3)
 # Capacities stay above what a stream can open: running out of them (BOOK_FULL) has unit tests.
@@ -427,18 +427,6 @@ def streams(max_commands: int, busy: bool = False):
 
 
 # --- comparing ---------------------------------------------------------------------------------
-def decode(recs: np.ndarray) -> list[dict]:
-    """Every record as a dict of all its named fields (type and reason by name)."""
-    rows = []
-    for i in range(len(recs)):
-        rec = records.view(recs[i : i + 1])
-        row = {name: (bytes(v) if isinstance(v, bytes) else tuple(v.tolist()) if isinstance(v, np.ndarray) else int(v))
-               for name, v in ((n, rec[n]) for n in rec.dtype.names)}
-        row["type"], row["reason"] = RecordType(row["type"]).name, Reason(row["reason"]).name
-        rows.append(row)
-    return rows
-
-
 def client_view(recs: np.ndarray) -> list:
     """Records as dicts of every field, each run of BALANCE records as one set: the spec asks for
     a BALANCE per (account, asset) a record changed, not for an order among them."""

@@ -877,12 +877,11 @@ def decode(out: np.ndarray) -> list[dict]:
     hdr = records.as_records(out)
     for i in range(len(hdr)):
         rec = records.view(hdr[i : i + 1])
-        rtype = int(rec["type"])
         row = {}
         for name in rec.dtype.names:
-            v = rec[name]
-            row[name] = bytes(v) if isinstance(v, bytes) else int(v)
-        row["type"] = RecordType(rtype).name
+            v = rec[name]  # (a KEY record's digest is an array: a tuple here)
+            row[name] = bytes(v) if isinstance(v, bytes) else tuple(v.tolist()) if isinstance(v, np.ndarray) else int(v)
+        row["type"] = RecordType(row["type"]).name
         row["reason"] = Reason(row["reason"]).name
         rows.append(row)
     return rows
