@@ -185,14 +185,15 @@ State layouts (engine-private; snapshots store these arrays):
        112     8  i8    trail_ref_tick
        120     8  i8    link_order_id
 
-    [LEVEL_DTYPE] 40 bytes
+    [LEVEL_DTYPE] 48 bytes
     offset  size  type  field
          0     8  i8    price_tick
          8     8  i8    qty_lot
         16     8  i8    orders
         24     4  i4    head
         28     4  i4    tail
-        32     8  i8    epoch
+        32     8  i8    epoch          command that last touched it (-1: created, untouched)
+        40     8  i8    touch_index    its entry in that command's touched-level list
 """
 
 from __future__ import annotations
@@ -224,10 +225,10 @@ ORDER_DTYPE = np.dtype(
 )
 LEVEL_DTYPE = np.dtype(
     {
-        "names": ["price_tick", "qty_lot", "orders", "head", "tail", "epoch"],
-        "formats": ["<i8", "<i8", "<i8", "<i4", "<i4", "<i8"],
-        "offsets": [0, 8, 16, 24, 28, 32],
-        "itemsize": 40,
+        "names": ["price_tick", "qty_lot", "orders", "head", "tail", "epoch", "touch_index"],
+        "formats": ["<i8", "<i8", "<i8", "<i4", "<i4", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 28, 32, 40],
+        "itemsize": 48,
     }
 )
 
@@ -247,8 +248,8 @@ O_FIRED, O_TRAIL, O_REF, O_LINK = (_off(ORDER_DTYPE, n) for n in (
     "trail_fired", "trailing_delta_bips", "trail_ref_tick", "link_order_id"))
 BOOK_TRAILING = -2  # `book` of a trailing stop: in its symbol's trailing list, not a book
 LB = LEVEL_DTYPE.itemsize
-L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH = (_off(LEVEL_DTYPE, n) for n in (
-    "price_tick", "qty_lot", "orders", "head", "tail", "epoch"))
+L_PRICE, L_QTY, L_COUNT, L_HEAD, L_TAIL, L_EPOCH, L_TIDX = (_off(LEVEL_DTYPE, n) for n in (
+    "price_tick", "qty_lot", "orders", "head", "tail", "epoch", "touch_index"))
 SB = SYMBOL_DTYPE.itemsize
 S_QPL = _off(SYMBOL_DTYPE, "quote_per_tick_lot")
 S_STP = _off(SYMBOL_DTYPE, "default_stp")
@@ -321,7 +322,7 @@ SOURCE_MATCHING = R.SOURCE_MATCHING
 (E_SYM, E_ORD, E_MAXORD, E_OFREE, E_NOFREE, E_LVL, E_LFREE, E_NLFREE, E_BKEYS, E_BLVL, E_BN, E_BCAP,
  E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
  E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT,
- E_REPLACE) = range(37)
+ E_REPLACE, E_TLVL) = range(38)
 E_SLOTS = 40
 PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS, PEND_KILL = 0, 1, 2, 3, 4
 # E_REPLACE between a CANCEL_REPLACE and its leg: what to do with the leg.
@@ -415,15 +416,18 @@ def _bn(E, b):
 
 @njit(cache=True, nogil=True)
 def _lower_bound(E, b, key):
+    """First position whose key is >= key. Branch-free: the halving always runs log2(n) steps
+    and the comparison feeds arithmetic, not a jump (a mispredicted jump per step cost more
+    than the whole search's loads)."""
     keys = _bk(E, b)
-    lo, hi = 0, _bn(E, b)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if ld_i64(keys + 8 * mid) < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    first, length = 0, _bn(E, b)
+    while length > 0:
+        half = length >> 1
+        # Below key: skip past the probe (for an even length this keeps the probe, which
+        # is below key and so never the answer).
+        first += (length - half) * int(ld_i64(keys + 8 * (first + half)) < key)
+        length = half
+    return first
 
 
 @njit(cache=True, nogil=True)
@@ -464,8 +468,44 @@ def _get_level(E, b, price):
 
 
 @njit(cache=True, nogil=True)
+def _rekey_level(E, b, lv, price):
+    """Move level lv of book b to `price`, which has no level in b, keeping lv: the sorted
+    arrays shift only between the old and the new position, and a move usually goes a few
+    levels (one short memmove, where dropping and creating a level moved everything above
+    each position). Returns False, changing nothing, if `price` has a level. The caller
+    resets the level's contents."""
+    keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
+    old_key, new_key = _key(b, ld_i64(_la(E, lv) + L_PRICE)), _key(b, price)
+    pos = _lower_bound(E, b, old_key)
+    if new_key > old_key:
+        j = pos + 1  # first position above pos whose key is >= new_key
+        while j < n and ld_i64(keys + 8 * j) < new_key:
+            j += 1
+        if j < n and ld_i64(keys + 8 * j) == new_key:
+            return False
+        move_bytes(keys + 8 * pos, keys + 8 * (pos + 1), 8 * (j - 1 - pos))
+        move_bytes(lvls + 4 * pos, lvls + 4 * (pos + 1), 4 * (j - 1 - pos))
+        j -= 1
+    else:
+        j = pos  # first position whose key is >= new_key
+        while j > 0 and ld_i64(keys + 8 * (j - 1)) >= new_key:
+            j -= 1
+        if ld_i64(keys + 8 * j) == new_key and j < pos:
+            return False
+        move_bytes(keys + 8 * (j + 1), keys + 8 * j, 8 * (pos - j))
+        move_bytes(lvls + 4 * (j + 1), lvls + 4 * j, 4 * (pos - j))
+    st_i64(keys + 8 * j, new_key)
+    st_i32(lvls + 4 * j, lv)
+    st_i64(_la(E, lv) + L_PRICE, price)
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _drop_level(E, b, lv):
-    """Remove an empty level from book b and free it."""
+    """Remove an empty level from book b and free it (its touched-list entry, if this command
+    touched it, now reports the price gone)."""
+    if ld_i64(_la(E, lv) + L_EPOCH) == _g(E, E_EPOCH):
+        st_i64(_g(E, E_TLVL) + 8 * ld_i64(_la(E, lv) + L_TIDX), -1)
     keys, lvls, n = _bk(E, b), _bl(E, b), _bn(E, b)
     pos = _lower_bound(E, b, _key(b, ld_i64(_la(E, lv) + L_PRICE)))
     move_bytes(keys + 8 * pos, keys + 8 * (pos + 1), 8 * (n - 1 - pos))
@@ -477,8 +517,9 @@ def _drop_level(E, b, lv):
 @njit(cache=True, nogil=True)
 def _touch(E, b, lv):
     """Remember, before its first change in this command, that level lv of book b is about to
-    change, with its state then (once per price). Stop books (b >= 2 x symbols) are not market
-    data. Callers touch before they modify the level."""
+    change, with its state then (once per price), and where the level is: the report reads it
+    without a search. Stop books (b >= 2 x symbols) are not market data. Callers touch before
+    they modify the level."""
     if b >= 2 * _g(E, E_NSYM):
         return
     la = _la(E, lv)
@@ -493,7 +534,11 @@ def _touch(E, b, lv):
     if seen == -1:  # a level created in this command may replace one already listed
         for j in range(nt):
             if ld_i64(tb + 8 * j) == b and ld_i64(tp + 8 * j) == price:
+                st_i64(_g(E, E_TLVL) + 8 * j, lv)
+                st_i64(la + L_TIDX, j)
                 return
+    st_i64(la + L_TIDX, nt)
+    st_i64(_g(E, E_TLVL) + 8 * nt, lv)
     st_i64(tb + 8 * nt, b)
     st_i64(tp + 8 * nt, price)
     st_i64(_g(E, E_TQTY) + 8 * nt, ld_i64(la + L_QTY))
@@ -718,7 +763,7 @@ def _emit_book_updates(E):
     for j in range(_g(E, E_NT)):
         b, price = ld_i64(tb + 8 * j), ld_i64(tp + 8 * j)
         sym, side = b >> 1, (b & 1) + 1
-        lv = _find_level(E, b, price)
+        lv = ld_i64(_g(E, E_TLVL) + 8 * j)  # -1: the level went
         qty = ld_i64(_la(E, lv) + L_QTY) if lv >= 0 else 0
         count = ld_i64(_la(E, lv) + L_COUNT) if lv >= 0 else 0
         if qty == ld_i64(_g(E, E_TQTY) + 8 * j) and count == ld_i64(_g(E, E_TCNT) + 8 * j):
@@ -1361,9 +1406,31 @@ def _amend(E, c):
             st_i64(oa + O_VIS, visible)
         _amended(E, c, oi)
         return 0
-    if ld_u8(oa + O_TYPE) == LIMIT_MAKER and _would_take(E, sym, side, new_price):
+    takes = _would_take(E, sym, side, new_price)
+    if ld_u8(oa + O_TYPE) == LIMIT_MAKER and takes:
         _emit_cancel_reject(E, acc, sym, order_id, RS_WOULD_MATCH)
         return 0
+    lv = ld_i32(oa + O_LEVEL)
+    la = _la(E, lv)
+    b = ld_i32(oa + O_BOOK)
+    if not takes and ld_i64(la + L_COUNT) == 1:
+        # Alone at its price and resting again at a free one: the level moves with it (the
+        # book shows the old price gone and the new one added, as after unlink and rest).
+        _touch(E, b, lv)
+        if _rekey_level(E, b, lv, new_price):
+            st_i64(_g(E, E_TLVL) + 8 * ld_i64(la + L_TIDX), -1)
+            st_i64(la + L_QTY, 0)
+            st_i64(la + L_COUNT, 0)
+            st_i32(la + L_HEAD, -1)
+            st_i32(la + L_TAIL, -1)
+            st_i64(la + L_EPOCH, -1)
+            st_i64(oa + O_PRICE, new_price)
+            st_i64(oa + O_QTY, new_qty)
+            st_i64(oa + O_LEAVES, new_leaves)
+            _touch(E, b, lv)
+            _append(E, b, lv, oi)
+            _amended(E, c, oi)
+            return 0
     _unlink(E, oi)
     st_i64(oa + O_PRICE, new_price)
     st_i64(oa + O_QTY, new_qty)
@@ -1515,6 +1582,7 @@ class MatchingEngine:
         self.touched_price = np.zeros(self.min_out_capacity, np.int64)
         self.touched_qty = np.zeros(self.min_out_capacity, np.int64)
         self.touched_count = np.zeros(self.min_out_capacity, np.int64)
+        self.touched_level = np.zeros(self.min_out_capacity, np.int64)
         c = np.zeros(E_SLOTS, np.int64)
         c[E_SYM] = self.symbols.ctypes.data
         c[E_NSYM] = len(symbols)
@@ -1528,6 +1596,7 @@ class MatchingEngine:
         c[E_SYMST] = self.symbol_state.ctypes.data
         c[E_TBOOK], c[E_TPRICE], c[E_TCAP] = self.touched_book.ctypes.data, self.touched_price.ctypes.data, self.min_out_capacity
         c[E_TQTY], c[E_TCNT] = self.touched_qty.ctypes.data, self.touched_count.ctypes.data
+        c[E_TLVL] = self.touched_level.ctypes.data
         c[E_SHARD] = shard
         self.control = c
         # Raw bytes: numpy skips the padding of structured dtypes when it copies them.
@@ -1539,7 +1608,7 @@ class MatchingEngine:
         return sum(a.nbytes for a in (self.symbols, self.orders, self.order_free, self.level_pool, self.level_free,
                                       self.book_keys, self.book_levels, self.book_count, self.hash_keys,
                                       self.hash_vals, self.symbol_state, self.touched_book, self.touched_price,
-                                      self.touched_qty, self.touched_count,
+                                      self.touched_qty, self.touched_count, self.touched_level,
                                       self.control))
 
     @property
