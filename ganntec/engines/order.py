@@ -16,6 +16,14 @@ Client commands (header `source` = edge id >= 1) carry the edge's own sequence i
 one at or below the last journaled for that edge is a duplicate (a retry after a restart) and
 is dropped, never applied twice. A source above max_edges has no dedup slot, so its commands
 are refused (UNSUPPORTED_COMBINATION). Admin commands (source 0) are not deduplicated here.
+A multi-record command is checked by its first record's source_seq and remembered by the
+highest of its records' (the edge gives every record of a command the same one).
+
+Replay (`replay` mode, set by the replay driver): the journal holds this engine's output, so
+a refused command is there as its refusal (ORDER_REJECTED, CANCEL_REJECTED, an ORDER_LIST or
+EXT with its reason set; each record alone). Fed back, such a record is sequenced as it
+stands (its edge sequence remembered); every other record is processed as it was live and,
+the state being the same, comes out the same bytes. Live, a refusal from a client is refused.
 
 NEW_ORDER validation, in this order (first failure wins; the command becomes ORDER_REJECTED
 with the reason, order_id = its seq, carrying the NEW's fields, FLAG_END):
@@ -155,7 +163,7 @@ GTC, FOK = int(R.TimeInForce.GTC), int(R.TimeInForce.FOK)
 MAX_STP = int(R.StpMode.DECREMENT)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END
-FLAG_CONTINUED, FLAG_DEFERRED = R.FLAG_CONTINUED, R.FLAG_DEFERRED
+FLAG_CONTINUED, FLAG_DEFERRED, FLAG_RESULT = R.FLAG_CONTINUED, R.FLAG_DEFERRED, R.FLAG_RESULT
 STOP_ON_FAILURE, ALLOW_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE), int(R.ReplaceMode.ALLOW_FAILURE)
 MAX_COMMAND_RECORDS = 4  # the longest command shape (an OCO list: header + 2 legs) and room
 RS = R.Reason
@@ -169,8 +177,8 @@ RS_TRAIL = int(RS.FILTER_TRAILING_DELTA)
 # Control block slots (int64).
 (C_SYM, C_NSYM, C_LAST, C_EDGE, C_NEDGE, C_OKEYS, C_OVALS, C_OMASK, C_SEQ, C_TS, C_INFLIGHT, C_MAXFLIGHT,
  C_DUPES, C_OUT, C_OUTN, C_CKEYS, C_CVALS, C_CMASK, C_IKEYS, C_IVALS, C_IMASK, C_ENT, C_EFREE, C_NEFREE,
- C_LKEYS, C_LVALS, C_LMASK) = range(27)
-C_SLOTS = 27
+ C_LKEYS, C_LVALS, C_LMASK, C_REPLAY) = range(28)
+C_SLOTS = 28
 # listClientOrderIds share the client id map in their own namespace (account | LIST_IDS),
 # keyed by the list id (the ORDER_LIST record's seq: never an order id). An open list's legs
 # map to it (C_LKEYS) until both have ended.
@@ -415,8 +423,15 @@ def _refuse(C, a, reason):
 
 @njit(cache=True, nogil=True)
 def _result(C, r):
-    """Sequence one result from matching and learn from it (credits, last price, open counts)."""
+    """Sequence one result from matching, marked FLAG_RESULT, and learn from it."""
     a = _stamp(C, r)
+    _learn(C, a)
+    st_u16(a + H_FLAGS, ld_u16(a + H_FLAGS) | FLAG_RESULT)
+
+
+@njit(cache=True, nogil=True)
+def _learn(C, a):
+    """What a sequenced result at a tells: credits, last price, open counts, client ids."""
     t, flags = ld_u16(a + H_TYPE), ld_u16(a + H_FLAGS)
     acc, sym = ld_u32(a + H_ACC), ld_u32(a + H_SYM)
     if t == T_NEW:
@@ -608,10 +623,24 @@ def _amend_with_id(C, a, acc):
 
 
 @njit(cache=True, nogil=True)
+def _is_refusal(c):
+    t = ld_u16(c + H_TYPE)
+    return t == T_REJECTED or t == T_CANCEL_REJ or ((t == T_LIST or t == T_EXT) and ld_u16(c + H_REASON) != 0)
+
+
+@njit(cache=True, nogil=True)
 def _command(C, c, n):
     """Sequence one client or admin command of n records at c."""
     source = ld_u16(c + H_SOURCE)
     t = ld_u16(c + H_TYPE)
+    if _g(C, C_REPLAY) and n == 1 and _is_refusal(c):
+        # Replay: the journal keeps the refusal this engine made of a command, not the command;
+        # it is sequenced again as it stands (every record of a refused command stands alone).
+        if 0 < source <= _g(C, C_NEDGE):
+            last = _g(C, C_EDGE) + 8 * source
+            st_i64(last, max(ld_i64(last), ld_i64(c + H_SRCSEQ)))
+        _stamp(C, c)
+        return
     if source > _g(C, C_NEDGE):
         # An edge without a dedup slot could have a retry applied twice: refuse its commands.
         a = _stamp(C, c)
@@ -625,6 +654,8 @@ def _command(C, c, n):
         if sseq <= ld_i64(last):
             _s(C, C_DUPES, _g(C, C_DUPES) + 1)
             return
+        for j in range(1, n):  # the command's edge sequence: the highest of its records'
+            sseq = max(sseq, ld_i64(c + j * RB + H_SRCSEQ))
         st_i64(last, sseq)
     a = _stamp(C, c)
     for j in range(1, n):
@@ -698,7 +729,7 @@ class OrderEngine:
     """Sequencer state (numpy arrays) and Python entry points over the compiled `step`."""
 
     def __init__(self, symbols: np.ndarray, max_in_flight: int = 1024, max_edges: int = 64,
-                 max_open_orders: int = 1 << 16):
+                 max_open_orders: int = 1 << 16, replay: bool = False):
         symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
         if len(symbols) >= (1 << SYMBOL_BITS):
             raise ValueError(f"symbols={len(symbols)} (at most {(1 << SYMBOL_BITS) - 1})")
@@ -716,6 +747,7 @@ class OrderEngine:
         c[C_EDGE], c[C_NEDGE] = self.edge_last_seq.ctypes.data, max_edges
         c[C_OKEYS], c[C_OVALS], c[C_OMASK] = self.open_keys.ctypes.data, self.open_vals.ctypes.data, cap - 1
         c[C_MAXFLIGHT] = max_in_flight
+        c[C_REPLAY] = int(replay)
         self.cid_keys, self.cid_vals = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
         self.cid_by_order_keys, self.cid_by_order_vals = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
         self.cid_entries = np.zeros((max_open_orders, ENTRY_WORDS), np.int64)
@@ -731,6 +763,16 @@ class OrderEngine:
     @property
     def seq(self) -> int:
         return int(self.control[C_SEQ])
+
+    @property
+    def replay(self) -> bool:
+        """Replay mode: the refusals a journal holds are sequenced as they stand (a live
+        engine refuses such records: no client sends a refusal)."""
+        return bool(self.control[C_REPLAY])
+
+    @replay.setter
+    def replay(self, on: bool) -> None:
+        self.control[C_REPLAY] = int(on)
 
     @property
     def in_flight(self) -> int:

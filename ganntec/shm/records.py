@@ -292,6 +292,8 @@ FLAG_END = 0x0020         # the last result of one command (credits: the command
 FLAG_QTY_CAP = 0x0040     # NEW_ORDER: qty_lot is a cap risk added; the order is defined by its quote
 FLAG_DEFERRED = 0x0080    # NEW_ORDER leg of a CANCEL_REPLACE on its way to the cancel: not an order
                           # yet; matching hands it back (flag cleared) when the cancel is done
+FLAG_RESULT = 0x0100      # sequenced from matching's results (an echo or a returned leg keeps its
+                          # producer's source): the journal tells results from commands by it
 
 SOURCE_ADMIN = 0
 SOURCE_MATCHING = 0x8000  # | shard index

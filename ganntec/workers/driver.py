@@ -80,7 +80,7 @@ class InProcessDriver:
         self.matching = matching.MatchingEngine(symbols, max_orders, max_levels)
         self.position = position.PositionEngine(symbols, max_positions=max_orders)
         m_cap = self.matching.min_out_capacity
-        self.state = np.zeros(2, np.int64)
+        self.state = np.zeros(4, np.int64)  # DS_A, and slots the replayer uses
         self._m = np.zeros((m_cap, RB), np.uint8)
         self._seq = np.zeros((m_cap + 1, RB), np.uint8)
         # leftovers matching has not taken + what one pass adds (up to OUT_A_PER_RECORD per record)

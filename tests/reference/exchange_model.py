@@ -394,6 +394,7 @@ class _Sequencer:
     def result(self, res: np.ndarray) -> np.ndarray:
         """Sequence a result from matching and learn from it: last price, open orders, ids."""
         rec = self._stamp(res)
+        rec["flags"] |= records.FLAG_RESULT
         v = records.view(rec)
         rtype, flags = int(v["type"]), int(v["flags"])
         account, symbol = int(v["account_id"]), int(v["symbol_id"])
