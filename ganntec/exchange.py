@@ -146,7 +146,8 @@ class Exchange:
     def amends(account, order_id, new_qty_lot=0, new_price_tick=0, symbol_id=0, ts_ns=0,
                new_client_order_id=b"", orig_client_order_id=b"") -> np.ndarray:
         """One AMEND command (order 0 = by `orig_client_order_id`); with `new_client_order_id`
-        the order takes that id (an EXT record follows the AMEND)."""
+        the order takes that id (an EXT record follows the AMEND). A working OCO leg takes only
+        a lower `new_qty_lot`, which both its list's legs take (Binance's keep-priority amend)."""
         r = R.empty(RecordType.AMEND)
         r["account_id"], r["order_id"], r["symbol_id"], r["ts_ns"] = account, order_id, symbol_id, ts_ns
         r["new_qty_lot"], r["new_price_tick"], r["orig_client_order_id"] = new_qty_lot, new_price_tick, orig_client_order_id

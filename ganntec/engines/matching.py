@@ -28,7 +28,7 @@ every result the command causes; account_id/symbol_id from the header):
               priority; a price change or a quantity up re-enters the order at the back of its
               new level, where it may trade as a taker. Quantity self-trade prevention took
               (DECREMENT) stays taken: leaves = new total - executed - prevented, which must be
-              > 0 (else CANCEL_REJECTED, INVALID_AMOUNT).
+              > 0 (else CANCEL_REJECTED, INVALID_AMOUNT). An OCO leg has stricter rules (ORDER_LIST).
 
   CANCEL_REPLACE  (FLAG_CONTINUED) a CANCEL with replace_mode, then its NEW_ORDER leg flagged
               FLAG_DEFERRED (not an order yet; risk has not funded it). The cancel runs as a
@@ -45,8 +45,17 @@ every result the command causes; account_id/symbol_id from the header):
               other; when one activates — trades (a partial fill too) or triggers — the other
               is ORDER_EXPIRED (LIST_OTHER_LEG) right after that FILL / ORDER_TRIGGERED, and
               when one ends any other way (expired, filled) so does the other. CANCEL of one
-              leg cancels both (ORDER_CANCELED each); CANCEL_ALL takes each in its own place;
-              AMEND of a leg is refused (UNSUPPORTED_COMBINATION). A refused list (the order
+              leg cancels both (ORDER_CANCELED each); CANCEL_ALL takes each in its own place.
+              AMEND of a working leg (resting or waiting, trailing too) is Binance's Order
+              Amend Keep Priority: new_qty_lot below the leg's total, and since a list's legs
+              share one quantity both legs take it (ORDER_AMENDED for the leg, with its new
+              client order id if any, then ORDER_AMENDED for the other leg). Each keeps its
+              place and its stop; what executed or STP took stays taken; a market-like buy's
+              quote cap becomes (cap // old total) x new total, as risk's hold does. Refused
+              (CANCEL_REJECTED): a new price (new_price_tick not 0 nor the leg's price:
+              UNSUPPORTED_COMBINATION, keep-priority changes quantity only), a quantity not
+              below the total (0, same, up: AMEND_QTY_INCREASE, Binance's -2038), a leg left
+              with nothing to trade (INVALID_AMOUNT). A refused list (the order
               engine's or risk's reason in the header) is echoed, all three records.
 
   KILL_ACCOUNT  risk killed the account (admin, or its daily loss limit): every open order
@@ -87,9 +96,11 @@ Results, in this order for one command:
   CANCEL_REJECTED the command could not apply: unknown id or another account's order
                   (UNKNOWN_ORDER), CANCEL_ALL with no open order (UNKNOWN_ORDER, order_id 0),
                   restrictions not met (CANCEL_RESTRICTED), an amend that would leave
-                  nothing to trade (INVALID_AMOUNT), LIMIT_MAKER amended onto a crossing price (WOULD_MATCH).
+                  nothing to trade (INVALID_AMOUNT), LIMIT_MAKER amended onto a crossing price (WOULD_MATCH),
+                  an OCO leg's amend that is not a quantity cut (above).
   ORDER_AMENDED   the order after an amend (qty_lot = new total, price_tick = new price),
-                  before any fills of the re-entered order.
+                  before any fills of the re-entered order; an OCO leg's amend gives two
+                  (the leg, then the other leg).
   BOOK_UPDATE     after the command, one per price level whose state (visible quantity,
                   order count) differs from before the command, in the order the levels were
                   first touched: price, level qty (0 = level gone), orders at
@@ -111,7 +122,8 @@ that trigger on a fall first (highest stop first), then those that trigger on a 
 first), FIFO within a stop price — each emitting ORDER_TRIGGERED (status NEW) and then running
 as a taker (FOK pre-check included), which can move the price and fire more. CANCEL and
 CANCEL_ALL reach waiting stops (CANCEL_ALL takes them after the bids and asks, in stop-book
-order); AMEND of a waiting stop is refused (CANCEL_REJECTED, UNSUPPORTED_COMBINATION).
+order); AMEND of a waiting stop is refused (CANCEL_REJECTED, UNSUPPORTED_COMBINATION) unless it
+is an OCO leg (ORDER_LIST above).
 
 Trailing stops (Binance's trailing-stop FAQ) wait in their symbol's trailing list, in arrival
 order, and follow every trade of the symbol (each fill, not only a command's last price). One
@@ -122,7 +134,7 @@ for buys and the highest for sells; a buy fires at a trade >= lowest x (1 + delt
 sell at a trade <= highest x (1 - delta / 1e4), compared exactly in integers. Fired trailing
 stops run after the static stops that are due, in arrival order, like them (ORDER_TRIGGERED,
 then a taker). CANCEL reaches them, CANCEL_ALL takes them last (arrival order), AMEND is
-refused (UNSUPPORTED_COMBINATION).
+refused (UNSUPPORTED_COMBINATION) unless it is an OCO leg's.
 
 Self-trade prevention applies when taker and maker have the same account; the taker's mode
 (DEFAULT -> the symbol's default_stp) decides: NONE trades; EXPIRE_TAKER expires the taker's
@@ -301,6 +313,7 @@ RS_UNKNOWN, RS_WOULD_MATCH, RS_IOC, RS_FOK, RS_STP, RS_USER, RS_RESTRICT, RS_AMO
     R.Reason.SELF_TRADE_PREVENTED, R.Reason.CANCELED_BY_USER, R.Reason.CANCEL_RESTRICTED, R.Reason.INVALID_AMOUNT,
     R.Reason.BOOK_FULL))
 RS_WOULD_TRIGGER, RS_UNSUPPORTED = int(R.Reason.WOULD_TRIGGER), int(R.Reason.UNSUPPORTED_COMBINATION)
+RS_QTY_UP = int(R.Reason.AMEND_QTY_INCREASE)
 ONLY_NEW, ONLY_PARTIAL = int(R.CancelRestriction.ONLY_NEW), int(R.CancelRestriction.ONLY_PARTIALLY_FILLED)
 FLAG_SELF_TRADE, FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_END, FLAG_QTY_CAP = (
     R.FLAG_SELF_TRADE, R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_END, R.FLAG_QTY_CAP)
@@ -1369,6 +1382,56 @@ def _amended(E, c, oi):
 
 
 @njit(cache=True, nogil=True)
+def _cut_leg(E, oi, new_qty):
+    """An OCO leg's total becomes new_qty (< its total) in place: what it executed or STP took
+    stays taken; a resting leg keeps its place (its slice trimmed), a waiting one its stop; a
+    market-like buy's quote cap shrinks to its per-lot cap x new_qty, as risk's hold does."""
+    oa = _oa(E, oi)
+    qty = ld_i64(oa + O_QTY)
+    leaves = new_qty - (qty - ld_i64(oa + O_LEAVES))
+    lv = ld_i32(oa + O_LEVEL)
+    if lv >= 0:  # in a price level or a stop book level (a trailing stop has none)
+        la = _la(E, lv)
+        _touch(E, ld_i32(oa + O_BOOK), lv)
+        visible = min(ld_i64(oa + O_VIS), leaves)
+        st_i64(la + L_QTY, ld_i64(la + L_QTY) - (ld_i64(oa + O_VIS) - visible))
+        st_i64(oa + O_VIS, visible)
+    qleft = ld_i64(oa + O_QLEFT)
+    if qleft > 0:
+        st_i64(oa + O_QLEFT, (qleft // qty) * new_qty)
+    st_i64(oa + O_QTY, new_qty)
+    st_i64(oa + O_LEAVES, leaves)
+
+
+@njit(cache=True, nogil=True)
+def _amend_leg(E, c, oi):
+    """AMEND of a working OCO leg: Binance's keep-priority amend, quantity down only, and both
+    legs take the new quantity (a list's legs share one). Price change: UNSUPPORTED_COMBINATION;
+    quantity not below the total (0 = unchanged too): AMEND_QTY_INCREASE; a leg left with
+    nothing to trade: INVALID_AMOUNT. Else ORDER_AMENDED for the leg, then for the other."""
+    acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
+    oa = _oa(E, oi)
+    order_id = ld_i64(oa + O_ID)
+    new_price, new_qty = ld_i64(c + A_PRICE), ld_i64(c + A_QTY)
+    if new_price != 0 and new_price != ld_i64(oa + O_PRICE):
+        _emit_cancel_reject(E, acc, sym, order_id, RS_UNSUPPORTED)
+        return
+    if new_qty == 0 or new_qty >= ld_i64(oa + O_QTY):
+        _emit_cancel_reject(E, acc, sym, order_id, RS_QTY_UP)
+        return
+    sib = _h_get(E, ld_i64(oa + O_LINK))  # linked: it works
+    sa = _oa(E, sib)
+    for xa in (oa, sa):  # what STP took off a leg (DECREMENT) stays taken
+        if new_qty - (ld_i64(xa + O_QTY) - ld_i64(xa + O_LEAVES)) <= 0:
+            _emit_cancel_reject(E, acc, sym, order_id, RS_AMOUNT)
+            return
+    _cut_leg(E, oi, new_qty)
+    _amended(E, c, oi)
+    _cut_leg(E, sib, new_qty)
+    _emit_order(E, T_AMENDED, sib, 0, _status_of(sa))
+
+
+@njit(cache=True, nogil=True)
 def _amend(E, c):
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
     order_id = ld_i64(c + A_ORDER)
@@ -1377,8 +1440,10 @@ def _amend(E, c):
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
         return 0
     oa = _oa(E, oi)
-    if (ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM) or ld_i32(oa + O_BOOK) == BOOK_TRAILING  # a waiting stop
-            or ld_i64(oa + O_LINK) != 0):  # or an OCO leg
+    if ld_i64(oa + O_LINK) != 0:
+        _amend_leg(E, c, oi)
+        return 0
+    if ld_i32(oa + O_BOOK) >= 2 * _g(E, E_NSYM) or ld_i32(oa + O_BOOK) == BOOK_TRAILING:  # a waiting stop
         _emit_cancel_reject(E, acc, sym, order_id, RS_UNSUPPORTED)
         return 0
     price, qty, executed = ld_i64(oa + O_PRICE), ld_i64(oa + O_QTY), ld_i64(oa + O_EXEC)
@@ -1500,14 +1565,18 @@ def run(E, in_address, n_in, out_address, out_cap):
             break  # an OCO is taken with both legs
         if ld_u16(c + H_FLAGS) & FLAG_CONTINUED and i + 2 > n_in:
             break  # taken with the next record of its command, which may end it (an EXT)
-        i += 3 if is_list else 1
+        # An EXT is read with the record before it and ends its command: consumed together, so
+        # no output-room check falls between them (the EXT has no result to carry FLAG_END).
+        with_ext = (not is_list and (ld_u16(c + H_FLAGS) & FLAG_CONTINUED) != 0
+                    and ld_u16(c + RB + H_TYPE) == T_EXT)
+        i += 3 if is_list else (2 if with_ext else 1)
         _s(E, E_TS, ld_i64(c + H_TS))
         _s(E, E_EPOCH, _g(E, E_EPOCH) + 1)
         _s(E, E_NT, 0)
         _s(E, E_PFOUND, 0)
         sym = ld_u32(c + H_SYM)
         suspended = 0
-        ends = ld_u16(c + H_FLAGS) & FLAG_CONTINUED == 0
+        ends = ld_u16(c + H_FLAGS) & FLAG_CONTINUED == 0 or with_ext
         if is_list:
             _order_list(E, c)
             ends = True
@@ -1536,7 +1605,7 @@ def run(E, in_address, n_in, out_address, out_cap):
             suspended = _kill(E, ld_u32(c + H_ACC), 0)
             ends = False
         elif t == T_EXT:
-            pass  # read with the record before it; it ends that command
+            pass  # (one that follows no record: nothing to do)
         else:  # a rejection made upstream (risk): echoed so the order engine sees it end
             a = _g(E, E_OUT) + _g(E, E_OUTN) * RB
             copy_bytes(a, c, RB)

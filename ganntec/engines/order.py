@@ -93,7 +93,9 @@ list still open (one with a leg not yet ended): DUPLICATE_ORDER.
 AMEND (FLAG_CONTINUED) + EXT (ext_kind NEW_CLIENT_ORDER_ID, text1): Binance's amend with
 newClientOrderId. The new id must be set and free (the order's own current id is fine), else
 both records are refused (DUPLICATE_ORDER; the EXT keeps its type, reason set). The order
-takes the id when its ORDER_AMENDED (which carries it) is sequenced.
+takes the id when its ORDER_AMENDED (which carries it) is sequenced. An AMEND of an OCO leg is
+checked like any other (matching applies the list's rules): a leg that takes a new id stays in
+its list, which knows its legs by order id, and the other leg's ORDER_AMENDED carries no id.
 
 Credits: NEW_ORDER, CANCEL, CANCEL_ALL, AMEND, CANCEL_REPLACE and ORDER_LIST forwarded -> +1
 in flight; a result with FLAG_END -> -1. An EXT on its own is refused with

@@ -27,9 +27,21 @@ amount it locks when risk accepts it:
 A fill spends the hold (a limit buy filled below its limit gets the difference back at once);
 quantity self-trade prevention takes off (TRADE_PREVENTED) is released at once;
 the end of an order (FLAG_MAKER_DONE / FLAG_TAKER_DONE fill, ORDER_EXPIRED, ORDER_CANCELED, a
-matching ORDER_REJECTED) releases what is left. An AMEND that needs more locks the extra before
-it is forwarded (refused with INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the
-amend's CANCEL_REJECTED settles the hold to what the order then needs.
+matching ORDER_REJECTED) releases what is left. An AMEND that needs more than the order holds
+(an OCO leg: than its list holds) locks the extra before it is forwarded (refused with
+INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the amend's CANCEL_REJECTED settles
+the hold to what the order then needs.
+
+An OCO list locks once: what its hungrier leg needs (each leg's need as in the table), all on
+that leg's hold, none on the other's, while both work. When one activates (its first fill, its
+trigger) it takes the whole hold, cut to what it needs; when one ends otherwise its hold passes
+to the other. While both work the list keeps max(what each leg needs now) and releases anything
+above it: after STP takes quantity off a leg (the other may still need it all), after an
+amend's CANCEL_REJECTED (matching takes only quantity cuts of a working leg: whatever an AMEND
+locked for more comes back), and after a cut, which matching applies to both legs: each leg's
+ORDER_AMENDED cuts that leg's quantity and leaves by the same amount (what STP took stays
+taken) and a market-like buy's cap to (cap // old quantity) x new quantity, as matching does,
+then the list settles.
 
 Fees are charged in the asset received, at the maker or taker rate (account override, else the
 symbol's), rounded down: floor(received x rate_e8 / 1e8), computed without overflow. They go to
@@ -44,7 +56,7 @@ Cancels (CANCEL, CANCEL_ALL, the cancel of a CANCEL_REPLACE) need the TRADE perm
 (NO_TRADE_PERMISSION; a killed account may still cancel). An AMEND, which can add exposure,
 also needs the account active (ACCOUNT_DISABLED) and the symbol trading (MARKET_CLOSED). An
 AMEND of a market-like buy (a waiting STOP_LOSS / TAKE_PROFIT) leaves its cap as it is:
-matching refuses it. Refusals become CANCEL_REJECTED, echoed by matching.
+matching refuses it (an OCO leg's: above). Refusals become CANCEL_REJECTED, echoed by matching.
 
 Pre-trade checks on NEW_ORDER, first failure wins: UNKNOWN_ACCOUNT (never opened),
 ACCOUNT_DISABLED (killed), NO_TRADE_PERMISSION, MARKET_CLOSED (symbol halted),
@@ -83,7 +95,7 @@ State layouts (engine-private; snapshots store these arrays):
         64     8  i8    day
         72     8  i8    day_pnl_minor
 
-    [HOLD_DTYPE] 64 bytes
+    [HOLD_DTYPE] 72 bytes
     offset  size  type  field
          0     8  i8    order_id
          8     8  i8    held_minor
@@ -97,6 +109,8 @@ State layouts (engine-private; snapshots store these arrays):
         53     1  u1    order_type
         54     2  -     (reserved)
         56     8  i8    link_order_id     the other leg of its OCO list while both work, else 0
+        64     8  i8    need_minor        an OCO leg: what it alone would lock at qty_lot (for a
+                                          market-like buy, the quote cap matching has); else 0
 """
 
 from __future__ import annotations
@@ -130,17 +144,17 @@ ACCOUNT_STATE_DTYPE = np.dtype(
 HOLD_DTYPE = np.dtype(
     {
         "names": ["order_id", "held_minor", "price_tick", "qty_lot", "leaves_lot", "account_id", "symbol_id",
-                  "asset_id", "side", "order_type", "link_order_id"],
-        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53, 56],
-        "itemsize": 64,
+                  "asset_id", "side", "order_type", "link_order_id", "need_minor"],
+        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53, 56, 64],
+        "itemsize": 72,
     }
 )
 ACCOUNT_NONE, ACCOUNT_ACTIVE, ACCOUNT_KILLED = 0, 1, 2
 A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS, A_DAY, A_DAYPNL = (
     _off(ACCOUNT_STATE_DTYPE, n) for n in ACCOUNT_STATE_DTYPE.names)
 AB = ACCOUNT_STATE_DTYPE.itemsize
-HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE, HO_LINK = (
+HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE, HO_LINK, HO_NEED = (
     _off(HOLD_DTYPE, n) for n in HOLD_DTYPE.names)
 HB = HOLD_DTYPE.itemsize
 
@@ -320,6 +334,31 @@ def _shrink_hold(K, ha, to_amount):
 
 
 @njit(cache=True, nogil=True)
+def _leg_need(K, ha):
+    """What an OCO leg alone needs now (its own hold is 0 or the whole list's): a market-like
+    buy its quote cap, anything else its requirement."""
+    if ld_u8(ha + HO_SIDE) == BUY and ld_i64(ha + HO_PRICE) == 0:
+        return ld_i64(ha + HO_NEED)
+    return _requirement(K, ha)
+
+
+@njit(cache=True, nogil=True)
+def _list_settle(K, src, ha):
+    """The working OCO list of leg ha keeps what its hungrier leg needs now, all on one leg (an
+    amend may have locked some on the other), and releases the rest; BALANCE if any moved."""
+    h = _hold_of(K, ld_i64(ha + HO_LINK))
+    if h < 0:
+        return
+    sa = _ha(K, h)
+    need = max(_leg_need(K, ha), _leg_need(K, sa))
+    holder, other = (ha, sa) if ld_i64(ha + HO_HELD) >= ld_i64(sa + HO_HELD) else (sa, ha)
+    st_i64(holder + HO_HELD, ld_i64(holder + HO_HELD) + ld_i64(other + HO_HELD))  # same account, asset
+    st_i64(other + HO_HELD, 0)
+    if _shrink_hold(K, holder, need):
+        _balance_record(K, src, ld_i32(holder + HO_ACC), ld_i32(holder + HO_ASSET), 0)
+
+
+@njit(cache=True, nogil=True)
 def _move_held(src, dst):
     """All of an OCO leg's hold to its sibling (same account and asset: both stay locked); the
     pair is no longer linked."""
@@ -427,9 +466,9 @@ def _need(K, c, free):
 
 
 @njit(cache=True, nogil=True)
-def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link):
+def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link, need):
     """Record the hold of the order at c (its amount already locked), count it open, and
-    forward it to matching with the caps risk gives it."""
+    forward it to matching with the caps risk gives it. An OCO leg has a link and its own need."""
     acc, sym, t, side = ld_u32(c + H_ACC), ld_u32(c + H_SYM), ld_u8(c + N_TYPE), ld_u8(c + N_SIDE)
     h = slot_take(_g(K, K_HFREE), K + 8 * K_NHFREE)
     ha = _ha(K, h)
@@ -445,6 +484,7 @@ def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link):
     st_u8(ha + HO_SIDE, side)
     st_u8(ha + HO_TYPE, t)
     st_i64(ha + HO_LINK, link)
+    st_i64(ha + HO_NEED, need)
     hm_put(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), oid, h)
     if t != MARKET:
         aa = _acc(K, acc)
@@ -473,7 +513,7 @@ def _new_order(K, c):
         _reject_new(K, c, RS_FULL)
         return
     _lock(K, acc, asset, amount)
-    _open_hold(K, c, amount, hold_price, cap_quote, cap_qty, 0)
+    _open_hold(K, c, amount, hold_price, cap_quote, cap_qty, 0, 0)
     _balance_record(K, c, acc, asset, 0)
 
 
@@ -505,8 +545,8 @@ def _order_list(K, c):
         return
     _lock(K, acc, asset, amount)
     _to_a(K, c)
-    _open_hold(K, above, amount if need_a >= need_b else 0, price_a, quote_a, qty_a, ld_i64(below + H_SEQ))
-    _open_hold(K, below, 0 if need_a >= need_b else amount, price_b, quote_b, qty_b, ld_i64(above + H_SEQ))
+    _open_hold(K, above, amount if need_a >= need_b else 0, price_a, quote_a, qty_a, ld_i64(below + H_SEQ), need_a)
+    _open_hold(K, below, 0 if need_a >= need_b else amount, price_b, quote_b, qty_b, ld_i64(above + H_SEQ), need_b)
     _balance_record(K, c, acc, asset, 0)
 
 
@@ -543,7 +583,9 @@ def _amend(K, c):
     if h >= 0 and ld_i32(_ha(K, h) + HO_ACC) == acc:
         ha = _ha(K, h)
         if ld_u8(ha + HO_SIDE) == BUY and ld_i64(ha + HO_PRICE) == 0:
-            _to_a(K, c)  # a market-like buy (a waiting stop): its cap stays; matching refuses it
+            # a market-like buy (a waiting stop): its cap stays; matching refuses the amend, or
+            # for an OCO leg cuts the cap with the quantity (the hold follows on ORDER_AMENDED)
+            _to_a(K, c)
             return
         qty, leaves = ld_i64(ha + HO_QTY), ld_i64(ha + HO_LEAVES)
         new_qty = ld_i64(c + AM_QTY) if ld_i64(c + AM_QTY) > 0 else qty
@@ -555,14 +597,22 @@ def _amend(K, c):
                 need = new_leaves * ld_i64(s + S_BPL)
             else:
                 need = new_price * new_leaves * ld_i64(s + S_QPL)
-            extra = need - ld_i64(ha + HO_HELD)
+            have = ld_i64(ha + HO_HELD)
+            if ld_i64(ha + HO_LINK) != 0:
+                # An OCO leg has what its list holds (on either leg). Matching takes only a cut,
+                # which needs no more; but it may already see the leg on its own (its list
+                # activated by a command still in flight), so anything more is locked first.
+                hs = _hold_of(K, ld_i64(ha + HO_LINK))
+                if hs >= 0:
+                    have += ld_i64(_ha(K, hs) + HO_HELD)
+            extra = need - have
             if extra > 0:
                 asset = ld_i32(ha + HO_ASSET)
                 if ld_i64(_bal(K, acc, asset)) < extra:
                     _refuse(K, c, RS_FUNDS)
                     return
                 _lock(K, acc, asset, extra)
-                st_i64(ha + HO_HELD, need)
+                st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) + extra)
                 _balance_record(K, c, acc, asset, 0)
     _to_a(K, c)
 
@@ -703,7 +753,9 @@ def _prevented(K, p):
         if h >= 0 and lots > 0:
             ha = _ha(K, h)
             st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - lots)
-            if _shrink_hold(K, ha, _requirement(K, ha)):
+            if ld_i64(ha + HO_LINK) != 0:  # the other leg may still need all the list holds
+                _list_settle(K, p, ha)
+            elif _shrink_hold(K, ha, _requirement(K, ha)):
                 _balance_record(K, p, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
 
@@ -714,6 +766,14 @@ def _settle_hold(K, e):
     if h < 0:
         return
     ha = _ha(K, h)
+    if ld_i64(ha + HO_LINK) != 0:
+        if ld_u16(e + H_TYPE) == T_AMENDED:  # a quantity cut (matching cuts the other leg next)
+            qty, new_qty = ld_i64(ha + HO_QTY), ld_i64(e + EV_QTY)
+            st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - (qty - new_qty))  # STP's part stays taken
+            st_i64(ha + HO_NEED, (ld_i64(ha + HO_NEED) // qty) * new_qty)  # matching cuts a cap alike
+            st_i64(ha + HO_QTY, new_qty)
+        _list_settle(K, e, ha)
+        return
     if ld_u16(e + H_TYPE) == T_AMENDED:
         st_i64(ha + HO_PRICE, ld_i64(e + EV_PRICE) if ld_i64(ha + HO_PRICE) > 0 else 0)
         st_i64(ha + HO_QTY, ld_i64(e + EV_QTY))

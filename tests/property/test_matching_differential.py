@@ -5,10 +5,11 @@ default STP, three accounts (so self-trades happen) and six prices per symbol (s
 cross all the time), covering every order type, TIF and STP mode of the spec (LIMIT
 GTC/IOC/FOK, MARKET by quantity, by quote and with the other as a cap, LIMIT_MAKER, stops
 and stop-limits, trailing stops with and without a stop price, icebergs), cancels (own,
-foreign, unknown, restricted, of waiting stops), cancel-replaces (both modes, any of those
-targets, any order as the new one), cancel-all, amends (down, up, price, bad quantity, no
-change), rejections from risk passed through, and now and then capacities small enough for
-BOOK_FULL. The stream goes through:
+foreign, unknown, restricted, of waiting stops, of OCO legs), cancel-replaces (both modes, any
+of those targets, any order as the new one), cancel-all, amends (down, up, price, bad quantity,
+no change; of OCO legs too; with a new client order id now and then), OCO lists (every leg
+type; a buy's market-like leg with the quote cap risk would give it), rejections from risk
+passed through, and now and then capacities small enough for BOOK_FULL. The stream goes through:
   * the model, one command at a time (the generator picks cancel/amend targets from it); a
     cancel-replace's leg that comes back is sent again as a NEW_ORDER with a fresh seq, as the
     order engine and risk would;
@@ -70,7 +71,8 @@ def make_symbols(stp0: StpMode, stp1: StpMode) -> list[Symbol]:
 # The narrow band: BASE_TICK .. BASE_TICK + N_PRICES - 1. Each holds a round price (10000, 200)
 # with two ticks below it, so that trailing stops can fire exactly on a tick both ways.
 BASE_TICK = {0: 9_998, 1: 198}
-LOT_VALUE = {0: 10 * BASE_TICK[0], 1: 50 * BASE_TICK[1]}  # quote minor units of one lot at the band's bottom
+QPL = {0: 10, 1: 50}  # quote minor units of one lot at one tick
+LOT_VALUE = {sym: QPL[sym] * BASE_TICK[sym] for sym in QPL}  # quote minor units of one lot at the band's bottom
 STOP_TYPES = (OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT)
 # Trailing deltas: one tick is about 1 bip in symbol 0's band and 50 in symbol 1's, so these fire
 # on moves of one to three ticks, some exactly on a tick: 10001 or 9999 from 10000 (1 bip), 201 or
@@ -82,7 +84,7 @@ TRAIL_BIPS = {0: (1, 2, 3), 1: (25, 50, 100)}
 # ("cancel", target, pick, own, account, symbol, restriction)
 # ("replace", target, pick, own, account, symbol, restriction, mode, order): a cancel-replace;
 #  the new order gets the cancel's account and symbol
-# ("amend", target, pick, own, account, symbol, new price offset or None, qty kind, k)
+# ("amend", target, pick, own, account, symbol, new price offset or None, qty kind, k, new client id)
 # ("cancel_all", account, symbol)
 # ("passthrough", account, symbol, record type, k)
 # with order = (side, order type, tif, price offset, qty, budget, quote k, stop offset, stp,
@@ -92,7 +94,8 @@ ORDER_TYPES = [OrderType.LIMIT] * 8 + [OrderType.MARKET] * 3 + [OrderType.LIMIT_
 TIFS = [TimeInForce.GTC] * 3 + [TimeInForce.IOC, TimeInForce.FOK]
 # what defines a market order (and the cap risk may add): quantity, quote, both
 BUDGETS = ["qty", "qty", "quote", "quote", "qty+quote_cap", "quote+qty_cap"]
-TARGETS = ["open", "open", "open", "any", "unknown"]  # cancel/amend: an open order, any past id, none
+# cancel/amend: an open order, a working OCO list's leg, any past id, none
+TARGETS = ["open", "open", "open", "leg", "leg", "any", "unknown"]
 OWN = [True, True, True, False]  # the target's own account and symbol, or any
 AMEND_QTY = [None, "down", "down", "up", "same", "bad"]
 PASSTHROUGH = [RecordType.ORDER_REJECTED, RecordType.CANCEL_REJECTED]
@@ -121,7 +124,8 @@ replace_cmds = st.tuples(st.just("replace"), st.sampled_from(TARGETS), picks, st
                          symbol_ids, st.sampled_from(list(CancelRestriction)), st.sampled_from(list(ReplaceMode)),
                          orders)
 amend_cmds = st.tuples(st.just("amend"), st.sampled_from(TARGETS), picks, st.sampled_from(OWN), accounts, symbol_ids,
-                       st.one_of(st.none(), prices), st.sampled_from(AMEND_QTY), st.integers(0, 7))
+                       st.one_of(st.none(), prices), st.sampled_from(AMEND_QTY), st.integers(0, 7),
+                       st.sampled_from((False, False, True)))
 cancel_all_cmds = st.tuples(st.just("cancel_all"), accounts, symbol_ids)
 # ("oco", account, symbol, side, profit type, loss type, profit price, loss stop, qty, stp, trailing loss leg)
 oco_cmds = st.tuples(st.just("oco"), accounts, symbol_ids, st.sampled_from((Side.BUY, Side.SELL)),
@@ -150,7 +154,8 @@ def random_abstract(rnd: random.Random, n: int) -> list[tuple]:
                         rnd.choice(list(CancelRestriction)), rnd.choice(list(ReplaceMode)), random_order(rnd)))
         elif kind == "amend":
             out.append(("amend", rnd.choice(TARGETS), rnd.randint(0, 40), rnd.choice(OWN), acct, sym,
-                        rnd.choice([None, rnd.randrange(N_PRICES)]), rnd.choice(AMEND_QTY), rnd.randint(0, 7)))
+                        rnd.choice([None, rnd.randrange(N_PRICES)]), rnd.choice(AMEND_QTY), rnd.randint(0, 7),
+                        rnd.random() < 0.3))
         elif kind == "cancel_all":
             out.append(("cancel_all", acct, sym))
         elif kind == "oco":
@@ -223,9 +228,11 @@ def build_stream(symbols, max_orders, max_levels, abstract) -> Stream:
                                      restriction)
                 seq += 1
             else:
-                new_price, qty_kind, k = a[6:]
+                new_price, qty_kind, k, new_cid = a[6:]
                 cmd = amend(seq, acct, sym, order_id, price=0 if new_price is None else BASE_TICK[sym] + new_price,
-                            qty=_amend_qty(model.order(order_id), qty_kind, k))
+                            qty=_amend_qty(model.order(order_id), qty_kind, k),
+                            cid=f"a{seq}".encode() if new_cid else b"")
+                seq += 1 if new_cid else 0  # the EXT has its own seq
         s.commands.append(cmd)
         s.results.append(model.process(cmd))
         out = s.results[-1]
@@ -281,8 +288,16 @@ def oco_records(seq, acct, sym, side, profit_type, loss_type, profit_p, loss_p, 
     above, below = (profit, loss) if side == Side.SELL else (loss, profit)
     legs = []
     for k, leg in enumerate((above, below)):
+        quote = 0
+        if side == Side.BUY and leg["order_type"] in (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT):
+            # risk's quote cap: the stop price (a trailing leg's moved by its delta) x qty, or with
+            # no price to go by all the free quote (here one that is no multiple of the quantity)
+            t = leg.get("trailing", 0)
+            ref = leg["stop"] * (10_000 + t) // 10_000 if leg["stop"] else 0
+            quote = ref * qty * QPL[sym] if ref else (base + N_PRICES) * qty * QPL[sym] + 7 * qty // 3 + 1
         rec = new_order(seq + 1 + k, acct, sym, side, leg["order_type"], TimeInForce.GTC, price=leg["price"], qty=qty,
-                        stop=leg["stop"], stp=stp, cid=f"c{seq + 1 + k}".encode(), trailing=leg.get("trailing", 0))
+                        quote=quote, stop=leg["stop"], stp=stp, cid=f"c{seq + 1 + k}".encode(),
+                        trailing=leg.get("trailing", 0))
         rec["ts_ns"] = seq * 1000
         legs.append(rec)
     legs[0]["flags"] = records.FLAG_CONTINUED
@@ -292,6 +307,13 @@ def oco_records(seq, acct, sym, side, profit_type, loss_type, profit_p, loss_p, 
 def _target(model, issued, target, pick, own, acct, sym):
     if target == "unknown" or not issued:
         return 1_000_000 + pick, acct, sym
+    if target == "leg":
+        legs = model.oco_legs()
+        if legs:
+            oid = legs[pick % len(legs)]
+            o = model.order(oid)
+            return (oid, o["account_id"], o["symbol_id"]) if own else (oid, acct, sym)
+        target = "open"
     if target == "open":
         open_ids = sorted([oid for s in (0, 1) for side in (Side.BUY, Side.SELL) for oid in model.open_orders(s, side)]
                           + [oid for s in (0, 1) for oid in model.waiting_stops(s)])
@@ -414,6 +436,10 @@ def describe(s: Stream) -> str:
                          f"new_qty={int(r['new_qty_lot'])}")
         elif t == RecordType.CANCEL_ALL:
             lines.append(f"  CANCEL_ALL {head}")
+        elif t == RecordType.EXT:
+            lines.append(f"  EXT {head} new client order id {bytes(r['text1'])!r} (the amend's)")
+        elif t == RecordType.ORDER_LIST:
+            lines.append(f"  ORDER_LIST {head} (OCO: the next two NEWs are its legs)")
         else:
             lines.append(f"  {t.name} {head} (passed through)")
     return "\n".join(lines)

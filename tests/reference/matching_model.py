@@ -48,6 +48,15 @@ confirm them; the differential tests report any difference):
     priority and reports ORDER_AMENDED without BOOK_UPDATE. The checks of an amend run in
     this order: unknown order, waiting stop (UNSUPPORTED_COMBINATION), quantity
     (INVALID_AMOUNT), LIMIT_MAKER crossing (WOULD_MATCH).
+  * An amend of a working OCO leg checks, in this order: a price other than the leg's
+    (UNSUPPORTED_COMBINATION), a quantity not below the leg's total (AMEND_QTY_INCREASE), a
+    quantity at or below what either leg executed or had decremented (INVALID_AMOUNT). The legs
+    share the quantity they had at entry, so "both legs take the new total" cuts each by the
+    same amount. A market-like buy leg's quote cap (what risk gave it) is cut in the spec's
+    integer units: quote minor units per lot, floored, times the new lots.
+  * An AMEND followed by an EXT (FLAG_CONTINUED): the EXT's text1 is the amended order's new
+    client order id, on its ORDER_AMENDED (not the other leg's); the EXT ends the command and
+    has no result of its own.
   * An input record that is not a command (a rejection risk made) goes out byte for byte
     with FLAG_END added; it does not advance the engine's source_seq.
   * Trailing stops take an order slot but no stop price level (max_levels does not apply).
@@ -81,6 +90,7 @@ from ganntec.shm.records import (
     RECORD_DTYPE,
     SOURCE_MATCHING,
     CancelRestriction,
+    ExtKind,
     OrderStatus,
     OrderType,
     Reason,
@@ -232,6 +242,10 @@ class MatchingModel:
     def open_orders(self, symbol_id: int, side: int) -> list[int]:
         return [o.order_id for o in self._books[(symbol_id, side)]]
 
+    def oco_legs(self) -> list[int]:
+        """Ids of the legs of working OCO lists (both legs still linked), ascending."""
+        return sorted(o.order_id for o in self._open.values() if o.link)
+
     def waiting_stops(self, symbol_id: int) -> list[int]:
         """Ids of the symbol's untriggered stops: static ones in the order they would fire (and
         be canceled), then the trailing ones in arrival order."""
@@ -264,7 +278,7 @@ class MatchingModel:
         with localcontext(_EXACT):
             skip = 0
             for i in range(len(cmds)):
-                if skip:  # the legs of an OCO, taken with its header
+                if skip:  # the legs of an OCO, taken with its header; an amend's EXT
                     skip -= 1
                     continue
                 rtype = int(cmds[i]["type"])
@@ -297,7 +311,12 @@ class MatchingModel:
                 elif rtype == RecordType.CANCEL_ALL:
                     self._cancel_all()
                 elif rtype == RecordType.AMEND:
-                    self._amend(rec)
+                    cid = b""
+                    if flags & FLAG_CONTINUED and i + 1 < len(cmds) and int(cmds[i + 1]["type"]) == RecordType.EXT:
+                        # its EXT carries the new client order id and ends the command
+                        cid = bytes(records.view(cmds[i + 1 : i + 2])["text1"])
+                        skip, flags = 1, 0
+                    self._amend(rec, cid)
                 elif rtype == RecordType.KILL_ACCOUNT:
                     self._kill()
                     self._book_updates()
@@ -651,12 +670,15 @@ class MatchingModel:
                 self._remove(o)
                 self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_ADMIN)
 
-    def _amend(self, rec) -> None:
+    def _amend(self, rec, cid: bytes = b"") -> None:
         o = self._own_open_order(int(rec["order_id"]))
         if o is None:
             self._reject_command(int(rec["order_id"]), Reason.UNKNOWN_ORDER)
             return
-        if o.waiting or o.link:  # a waiting stop, or an OCO leg
+        if o.link:
+            self._amend_leg(o, rec, cid)
+            return
+        if o.waiting:
             self._reject_command(o.order_id, Reason.UNSUPPORTED_COMBINATION)
             return
         r = self._rules[o.symbol_id]
@@ -676,12 +698,39 @@ class MatchingModel:
             self._touch(o)
             o.qty, o.leaves = new_qty, new_leaves
             o.visible = min(o.visible, new_leaves)  # (an iceberg's slice shrinks with it)
-            self._order_event(RecordType.ORDER_AMENDED, o, o.status(), Reason.NONE)
+            self._order_event(RecordType.ORDER_AMENDED, o, o.status(), Reason.NONE, cid)
             return
         self._remove(o)
         o.qty, o.leaves, o.price = new_qty, new_leaves, new_price
-        self._order_event(RecordType.ORDER_AMENDED, o, o.status(), Reason.NONE)
+        self._order_event(RecordType.ORDER_AMENDED, o, o.status(), Reason.NONE, cid)
         self._take_then_rest(o)
+
+    def _amend_leg(self, o: _Order, rec, cid: bytes) -> None:
+        """Binance's Order Amend Keep Priority on an order of a working OCO: its quantity only,
+        down only, and the other leg takes the same quantity (a list's legs share one)."""
+        r = self._rules[o.symbol_id]
+        if int(rec["new_price_tick"]) != 0 and r.price(rec["new_price_tick"]) != o.price:
+            self._reject_command(o.order_id, Reason.UNSUPPORTED_COMBINATION)
+            return
+        new_qty = r.qty(rec["new_qty_lot"])
+        if int(rec["new_qty_lot"]) == 0 or new_qty >= o.qty:
+            self._reject_command(o.order_id, Reason.AMEND_QTY_INCREASE)
+            return
+        other = self._open[o.link]
+        if any(new_qty <= x.executed + x.decremented for x in (o, other)):
+            self._reject_command(o.order_id, Reason.INVALID_AMOUNT)
+            return
+        for x, x_cid in ((o, cid), (other, b"")):
+            if not x.waiting:
+                self._touch(x)  # it keeps its place: only the level's quantity changes
+            if x.quote_left is not None:
+                # a market-like buy's quote cap, per lot (in minor units, floored) x the new quantity
+                lots = r.lots(x.qty)
+                x.quote_left = r.quote(r.minor(x.quote_left) // lots * r.lots(new_qty))
+            x.leaves -= x.qty - new_qty
+            x.qty = new_qty
+            x.visible = min(x.visible, x.leaves)
+            self._order_event(RecordType.ORDER_AMENDED, x, x.status(), Reason.NONE, x_cid)
 
     # --- book ------------------------------------------------------------------------------
     def _best(self, symbol_id: int, side: int) -> _Order | None:
@@ -853,11 +902,19 @@ def cancel_all(seq: int, account: int, symbol: int) -> np.ndarray:
     return rec
 
 
-def amend(seq: int, account: int, symbol: int, order_id: int, price: int = 0, qty: int = 0) -> np.ndarray:
+def amend(seq: int, account: int, symbol: int, order_id: int, price: int = 0, qty: int = 0,
+          cid: bytes = b"") -> np.ndarray:
+    """An AMEND; with `cid`, followed by its EXT (the new client order id, seq + 1)."""
     rec = records.empty(RecordType.AMEND)
     rec["seq"], rec["ts_ns"], rec["account_id"], rec["symbol_id"] = seq, seq * 1000, account, symbol
     rec["order_id"], rec["new_price_tick"], rec["new_qty_lot"] = order_id, price, qty
-    return rec.view(RECORD_DTYPE)
+    if not cid:
+        return rec.view(RECORD_DTYPE)
+    rec["flags"] = FLAG_CONTINUED
+    ext = records.empty(RecordType.EXT)
+    ext["seq"], ext["ts_ns"], ext["account_id"], ext["symbol_id"] = seq + 1, seq * 1000, account, symbol
+    ext["ext_kind"], ext["text1"] = ExtKind.NEW_CLIENT_ORDER_ID, cid
+    return _join([rec, ext])
 
 
 def batch(*cmds: np.ndarray) -> np.ndarray:

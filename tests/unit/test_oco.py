@@ -1,6 +1,7 @@
 """OCO order lists through the whole in-process exchange: validation (shape, prices, filters,
 client ids), one hold for the pair, activation by a fill or a trigger expiring the other leg,
-cancel of one leg cancelling both, cancel-all, amend refused, balances and credits exact."""
+cancel of one leg cancelling both, cancel-all, balances and credits exact. (Amending a leg:
+test_oco_amend.py.)"""
 
 from __future__ import annotations
 
@@ -103,11 +104,8 @@ def test_buy_oco_limit_fill_keeps_only_what_the_limit_leg_needs(ex):
     assert ex.conservation_errors() == []
 
 
-def test_cancel_all_and_amend(ex):
+def test_cancel_all(ex):
     above, below = legs(sell_oco(ex))
-    amend = R.empty(RecordType.AMEND)
-    amend["account_id"], amend["order_id"], amend["new_qty_lot"] = OWNER, above, 100
-    assert events(ex.submit(amend)) == [("CANCEL_REJECTED", "UNSUPPORTED_COMBINATION", above)]
     everything = R.empty(RecordType.CANCEL_ALL)
     everything["account_id"] = OWNER
     assert sorted(e[2] for e in events(ex.submit(everything))) == [above, below]
