@@ -337,6 +337,9 @@ SOURCE_MATCHING = R.SOURCE_MATCHING
  E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT,
  E_REPLACE, E_TLVL) = range(38)
 E_SLOTS = 40
+# Slots a snapshot does not carry: addresses of this process's arrays and of the output.
+LOCAL_SLOTS = (E_SYM, E_ORD, E_OFREE, E_LVL, E_LFREE, E_BKEYS, E_BLVL, E_BN, E_HKEYS, E_HVALS, E_SYMST, E_TBOOK,
+               E_TPRICE, E_TQTY, E_TCNT, E_TLVL, E_OUT)
 PEND_NONE, PEND_TAKER, PEND_CANCEL_ALL, PEND_TRIGGERS, PEND_KILL = 0, 1, 2, 3, 4
 # E_REPLACE between a CANCEL_REPLACE and its leg: what to do with the leg.
 REPLACE_NONE, REPLACE_GO, REPLACE_STOP = 0, 1, 2

@@ -181,6 +181,10 @@ RS_TRAIL = int(RS.FILTER_TRAILING_DELTA)
  C_DUPES, C_OUT, C_OUTN, C_CKEYS, C_CVALS, C_CMASK, C_IKEYS, C_IVALS, C_IMASK, C_ENT, C_EFREE, C_NEFREE,
  C_LKEYS, C_LVALS, C_LMASK, C_REPLAY) = range(28)
 C_SLOTS = 28
+# Slots a snapshot does not carry: addresses of this process's arrays and of the output, and
+# the replay mode (the loader's).
+LOCAL_SLOTS = (C_SYM, C_LAST, C_EDGE, C_OKEYS, C_OVALS, C_CKEYS, C_CVALS, C_IKEYS, C_IVALS, C_ENT, C_EFREE, C_LKEYS,
+               C_LVALS, C_OUT, C_REPLAY)
 # listClientOrderIds share the client id map in their own namespace (account | LIST_IDS),
 # keyed by the list id (the ORDER_LIST record's seq: never an order id). An open list's legs
 # map to it (C_LKEYS) until both have ended.

@@ -70,6 +70,8 @@ LIMIT_31 = 1 << 31
 
 (P_CSYM, P_CROWS, P_CNROWS, P_CMAX, P_CKEYS, P_CVALS, P_CMASK, P_COUT, P_COUTN) = range(9)
 P_SLOTS = 10
+# Slots a snapshot does not carry: addresses of this process's arrays and of the output.
+LOCAL_SLOTS = (P_CSYM, P_CROWS, P_CKEYS, P_CVALS, P_COUT)
 
 
 @njit(cache=True, nogil=True)

@@ -215,6 +215,9 @@ SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
  K_HMASK, K_FEEACC, K_A, K_NA, K_B, K_NB, K_LOSSASSET, K_PROWS, K_PNROWS, K_PMAX, K_PKEYS, K_PVALS,
  K_PMASK, K_LAST) = range(27)
 K_SLOTS = 27
+# Slots a snapshot does not carry: addresses of this process's arrays and of the outputs.
+LOCAL_SLOTS = (K_SYM, K_SYMST, K_ACC, K_BAL, K_TOT, K_HOLD, K_HFREE, K_HKEYS, K_HVALS, K_PROWS, K_PKEYS, K_PVALS,
+               K_LAST, K_A, K_B)
 BIPS = 10_000
 DAY_NS = 86_400_000_000_000
 
