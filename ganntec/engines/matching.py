@@ -217,7 +217,7 @@ from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put, lookup
 from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, move_bytes, slot_give, slot_take, st_i32,
                                  st_i64, st_u8, st_u16,
                                  st_u32, zero_bytes)
-from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
 
@@ -1634,7 +1634,7 @@ class MatchingEngine:
         if not 0 <= shard < 0x8000:
             raise ValueError(f"shard={shard} (0 .. 32767)")
         n_books = 4 * len(symbols)  # per symbol: bids, asks, and two stop books
-        self.symbols = symbols.copy()
+        self.symbols = own_table(symbols)
         self.max_orders, self.max_levels, self.shard = max_orders, max_levels, shard
         self.orders = np.zeros(max_orders, ORDER_DTYPE)
         self.order_free = np.arange(max_orders - 1, -1, -1, dtype=np.int32)  # slot 0 is used first

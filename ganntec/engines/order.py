@@ -112,7 +112,7 @@ from numba import njit
 from ganntec.engines.events import cancel_reject_in_place, reject_new_in_place
 from ganntec.engines.hashmap import capacity_for, hm_del, hm_find, hm_get, hm_put
 from ganntec.engines.mem import ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, st_i64, st_u16
-from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
 
@@ -741,7 +741,7 @@ class OrderEngine:
             raise ValueError(f"symbols={len(symbols)} (at most {(1 << SYMBOL_BITS) - 1})")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight={max_in_flight} (must be >= 1)")
-        self.symbols = symbols.copy()
+        self.symbols = own_table(symbols)
         self.last_price = np.zeros(len(symbols), np.int64)
         self.edge_last_seq = np.zeros(max_edges + 1, np.int64)
         cap = capacity_for(max_open_orders)

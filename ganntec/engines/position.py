@@ -41,7 +41,7 @@ from numba import njit
 
 from ganntec.engines.hashmap import capacity_for, hm_get, hm_put
 from ganntec.engines.mem import ld_i64, ld_u8, ld_u16, ld_u32, st_i64
-from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
 
@@ -177,7 +177,7 @@ def run(P, in_address, n_in, out_address, out_cap):
 
 class PositionEngine:
     def __init__(self, symbols: np.ndarray, max_positions: int = 1 << 16):
-        self.symbols = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE).copy()
+        self.symbols = own_table(symbols)
         self.rows = np.zeros(max_positions, POSITION_DTYPE)
         cap = capacity_for(max_positions)
         self.keys = np.zeros(cap, np.int64)

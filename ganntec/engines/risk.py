@@ -123,7 +123,7 @@ from ganntec.engines.hashmap import capacity_for, hm_del, hm_get, hm_put
 from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, slot_give, slot_take, st_i32, st_i64, st_u8,
                                  st_u16, st_u32, zero_bytes)
 from ganntec.engines.position import P_REAL, POSITION_DTYPE, _trade, row_for
-from ganntec.engines.symbols import SYMBOL_DTYPE
+from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
 from ganntec.shm.atomics import copy_bytes
 
@@ -943,7 +943,7 @@ class RiskEngine:
             raise ValueError(f"n_assets={n_assets} (a symbol names an asset id beyond it)")
         if not 0 <= fee_account < max_accounts:
             raise ValueError(f"fee_account={fee_account} (0 .. max_accounts-1)")
-        self.symbols = symbols.copy()
+        self.symbols = own_table(symbols)
         self.symbol_status = np.full(len(symbols), SYMBOL_TRADING, np.int64)
         self.last_price = np.zeros(len(symbols), np.int64)  # last trade price_tick, per symbol
         self.accounts = np.zeros(max_accounts, ACCOUNT_STATE_DTYPE)

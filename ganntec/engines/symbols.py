@@ -213,11 +213,23 @@ class Symbol:
         return r
 
 
+def own_table(symbols) -> np.ndarray:
+    """An engine's own copy of a symbol table, byte for byte (numpy's `.copy()` of a structured
+    array copies the fields and leaves the reserved bytes undefined; engine state must not
+    differ between two engines made from the same config)."""
+    src = np.ascontiguousarray(symbols, dtype=SYMBOL_DTYPE)
+    out = np.zeros(len(src), SYMBOL_DTYPE)
+    out.view(np.uint8)[:] = src.view(np.uint8)
+    return out
+
+
 def symbol_table(symbols: list[Symbol]) -> np.ndarray:
     """SYMBOL_DTYPE rows indexed by symbol_id (ids must be 0..n-1, each once)."""
     table = np.zeros(len(symbols), SYMBOL_DTYPE)
     for s in symbols:
         if not 0 <= s.symbol_id < len(symbols) or table[s.symbol_id]["quote_per_tick_lot"] != 0:
             raise ValueError(f"symbol {s.name}: symbol_id={s.symbol_id} (ids must be 0..{len(symbols) - 1}, unique)")
-        table[s.symbol_id] = s.row()
+        # As bytes: numpy's structured assignment leaves the reserved bytes undefined, and the
+        # table is state that snapshots compare byte for byte.
+        table.view(np.uint8).reshape(len(symbols), -1)[s.symbol_id] = s.row().reshape(1).view(np.uint8)
     return table
