@@ -13,11 +13,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # The exchange runtime (engines, journal, edge) lands with issues 2/7-4/7. Until then
-    # `run` says so and runs what exists: the shared-memory ring benchmark.
-    print("ganntec: the exchange runtime is not built yet (issues 2/7-4/7); running the ring benchmark instead.",
-          flush=True)
-    return _run_bench("ring", ["--quick"] if not args.full else [])
+    from ganntec.config import ConfigError, load
+    from ganntec.journal.journal import JournalBusy, JournalCorrupt
+    from ganntec.journal.replay import ReplayMismatch
+    from ganntec.shm.segment import SegmentError
+    from ganntec.workers.supervisor import Supervisor
+
+    try:
+        cfg = load(args.config, args.data_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"ganntec run: {problem}", file=sys.stderr)
+        return 2
+    if cfg.runtime.placement == "per-engine":
+        print("ganntec run: runtime.placement='per-engine' (one process per engine is not built yet; "
+              "use single or auto)", file=sys.stderr)
+        return 2
+    try:
+        return Supervisor(cfg).run()
+    except (JournalBusy, JournalCorrupt, ReplayMismatch, SegmentError) as exc:
+        print(f"ganntec run: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run_bench(name: str, extra: list[str]) -> int:
@@ -63,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganntec", description="Ganntec trading engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="start the demo (for now: the ring benchmark)")
-    run.add_argument("--full", action="store_true", help="full-length benchmark instead of --quick")
+    run = sub.add_parser("run", help="run the exchange (the embedded demo config unless --config)")
+    run.add_argument("--config", help="TOML config file (default: the demo config, see ganntec.config)")
+    run.add_argument("--data-dir", help="journal and snapshots here (overrides instance.data_dir)")
     run.set_defaults(func=_cmd_run)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")

@@ -25,6 +25,7 @@ them and read back transparently; the newest segment is never archived.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import mmap
 import os
@@ -43,6 +44,10 @@ from ganntec.shm.records import RECORD_BYTES
 DURABILITY_MODES = ("fsync", "os")
 DEFAULT_SEGMENT_BYTES = 256 << 20
 _NAME = re.compile(r"^(\d{20})(\.journal|\.journal\.gz)$")
+
+
+class JournalBusy(Exception):
+    """Another process holds the journal open for writing."""
 
 
 class JournalCorrupt(Exception):
@@ -267,8 +272,20 @@ class JournalWriter:
         self._sync = sync  # injectable: tests see exactly which bytes were made durable
         os.makedirs(directory, exist_ok=True)
         self._fd = -1
+        # One writer: an exclusive lock on <dir>/.lock for the writer's life (it follows the
+        # descriptor into a forked worker; the process that ends holding it frees it).
+        self._lock_fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise JournalBusy(f"journal {directory} is open for writing by another process") from None
         self.truncated: tuple[str, int, str] | None = None  # the torn tail cut off at open, if any
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
 
     # --- open: verify everything, cut a torn tail, continue the newest segment --------------
     def _open(self):
@@ -355,6 +372,17 @@ class JournalWriter:
                 self._sync(self._fd)  # a clean stop leaves nothing in the page cache alone
             os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def detach(self) -> None:
+        """Close this process's descriptors without syncing: after a fork, the parent lets the
+        child be the writer (the lock stays with the child's copy)."""
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._lock_fd = -1
 
     def __enter__(self):
         return self

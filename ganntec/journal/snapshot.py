@@ -82,7 +82,7 @@ def save(rp: Replayer, directory: str) -> str:
     seq = rp.order.seq
     path = os.path.join(directory, snapshot_name(seq))
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         np.savez(f, **snapshot_arrays(rp))
         f.flush()
         os.fsync(f.fileno())
@@ -158,13 +158,16 @@ def restore(rp: Replayer, path: str) -> int:
     return int(meta[1])
 
 
-def recover(rp_factory, journal_dir: str, snapshot_dir: str) -> tuple[Replayer, int, np.ndarray]:
-    """The engines as of the journal's end: the newest snapshot that restores, then the
-    journal after it, verified. `rp_factory()` makes a fresh Replayer of the configuration.
-    Returns (replayer, snapshot sequence or 0, edge records the tail made); the caller
-    finishes the replayer to go live."""
+def recover(rp_factory, journal_dir: str, snapshot_dir: str, max_seq: int | None = None) -> tuple[Replayer, int, np.ndarray]:
+    """The engines as of the journal's end: the newest snapshot that restores (and includes
+    no sequence past `max_seq`: the caller needs the edge records after it), then the journal
+    after it, verified. `rp_factory()` makes a fresh Replayer of the configuration. Returns
+    (replayer, snapshot sequence or 0, edge records the tail made); the caller finishes the
+    replayer to go live."""
     rp, base = None, 0
     for seq, path in list_snapshots(snapshot_dir):
+        if max_seq is not None and seq > max_seq:
+            continue
         candidate = rp_factory()
         try:
             base = restore(candidate, path)

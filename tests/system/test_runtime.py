@@ -1,0 +1,353 @@
+"""`ganntec run` as real processes: start, trade through the rings, stop cleanly; and the crash
+matrix: kill -9 the engine worker (and, separately, the supervisor) under a steady command
+load; afterwards every acknowledged command is in the journal exactly once, nothing is applied
+twice, the whole journal replays with every record verified, and money is conserved.
+
+The client here plays an edge: it publishes NEW_ORDER commands with its own increasing edge
+sequence (source 1) and counts one acknowledged when a report carries that sequence; after a
+restart it sends every unacknowledged command again (the order engine drops those already
+journaled). Waits are for conditions, each with a deadline; kills happen after a random number
+of acknowledgements, not at a time."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ganntec.config import load
+from ganntec.journal.journal import JournalReader
+from ganntec.shm import records as R
+from ganntec.shm.records import OrderType, RecordType, Side, TimeInForce
+from ganntec.shm.ring import Ring
+from ganntec.shm.segment import SegmentError, list_segments
+from ganntec.workers.supervisor import replayer_factory
+
+TRIALS = int(os.environ.get("GANNTEC_CRASH_TRIALS", "20"))
+
+CONFIG = """
+[instance]
+name = "{instance}"
+[journal]
+durability = "{durability}"
+[runtime]
+heartbeat_ms = 400
+snapshot_every = 300
+ring_capacity = 4096
+max_in_flight = 1024
+[[assets]]
+name = "BTC"
+precision = 8
+[[assets]]
+name = "USDT"
+precision = 8
+[[symbols]]
+name = "BTCUSDT"
+base = "BTC"
+quote = "USDT"
+tick_size = "0.01"
+step_size = "0.001"
+min_price = "0.01"
+max_price = "100000"
+min_qty = "0.001"
+max_qty = "1000"
+max_num_orders = 100000
+[[accounts]]
+id = 1
+balances = {{ USDT = "100000000", BTC = "100000" }}
+[[accounts]]
+id = 2
+balances = {{ USDT = "100000000", BTC = "100000" }}
+"""
+
+
+class Server:
+    """`ganntec run` in a child process, its log lines collected by a reader thread."""
+
+    def __init__(self, tmp_path, instance: str, durability: str = "os"):
+        self.cfg_path = tmp_path / "ganntec.toml"
+        self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability))
+        self.data = tmp_path / "data"
+        self.instance = instance
+        self.lines: list[str] = []
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "ganntec.cli", "run", "--config", str(self.cfg_path),
+                                      "--data-dir", str(self.data)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.mark = len(self.lines)
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self.wait_for("running")
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, text: str, after: int | None = None, timeout: float = 120.0) -> str:
+        start = self.mark if after is None else after
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[start:]:
+                if text in line:
+                    return line
+            if self.proc.poll() is not None and not any(text in ln for ln in self.lines[start:]):
+                raise AssertionError(f"ganntec run exited ({self.proc.returncode}) before {text!r}:\n"
+                                     + "\n".join(self.lines))
+            time.sleep(0.02)
+        raise AssertionError(f"no {text!r} within {timeout} s:\n" + "\n".join(self.lines))
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+class Client:
+    """An edge stand-in: commands on cmd.1, reports from `reports`."""
+
+    def __init__(self, instance: str):
+        self.instance = instance
+        self.sent: dict[int, np.ndarray] = {}  # edge seq -> its command
+        self.acked: set[int] = set()
+        self.next_seq = 1
+        self.reports: list[np.ndarray] = []
+        self.rnd = random.Random(7)
+        self._attach()
+
+    def _attach(self):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.cmd = Ring.attach(self.instance, "cmd.1", role="producer")
+                self.rep = Ring.attach(self.instance, "reports", role="consumer")
+                return
+            except SegmentError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def reattach(self):
+        self.cmd.close(unlink=False)
+        self.rep.close(unlink=False)
+        self._attach()
+
+    def order(self) -> np.ndarray:
+        r = R.empty(RecordType.NEW_ORDER)
+        n = r.view(R.NEW_ORDER_DTYPE)
+        account, side = self.rnd.choice([(1, Side.BUY), (2, Side.SELL)])
+        n["source"], n["source_seq"], n["account_id"], n["symbol_id"] = 1, self.next_seq, account, 0
+        n["side"], n["order_type"] = side, OrderType.LIMIT
+        n["time_in_force"] = self.rnd.choice([TimeInForce.GTC, TimeInForce.IOC])
+        n["price_tick"] = 1_000_000 + self.rnd.randint(-20, 20)
+        n["qty_lot"] = self.rnd.randint(1, 20)
+        self.sent[self.next_seq] = r
+        self.next_seq += 1
+        return r
+
+    def send_new(self, k: int) -> None:
+        batch = R.concat([self.order() for _ in range(k)])
+        done = 0
+        while done < len(batch):
+            done += self.cmd.push(batch[done:])
+
+    def resend_unacked(self) -> None:
+        todo = [self.sent[s] for s in sorted(set(self.sent) - self.acked)]
+        if todo:
+            batch = R.concat(todo)
+            done = 0
+            while done < len(batch):
+                done += self.cmd.push(batch[done:])
+
+    def drain(self) -> int:
+        out = np.zeros((4096, R.RECORD_BYTES), np.uint8)
+        n = self.rep.pop(out)
+        recs = out[:n].view(R.RECORD_DTYPE).reshape(-1)
+        self.reports.append(recs.copy())
+        mine = recs[(recs["source"] == 1) & (recs["source_seq"] > 0)]
+        self.acked.update(int(x) for x in mine["source_seq"])
+        return n
+
+    def wait_acked(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count:
+            if not self.drain():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{len(self.acked)} of {count} commands acknowledged within {timeout} s")
+                time.sleep(0.005)
+
+    def close(self):
+        self.cmd.close(unlink=False)
+        self.rep.close(unlink=False)
+
+
+def worker_pid(server: Server) -> int:
+    """The current engine worker's pid, from the supervisor's log (never 0: os.kill(0, ...)
+    would signal this test's own process group)."""
+    pids = [int(m.group(1) or m.group(2)) for line in server.lines
+            if (m := re.search(r"engine worker pid (\d+)|engine worker restarted \(pid (\d+)\)", line))]
+    assert pids and pids[-1] > 0, server.lines
+    return pids[-1]
+
+
+def check_journal(server: Server, client: Client) -> None:
+    """Every acknowledged command journaled once, none twice; the whole journal replays with
+    every record verified; money conserved."""
+    cfg = load(str(server.cfg_path), str(server.data))
+    journal = JournalReader(str(server.data / "journal")).records().view(R.RECORD_DTYPE).reshape(-1)
+    cmds = journal[(journal["source"] == 1) & ((journal["flags"] & R.FLAG_RESULT) == 0)]
+    seqs = cmds["source_seq"]
+    assert len(seqs) == len(set(seqs.tolist())), "a command was applied twice"
+    missing = client.acked - set(seqs.tolist())
+    assert not missing, f"acknowledged commands missing from the journal: {sorted(missing)[:10]}"
+    rp = replayer_factory(cfg)()
+    rp.feed(journal)  # raises ReplayMismatch on any difference
+    more, _ = rp.finish()
+    assert rp.risk.conservation_errors() == [] and rp.risk.hold_errors() == []
+    assert len(journal) > 0
+
+
+def test_run_funds_trades_and_stops_cleanly(tmp_path, instance):
+    server = Server(tmp_path, instance)
+    try:
+        server.start()
+        assert "funded 2 accounts" in "\n".join(server.lines)
+        client = Client(instance)
+        client.send_new(50)
+        client.wait_acked(50)
+        types = {RecordType(int(t)).name for t in R.concat(client.reports)["type"]}
+        assert "FILL" in types and "BALANCE" in types
+        client.close()
+        assert server.stop() == 0
+        assert "stopped cleanly" in server.lines[-1]
+        assert list_segments(instance) == []
+        check_journal(server, client)
+    finally:
+        server.kill()
+
+
+def test_run_refuses_a_bad_config_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[journal]\ndurability = "disk"\n')
+    out = subprocess.run([sys.executable, "-m", "ganntec.cli", "run", "--config", str(bad)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "journal.durability='disk' (one of fsync, os)" in out.stderr
+
+
+@pytest.mark.parametrize("durability", ["os", "fsync"])
+def test_crash_matrix_engine_worker(tmp_path, instance, durability):
+    trials = TRIALS if durability == "os" else max(2, TRIALS // 5)
+    server = Server(tmp_path, instance, durability)
+    rnd = random.Random(durability)
+    try:
+        server.start()
+        client = Client(instance)
+        for trial in range(trials):
+            client.send_new(rnd.randint(20, 200))
+            client.wait_acked(len(client.acked) + rnd.randint(0, 20))  # kill at a random point of the load
+            if trial == trials // 2:  # from here on a snapshot exists: recovery starts from it
+                server.wait_for("ganntec: snapshot ", after=0)
+            pid = worker_pid(server)
+            mark = len(server.lines)
+            os.kill(pid, signal.SIGKILL)
+            server.wait_for("engine worker restarted", after=mark)
+            client.resend_unacked()
+            client.wait_acked(client.next_seq - 1)
+        client.close()
+        assert server.stop() == 0
+        check_journal(server, client)
+        assert len(client.acked) == client.next_seq - 1
+        log = "\n".join(server.lines)
+        assert "ganntec: snapshot " in log and re.search(r"recovered to sequence \d+ .*\(snapshot [1-9]\d*,", log), log
+    finally:
+        server.kill()
+
+
+def test_crash_matrix_supervisor(tmp_path, instance):
+    """kill -9 the supervisor: the worker dies with it; the next `ganntec run` removes the dead
+    instance's segments and recovers. Commands journaled but never reported are not
+    acknowledged: sent again, they are dropped as duplicates, so nothing is applied twice."""
+    server = Server(tmp_path, instance)
+    rnd = random.Random(3)
+    try:
+        server.start()
+        client = Client(instance)
+        for trial in range(max(2, TRIALS // 7)):
+            client.send_new(rnd.randint(20, 200))
+            client.wait_acked(len(client.acked) + rnd.randint(0, 20))
+            pid = worker_pid(server)
+            server.proc.kill()
+            server.proc.wait(30)
+            deadline = time.monotonic() + 30
+            while True:  # the worker follows its supervisor (PR_SET_PDEATHSIG)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                assert time.monotonic() < deadline, "the worker outlived its supervisor"
+                time.sleep(0.01)
+            server.start()
+            assert "removed" in "\n".join(server.lines[server.mark:])
+            client.reattach()
+            client.resend_unacked()
+        client.close()
+        assert server.stop() == 0
+        check_journal(server, client)
+    finally:
+        server.kill()
+
+
+def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance):
+    """SIGSTOP keeps the pid alive and the heartbeat still: the supervisor must restart it."""
+    server = Server(tmp_path, instance)
+    try:
+        server.start()
+        client = Client(instance)
+        client.send_new(30)
+        client.wait_acked(30)
+        pid = worker_pid(server)
+        mark = len(server.lines)
+        os.kill(pid, signal.SIGSTOP)
+        assert "heartbeat" in server.wait_for("recovering by replay", after=mark)
+        server.wait_for("engine worker restarted", after=mark)
+        client.send_new(30)
+        client.wait_acked(60)
+        client.close()
+        assert server.stop() == 0
+        check_journal(server, client)
+    finally:
+        server.kill()
+
+
+def test_a_second_sigint_forces_the_exit(tmp_path, instance):
+    server = Server(tmp_path, instance)
+    try:
+        server.start()
+        os.kill(worker_pid(server), signal.SIGSTOP)  # a worker that will not stop by itself
+        mark = len(server.lines)
+        server.proc.send_signal(signal.SIGINT)
+        server.wait_for("stopping", after=mark)
+        assert server.stop(signal.SIGINT) == 1
+        assert "forced exit" in "\n".join(server.lines[mark:])
+        assert list_segments(instance) == []
+    finally:
+        server.kill()
+
+
+@pytest.mark.soak
+def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "TRIALS", 100)
+    test_crash_matrix_engine_worker(tmp_path, instance, "os")
