@@ -80,15 +80,16 @@ ORDER_LIST (list_type OCO, FLAG_CONTINUED) + two NEW_ORDER legs (the first FLAG_
 Binance's one-cancels-the-other list, the "above" order first, then the "below" one. Same
 account, symbol, side and quantity; for a SELL the above leg is LIMIT_MAKER / TAKE_PROFIT /
 TAKE_PROFIT_LIMIT and the below leg STOP_LOSS / STOP_LOSS_LIMIT, for a BUY the other way round
-(else UNSUPPORTED_COMBINATION; OTO and OTOCO lists too). Each leg passes the filters of a new
-order (MAX_NUM_ORDERS counting both), client order ids must be free and differ, and the prices
-must be ordered (ORDER_LIST_INVALID): above > last trade price > below, comparing the limit
+(else UNSUPPORTED_COMBINATION; OTO and OTOCO lists too). Then, first failure wins: each leg
+passes the filters of a new order (the above leg first; MAX_NUM_ORDERS counting both); the
+prices are ordered (ORDER_LIST_INVALID): above > last trade price > below, comparing the limit
 price of LIMIT_MAKER / TAKE_PROFIT_LIMIT and the stop price of the others (a trailing leg with
-no stop price is left out; so is the last price before the first trade). On any failure the
-ORDER_LIST record keeps its type with the reason set and both legs become ORDER_REJECTED with
-that reason, FLAG_END on the second; nothing reaches matching. The list id is the ORDER_LIST
-record's seq; each leg's order id is its own seq. A listClientOrderId must not be that of a
-list still open (one with a leg not yet ended): DUPLICATE_ORDER.
+no stop price is left out; so is the last price before the first trade); the legs' client
+order ids are free and differ, and a listClientOrderId is not that of a list still open (one
+with a leg not yet ended): else DUPLICATE_ORDER. On any failure the ORDER_LIST record keeps its
+type with the reason set and both legs become ORDER_REJECTED with that reason, FLAG_END on the
+second; nothing reaches matching. The list id is the ORDER_LIST record's seq; each leg's order
+id is its own seq.
 
 AMEND (FLAG_CONTINUED) + EXT (ext_kind NEW_CLIENT_ORDER_ID, text1): Binance's amend with
 newClientOrderId. The new id must be set and free (the order's own current id is fine), else

@@ -30,15 +30,17 @@ the end of an order (FLAG_MAKER_DONE / FLAG_TAKER_DONE fill, ORDER_EXPIRED, ORDE
 matching ORDER_REJECTED) releases what is left. An AMEND that needs more than the order holds
 (an OCO leg: than its list holds) locks the extra before it is forwarded (refused with
 INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the amend's CANCEL_REJECTED settles
-the hold to what the order then needs.
+the hold to what the order then needs (a CANCEL_REJECTED settles only as a result, FLAG_RESULT:
+one the order engine made itself answers no command risk forwarded).
 
 An OCO list locks once: what its hungrier leg needs (each leg's need as in the table), all on
 that leg's hold, none on the other's, while both work. When one activates (its first fill, its
-trigger) it takes the whole hold, cut to what it needs; when one ends otherwise its hold passes
-to the other. While both work the list keeps max(what each leg needs now) and releases anything
-above it: after STP takes quantity off a leg (the other may still need it all), after an
-amend's CANCEL_REJECTED (matching takes only quantity cuts of a working leg: whatever an AMEND
-locked for more comes back), and after a cut, which matching applies to both legs: each leg's
+trigger) it takes the whole hold, cut to what it needs (a market-like buy: its own cap, which
+it then spends as any market-like buy); when one ends otherwise its hold passes to the other.
+While both work the list keeps max(what each leg needs now) and releases anything above it:
+after STP takes quantity off a leg (the other may still need it all), after an amend's
+CANCEL_REJECTED (matching takes only quantity cuts of a working leg: whatever an AMEND locked
+for more comes back), and after a cut, which matching applies to both legs: each leg's
 ORDER_AMENDED cuts that leg's quantity and leaves by the same amount (what STP took stays
 taken) and a market-like buy's cap to (cap // old quantity) x new quantity, as matching does,
 then the list settles.
@@ -200,7 +202,7 @@ BUY, SELL = int(R.Side.BUY), int(R.Side.SELL)
 ST_REJECTED = int(R.OrderStatus.REJECTED)
 PERM_TRADE = int(R.Permission.TRADE)
 FLAG_MAKER_DONE, FLAG_TAKER_DONE, FLAG_QTY_CAP = R.FLAG_MAKER_DONE, R.FLAG_TAKER_DONE, R.FLAG_QTY_CAP
-FLAG_DEFERRED, FLAG_CONTINUED = R.FLAG_DEFERRED, R.FLAG_CONTINUED
+FLAG_DEFERRED, FLAG_CONTINUED, FLAG_RESULT = R.FLAG_DEFERRED, R.FLAG_CONTINUED, R.FLAG_RESULT
 RS = R.Reason
 RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOUNT, RS_ASSET, RS_SYMBOL, RS_LOSS = (
     int(r) for r in (RS.INSUFFICIENT_BALANCE, RS.UNKNOWN_ACCOUNT, RS.ACCOUNT_DISABLED, RS.NO_TRADE_PERMISSION,
@@ -374,7 +376,8 @@ def _move_held(src, dst):
 @njit(cache=True, nogil=True)
 def _take_over(K, src, ha):
     """An OCO leg activated (its first fill, or its trigger): the list's hold becomes all its
-    own, cut to what it needs; the other leg, which matching is ending, keeps nothing."""
+    own, cut to what it needs (a market-like buy: its own cap, which is all it may spend and,
+    from here on, what it holds); the other leg, which matching is ending, keeps nothing."""
     link = ld_i64(ha + HO_LINK)
     if link == 0:
         return
@@ -382,7 +385,7 @@ def _take_over(K, src, ha):
     h = _hold_of(K, link)
     if h >= 0:
         _move_held(_ha(K, h), ha)
-    if _shrink_hold(K, ha, _requirement(K, ha)):
+    if _shrink_hold(K, ha, _leg_need(K, ha)):  # (_requirement would keep all it holds)
         _balance_record(K, src, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
 
@@ -532,7 +535,7 @@ def _order_list(K, c):
         reason = _check(K, below, 2)
     acc, sym = ld_u32(c + H_ACC), ld_u32(c + H_SYM)
     asset = ld_u32(_sym(K, sym) + (S_QUOTE if ld_u8(above + N_SIDE) == BUY else S_BASE))
-    free = ld_i64(_bal(K, acc, asset))
+    free = ld_i64(_bal(K, acc, asset)) if reason == 0 else 0  # (an unknown account has no balance row)
     need_a, price_a, quote_a, qty_a = _need(K, above, free)
     need_b, price_b, quote_b, qty_b = _need(K, below, free)
     amount = max(need_a, need_b)
@@ -887,7 +890,9 @@ def _record(K, c):
         _to_b(K, c)  # results and everything else go on to position
         if t == T_EXPIRED or t == T_CANCELED or t == T_REJECTED:
             _release(K, c, ld_i64(c + EV_ORDER))
-        elif t == T_AMENDED or t == T_CANCEL_REJ:
+        elif t == T_AMENDED or (t == T_CANCEL_REJ and ld_u16(c + H_FLAGS) & FLAG_RESULT):
+            # (the order engine's refusal of a later command is no answer to an amend still at
+            # matching: settling then would release what that amend locked)
             _settle_hold(K, c)
         elif t == T_PREVENTED:
             _prevented(K, c)

@@ -5,16 +5,23 @@ Each example is a setup (accounts 0..4 opened or not, with permissions, account-
 limits, max order notional caps, fee overrides and daily loss limits; deposits) and a stream over
 two symbols of different tick/step/precision, fees, default STP and filter bounds that the
 generated orders hit (PRICE, LOT_SIZE, MARKET_LOT_SIZE, MIN_NOTIONAL / NOTIONAL, PERCENT_PRICE_BY_SIDE,
-MAX_NUM_ORDERS, ICEBERG_PARTS): every order type (LIMIT GTC/IOC/FOK, MARKET by quantity and by
-quote, LIMIT_MAKER, STOP_LOSS(_LIMIT), TAKE_PROFIT(_LIMIT), icebergs) and STP mode, malformed
-orders, client order ids (fresh, duplicate, reused), cancels and amends by id and by
-origClientOrderId (own, foreign, unknown, restricted, unknown symbol), cancel-all, credits and
-debits (good and bad), account open / limits, kill / unkill, halt / resume, key records, bogus
-command types, edge retries (dropped) and sources without a dedup slot, time going back and days
-passing. The model runs the stream first (the generator picks targets from its state); then a
-fresh engine runs it one command at a time, and after every command the client stream (every
-record field; BALANCE records compared as a set per record that caused them) and all balances
-must equal the model's; at the end the books, open orders and positions.
+MAX_NUM_ORDERS, ICEBERG_PARTS, TRAILING_DELTA): every order type (LIMIT GTC/IOC/FOK, MARKET by
+quantity and by quote, LIMIT_MAKER, STOP_LOSS(_LIMIT), TAKE_PROFIT(_LIMIT), trailing stops with and
+without a stop price, icebergs) and STP mode, malformed orders, client order ids (fresh,
+duplicate, reused), cancels and amends by id and by origClientOrderId (own, foreign, unknown,
+restricted, unknown symbol), cancel-replaces (both modes, the same targets, any new order: its
+filters failing, its client id the replaced order's or another open order's; malformed ones),
+OCO lists (every leg type either side, trailing legs, prices either side of the last trade
+price, client and list client ids fresh, taken or reused; malformed ones) and amends of their
+working legs (quantity cuts of both legs, and the refused ones: a new price, a quantity not
+below the total, nothing left), cancel-all, credits
+and debits (good and bad), account open / limits, kill / unkill, halt / resume, key records,
+bogus command types, edge retries (dropped) and sources without a dedup slot, time going back
+and days passing. The model runs the stream first (the generator picks targets from its state);
+then a fresh engine runs it one command at a time, and after every command the client stream
+(every record field; BALANCE records compared as a set per record that caused them) and all
+balances must equal the model's, and no command may be left in flight; at the end the books,
+open orders and positions.
 """
 
 from __future__ import annotations
@@ -32,11 +39,14 @@ from ganntec.engines.symbols import Asset, Symbol
 from ganntec.exchange import Exchange
 from ganntec.shm import records
 from ganntec.shm.records import (
+    FLAG_CONTINUED,
     RECORD_DTYPE,
     CancelRestriction,
+    ListType,
     OrderType,
     Permission,
     RecordType,
+    ReplaceMode,
     Side,
     StpMode,
     TimeInForce,
@@ -52,18 +62,22 @@ LOSS_ASSET = USDT
 
 def make_symbols(stp0: StpMode, stp1: StpMode) -> list[Symbol]:
     # One tick x one lot: 0.5 x 0.001 = 5 USDT minor units; 0.000001 x 0.01 = 1 BTC minor unit,
-    # so position averages do not divide evenly. Filter bounds sit inside the generated ranges.
+    # so position averages do not divide evenly. Filter bounds sit inside the generated ranges
+    # (TRAILING_DELTA too: TRAIL_BIPS has deltas either side of each bound).
     return [
         Symbol(0, "BTCUSDT", BTC, USDT, tick_size="0.5", step_size="0.001", min_price="98", max_price="102.5",
                min_qty="0.002", max_qty="0.012", market_min_qty="0.001", market_max_qty="0.008", min_notional="0.15",
                max_notional="1.2", max_num_orders=3, maker_fee="0.001", taker_fee="0.0015", bid_multiplier_up="1.03",
                bid_multiplier_down="0.97", ask_multiplier_up="1.04", ask_multiplier_down="0.98", default_stp=stp0,
-               iceberg_parts=3),
+               iceberg_parts=3, min_trailing_above_delta=40, max_trailing_above_delta=200,
+               min_trailing_below_delta=60, max_trailing_below_delta=250),
         Symbol(1, "ETHBTC", ETH, BTC, tick_size="0.000001", step_size="0.01", min_price="0.049996",
                max_price="0.050005", min_qty="0.01", max_qty="0.1", market_min_qty="0.02", market_max_qty="0.08",
                min_notional="0.00099994", max_notional="0.005", maker_fee="0", taker_fee="0.00075",
                bid_multiplier_up="1.0001", bid_multiplier_down="0.9999", ask_multiplier_up="1.00008",
-               ask_multiplier_down="0.99992", default_stp=stp1, iceberg_parts=10),
+               ask_multiplier_down="0.99992", default_stp=stp1, iceberg_parts=10,
+               min_trailing_above_delta=1, max_trailing_above_delta=2, min_trailing_below_delta=1,
+               max_trailing_below_delta=3),
     ]
 
 
@@ -75,16 +89,30 @@ DEPOSITS = {BTC.asset_id: (0, 400_000, 5_000_000, 20_000_000), USDT.asset_id: (0
             ETH.asset_id: (0, 50, 1_000, 4_000)}  # minor units
 STOP_MARKETS = (OrderType.STOP_LOSS, OrderType.TAKE_PROFIT)
 STOPS = (OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT)
+# Trailing deltas (bips): a tick is about 50 bips of BTCUSDT's prices and 0.2 of ETHBTC's, so these
+# fire on moves of one to three ticks (100 from 100.0 exactly on 101.0) or five to fifteen. The
+# last fails TRAILING_DELTA either way; so do BTCUSDT's first for the stops that trigger on a fall
+# and ETHBTC's third for those that trigger on a rise. A trailing buy's cap price, ref x (1 +
+# delta), falls between ticks, on one, past the max price.
+TRAIL_BIPS = {0: (49, 100, 150, 300), 1: (1, 2, 3, 5)}
 
 # --- abstract commands -------------------------------------------------------------------------
 # Every field of an abstract command is drawn from a list of options (repeats weigh), so that
 # hypothesis (which shrinks toward the first option) and a seeded PRNG (long busy streams) draw
 # the same commands:
 # ("new", source, replay, account, symbol, side, type, tif, price offset, aggressive, qty, by quote,
-#  quote k, stop offset, stp, iceberg, client id kind, mangle)
+#  quote k, stop offset, stp, iceberg, client id kind, mangle, trailing: None or (delta index, no stop price))
+# ("replace", source, replay, target, pick, own, account, symbol, restriction, by client id, mode,
+#  malformed, then the new order's fields as for "new" from side on): a cancel-replace whose new
+#  order gets the cancel's account and symbol
+# ("oco", source, replay, account, symbol, side, profit type, loss type, profit gap, loss gap, limit
+#  gap, qty, stp, tif, loss leg trailing, profit leg trailing, above / below / list client id kinds,
+#  malformed): the legs sit the gaps (ticks) either side of the last trade price
 # ("cancel", source, replay, target, pick, own, account, symbol, restriction, by client id)
 # ("amend", source, replay, target, pick, own, account, symbol, new price offset or None, qty kind, k,
 #  by client id)
+# ("amend_leg", ...as "amend", the target a working OCO leg, else any open order; the new price
+#  mostly none or the leg's own, so that cuts go through)
 # ("cancel_all", source, replay, account, symbol), ("bogus", source, replay, record type)
 # ("credit" / "debit", account, asset, amount kind, k)
 # ("open" / "limits", account, permissions, max open orders, maker fee e8, taker fee e8, cap, loss limit)
@@ -107,10 +135,31 @@ TIFS = [TimeInForce.GTC] * 3 + [TimeInForce.IOC, TimeInForce.FOK]
 ICEBERGS = [0] * 16 + [1, 2, 3, 4]  # slice lots of a GTC LIMIT or LIMIT_MAKER
 CID_KINDS = ["", "", "", "fresh", "fresh", "fresh", "fresh", "fresh", "fresh", "dup", "reuse"]
 MANGLES = [None] * 250 + ["side", "type", "tif", "stp", "trailing", "neg_qty", "price_on_market", "quote",
-                          "no_stop", "stop_on_limit", "symbol", "neg_iceberg", "qty_and_quote", "iceberg_on_ioc"]
+                          "no_stop", "stop_on_limit", "symbol", "neg_iceberg", "qty_and_quote", "iceberg_on_ioc",
+                          "neg_trailing"]
+# (index into TRAIL_BIPS, without a stop price): applies to stop types
+TRAILS = [None] * 9 + [(k, bare) for k in (0, 1, 1, 2) for bare in (False, True)] + [(3, False)]
+# cancel-replace: the new order's client id: none, fresh, the replaced order's (free again once it
+# is cancelled), one an open order has
+REPLACE_CIDS = ["", "fresh", "fresh", "target", "target", "dup"]
+REPLACE_MANGLES = [None] * 45 + ["mode", "leg_type", "leg_account", "symbol", "alone"]
+# OCO legs: the take-profit kind and the stop-loss kind (a SELL puts profit above, a BUY below)
+PROFIT_TYPES = [OrderType.LIMIT_MAKER] * 2 + [OrderType.TAKE_PROFIT, OrderType.TAKE_PROFIT_LIMIT]
+LOSS_TYPES = [OrderType.STOP_LOSS, OrderType.STOP_LOSS_LIMIT]
+OCO_GAPS = [1] * 5 + [2] * 3 + [3, 4, 0, -1]  # ticks from the last price; 0 and -1 break the relationship
+LIMIT_GAPS = [0, 1, 1, 2, -1]  # a stop-limit leg's limit from its stop (the losing way); a take-profit-limit's stop
+OCO_QTYS = list(range(2, 9)) * 3 + [1, 9, 13]  # both legs'; the ends fail (MARKET_)LOT_SIZE or NOTIONAL
+OCO_TIFS = [TimeInForce.GTC] * 4 + [TimeInForce.IOC, TimeInForce.FOK]
+LOSS_TRAILS = [None] * 14 + [(k, bare) for k in (0, 1, 2) for bare in (False, True)] + [(3, True)]
+PROFIT_TRAILS = [None] * 12 + [(0, False), (1, False), (1, True), (2, False)]
+OCO_CIDS = ["", "", "fresh", "fresh", "fresh", "fresh", "fresh", "dup"]
+LIST_CIDS = ["", "", "fresh", "fresh", "fresh", "fresh", "open", "old"]
+OCO_MANGLES = [None] * 70 + ["oto", "side", "qty", "types", "swap", "account", "short", "long", "symbol", "market"]
 TARGETS = ["open", "open", "open", "any", "unknown"]  # an open order, any order ever sent, none
 OWN = [True] * 3 + [False]  # as the target's own account and symbol, or as any
 AMEND_QTY = [None, "down", "down", "up", "same", "bad"]
+LEG_AMEND_PRICES = [None] * 6 + ["own"] * 3 + [0, 5, 10]  # "own": the leg's price (no change; 0 for a stop market)
+LEG_AMEND_QTY = [None] + ["down"] * 6 + ["up", "same", "bad", "bad"]
 AMOUNTS = ["deposit"] * 6 + ["unit", "zero", "negative", "free", "free+1", "huge", "over"]
 SETTINGS = [
     [int(Permission.TRADE | Permission.READ)] * 19 + [int(Permission.READ)],
@@ -121,13 +170,22 @@ SETTINGS = [
     [0, 0, 2_503, 20_011],  # daily loss limit (USDT minor units)
 ]
 TIME_STEPS = [0, 1, 1, 1, 1000, -5] * 3 + [DAY_NS]
+ORDER_FIELDS = [[Side.BUY, Side.SELL], ORDER_TYPES, TIFS, OFFSETS, [False, True], QTYS, [False, True],
+                list(range(14)), OFFSETS, list(StpMode), ICEBERGS]  # side .. iceberg of "new"
 FIELDS = {
-    "new": [["new"], SOURCES, REPLAYS, TRADERS, [0, 1], [Side.BUY, Side.SELL], ORDER_TYPES, TIFS, OFFSETS,
-            [False, True], QTYS, [False, True], list(range(14)), OFFSETS, list(StpMode), ICEBERGS, CID_KINDS, MANGLES],
+    "new": [["new"], SOURCES, REPLAYS, TRADERS, [0, 1], *ORDER_FIELDS, CID_KINDS, MANGLES, TRAILS],
+    "replace": [["replace"], SOURCES, REPLAYS, TARGETS, list(range(41)), OWN, ANY_ACCOUNTS, SYMBOL_IDS,
+                list(CancelRestriction), [False, True], list(ReplaceMode), REPLACE_MANGLES, *ORDER_FIELDS,
+                REPLACE_CIDS, MANGLES, TRAILS],
+    "oco": [["oco"], SOURCES, REPLAYS, TRADERS, [0, 1], [Side.BUY, Side.SELL], PROFIT_TYPES, LOSS_TYPES, OCO_GAPS,
+            OCO_GAPS, LIMIT_GAPS, OCO_QTYS, list(StpMode), OCO_TIFS, LOSS_TRAILS, PROFIT_TRAILS, OCO_CIDS,
+            OCO_CIDS * 2 + ["same"], LIST_CIDS, OCO_MANGLES],
     "cancel": [["cancel"], SOURCES, REPLAYS, TARGETS, list(range(41)), OWN, ANY_ACCOUNTS, SYMBOL_IDS,
                list(CancelRestriction), [False, True]],
     "amend": [["amend"], SOURCES, REPLAYS, TARGETS, list(range(41)), OWN, ANY_ACCOUNTS, SYMBOL_IDS, [None] + OFFSETS,
               AMEND_QTY, list(range(8)), [False, True]],
+    "amend_leg": [["amend_leg"], SOURCES, REPLAYS, ["leg"] * 9 + ["open"], list(range(41)), [True] * 9 + [False],
+                  ANY_ACCOUNTS, SYMBOL_IDS, LEG_AMEND_PRICES, LEG_AMEND_QTY, list(range(8)), [False] * 3 + [True]],
     "cancel_all": [["cancel_all"], SOURCES, REPLAYS, ANY_ACCOUNTS, SYMBOL_IDS],
     "bogus": [["bogus"], SOURCES, REPLAYS, [99, int(RecordType.FILL)]],
     **{kind: [[kind], ANY_ACCOUNTS, ASSET_IDS, AMOUNTS, [1, 2, 3]] for kind in ("credit", "debit")},
@@ -137,8 +195,9 @@ FIELDS = {
     "halt": [["halt"], SYMBOL_IDS],
     "resume": [["resume"], ["halted"] * 6 + SYMBOL_IDS],  # "halted": one the model has halted
 }
-KINDS = ["new"] * 40 + ["cancel"] * 6 + ["amend"] * 6 + ["cancel_all", "credit", "credit", "debit", "open", "limits",
-                                                         "kill", "halt", "key", "bogus"] + ["unkill", "resume"] * 3
+KINDS = ["new"] * 40 + ["cancel"] * 6 + ["amend"] * 6 + ["amend_leg"] * 4 + ["replace"] * 5 + ["oco"] * 6 + [
+    "cancel_all", "credit", "credit", "debit", "open", "limits", "kill", "halt", "key", "bogus"] + [
+    "unkill", "resume"] * 3
 # Setup per account: opened or not (the fee account is often not), settings, deposit of each asset.
 SETUP = [[[True, False] if a == FEE_ACCOUNT else [True], *SETTINGS, *[[0, 1, 2, 2, 3, 3]] * len(DEPOSITS)]
          for a in ACCOUNTS]
@@ -186,6 +245,7 @@ class Builder:
         self.ts = 0
         self.source_seq = {1: 0, 2: 0}
         self.n_cids = 0
+        self.list_cids: list[tuple[int, bytes]] = []  # (account, listClientOrderId) ever sent
 
     def add(self, cmd: np.ndarray, dt: int = 1) -> None:
         """The command, stamped dt after the last (dt < 0: a stamp that went back), through the model."""
@@ -244,9 +304,9 @@ class Builder:
         return rec
 
     # --- client commands ---------------------------------------------------------------------------
-    def new_order(self, a: tuple) -> np.ndarray:
+    def new_order(self, a: tuple, cid: bytes | None = None) -> np.ndarray:
         (_, source, replay, account, sym, side, otype, tif, p, aggressive, qty, by_quote, quote_k, stop_p, stp, ice,
-         cid_kind, mangle) = a
+         cid_kind, mangle, trail) = a
         if aggressive:  # a price on the side that crosses, so that books trade
             p = 9 - p // 2 if side == Side.BUY else p // 2
         market = otype in (OrderType.MARKET, *STOP_MARKETS)
@@ -260,12 +320,122 @@ class Builder:
         else:
             rec["qty_lot"] = qty
         rec["stop_price_tick"] = LOW_TICK[sym] + stop_p if otype in STOPS else 0
+        if otype in STOPS and trail:  # a trailing stop, with its stop price or without
+            rec["trailing_delta_bips"] = TRAIL_BIPS[sym][trail[0]]
+            if trail[1]:
+                rec["stop_price_tick"] = 0
         if otype == OrderType.LIMIT_MAKER or (otype == OrderType.LIMIT and tif == TimeInForce.GTC):
             rec["iceberg_qty_lot"] = ice
-        rec["client_order_id"] = self.client_id(account, cid_kind)
+        rec["client_order_id"] = self.client_id(account, cid_kind) if cid is None else cid
         if mangle:
             mangle_order(rec, mangle)
         return self.client(rec.view(RECORD_DTYPE), source, replay)
+
+    def replace(self, a: tuple) -> np.ndarray:
+        """CANCEL_REPLACE (the cancel, FLAG_CONTINUED) + the new order, its account and symbol the
+        cancel's."""
+        _, source, replay, target, pick, own, account, sym, restriction, by_cid, mode, malformed = a[:12]
+        order_id, account, sym, cid = self.target(target, pick, own, account, sym)
+        leg_fields, (cid_kind, mangle, trail) = a[12:-3], a[-3:]
+        leg_cid = cid if cid_kind == "target" else self.client_id(account, cid_kind)
+        leg = self.new_order(("new", source, replay, account, sym if sym in LOW_TICK else 0, *leg_fields, "", mangle,
+                              trail), cid=leg_cid)
+        if sym not in LOW_TICK:  # (a target's symbol the exchange does not have)
+            leg["symbol_id"] = sym
+        head = records.empty(RecordType.CANCEL_REPLACE)
+        head["account_id"], head["symbol_id"], head["flags"] = account, sym, FLAG_CONTINUED
+        head["cancel_restrictions"], head["replace_mode"] = restriction, mode
+        if by_cid:
+            head["orig_client_order_id"] = cid or b"nope"
+        else:
+            head["order_id"] = order_id
+        if malformed == "mode":
+            head["replace_mode"] = 3
+        elif malformed == "leg_type":  # the second record is no order
+            leg["type"] = RecordType.CANCEL
+        elif malformed == "leg_account":
+            leg["account_id"] = account + 1
+        elif malformed == "symbol":
+            head["symbol_id"] = leg["symbol_id"] = BAD_SYMBOL
+        elif malformed == "alone":  # a cancel-replace without its new order
+            head["flags"] = 0
+            return self.client(head.view(RECORD_DTYPE), source, replay)
+        return self.client(records.concat([head, leg]), source, replay)
+
+    def oco(self, a: tuple) -> np.ndarray:
+        """ORDER_LIST (OCO) + its above and below legs, placed around the last trade price."""
+        (_, source, replay, account, sym, side, profit_type, loss_type, profit_gap, loss_gap, limit_gap, qty, stp, tif,
+         loss_trail, profit_trail, cid_a, cid_b, list_cid, malformed) = a
+        last = self.model.sequencer.last.get(sym)
+        ref = LOW_TICK[sym] + 5 if last is None else self.model.rules[sym].ticks(last)
+        up = 1 if side == Side.SELL else -1  # the way the profit leg sits from the last price
+        profit = dict(order_type=profit_type, price=ref + up * profit_gap)
+        if profit_type != OrderType.LIMIT_MAKER:
+            profit["stop"] = profit["price"] - (up * limit_gap if profit_type == OrderType.TAKE_PROFIT_LIMIT else 0)
+            if profit_type == OrderType.TAKE_PROFIT:
+                profit["price"] = 0
+            profit["trail"] = profit_trail
+        loss = dict(order_type=loss_type, stop=ref - up * loss_gap, trail=loss_trail)
+        loss["price"] = loss["stop"] - up * limit_gap if loss_type == OrderType.STOP_LOSS_LIMIT else 0
+        if malformed == "types":
+            profit = dict(loss, order_type=OrderType.STOP_LOSS, price=0)
+        elif malformed == "market":
+            profit = dict(order_type=OrderType.MARKET, price=0)
+        above, below = (profit, loss) if side == Side.SELL else (loss, profit)
+        legs = []
+        for leg, cid_kind in ((above, cid_a), (below, cid_b)):
+            rec = records.empty(RecordType.NEW_ORDER)
+            rec["account_id"], rec["symbol_id"], rec["side"], rec["qty_lot"] = account, sym, side, qty
+            rec["order_type"], rec["price_tick"], rec["stp_mode"] = leg["order_type"], leg["price"], stp
+            rec["stop_price_tick"] = leg.get("stop", 0)
+            if leg["order_type"] in (OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT_LIMIT):
+                rec["time_in_force"] = tif
+            if leg.get("trail"):
+                rec["trailing_delta_bips"] = TRAIL_BIPS[sym][leg["trail"][0]]
+                if leg["trail"][1]:
+                    rec["stop_price_tick"] = 0
+            rec["client_order_id"] = legs[0]["client_order_id"] if cid_kind == "same" else self.client_id(account,
+                                                                                                          cid_kind)
+            legs.append(rec)
+        head = records.empty(RecordType.ORDER_LIST)
+        head["account_id"], head["symbol_id"], head["list_type"] = account, sym, ListType.OCO
+        head["list_client_order_id"] = self.list_client_id(account, list_cid)
+        if malformed == "oto":
+            head["list_type"] = ListType.OTO
+        elif malformed == "side":
+            legs[1]["side"] = Side.BUY if side == Side.SELL else Side.SELL
+        elif malformed == "qty":
+            legs[1]["qty_lot"] = qty + 1
+        elif malformed == "swap":
+            legs.reverse()
+        elif malformed == "account":
+            legs[1]["account_id"] = account + 1
+        elif malformed == "short":  # one leg only
+            legs.pop()
+        elif malformed == "long":  # three legs
+            legs.append(records.concat([legs[1]]))
+        elif malformed == "symbol":
+            for rec in [head, *legs]:
+                rec["symbol_id"] = BAD_SYMBOL
+        parts = [head, *legs]
+        for rec in parts[:-1]:
+            rec["flags"] = FLAG_CONTINUED
+        return self.client(records.concat(parts), source, replay)
+
+    def list_client_id(self, account: int, kind: str) -> bytes:
+        if kind == "open":  # the listClientOrderId of a list still open
+            mine = [cid for (acc, cid) in self.model.sequencer.lists if acc == account]
+            if mine:
+                return mine[0]
+        elif kind == "old":  # one used before (its list may have ended)
+            mine = [cid for acc, cid in self.list_cids if acc == account]
+            if mine:
+                return mine[0]
+        elif not kind:
+            return b""
+        self.n_cids += 1
+        self.list_cids.append((account, b"L%d" % self.n_cids))
+        return self.list_cids[-1][1]
 
     def client_id(self, account: int, kind: str) -> bytes:
         if kind == "dup":
@@ -294,7 +464,11 @@ class Builder:
         else:
             new_price, qty_kind, k = a[8:11]
             rec = records.empty(RecordType.AMEND)
-            rec["new_price_tick"] = 0 if new_price is None else LOW_TICK.get(sym, 1) + new_price
+            if new_price == "own":
+                o = self.model.matching.order(order_id)
+                rec["new_price_tick"] = 0 if o is None else o["price_tick"]
+            else:
+                rec["new_price_tick"] = 0 if new_price is None else LOW_TICK.get(sym, 1) + new_price
             rec["new_qty_lot"] = amend_qty(self.model.matching.order(order_id), qty_kind, k)
         rec["account_id"], rec["symbol_id"] = account, sym
         if by_cid:
@@ -306,6 +480,12 @@ class Builder:
     def target(self, target, pick, own, account, sym) -> tuple[int, int, int, bytes]:
         """(order id, account, symbol, client id) for a cancel or amend."""
         issued = self.model.new_orders
+        if target == "leg":  # a leg of a working OCO (both legs work), else any open order
+            legs = [x for x in issued if x[0] in self.model.holds and self.model.holds[x[0]].link]
+            if legs:
+                oid, o_account, o_sym, cid = legs[-1 - pick % len(legs)]
+                return (oid, o_account, o_sym, cid) if own else (oid, account, sym, cid)
+            target = "open"
         if target == "open":
             open_ids = sorted(oid for oid, *_ in issued if self.is_open(oid))
             candidates = [x for x in issued if x[0] in open_ids]
@@ -321,7 +501,11 @@ class Builder:
             kind = a[0]
             if kind == "new":
                 cmd = self.new_order(a)
-            elif kind in ("cancel", "amend"):
+            elif kind == "replace":
+                cmd = self.replace(a)
+            elif kind == "oco":
+                cmd = self.oco(a)
+            elif kind in ("cancel", "amend", "amend_leg"):
                 cmd = self.cancel_or_amend(a)
             elif kind == "cancel_all":
                 rec = records.empty(RecordType.CANCEL_ALL)
@@ -385,6 +569,8 @@ def mangle_order(rec: np.ndarray, how: str) -> None:
         rec["iceberg_qty_lot"] = -2
     elif how == "iceberg_on_ioc":
         rec["time_in_force"], rec["iceberg_qty_lot"] = TimeInForce.IOC, 1
+    elif how == "neg_trailing":
+        rec["trailing_delta_bips"] = -5
 
 
 def amend_qty(o: dict | None, qty_kind: str | None, k: int) -> int:
@@ -474,12 +660,13 @@ def describe(s: Stream) -> str:
     lines = [f"symbols default_stp={[StpMode(x.default_stp).name for x in s.symbols]} max_levels={s.max_levels} "
              f"daily_loss={s.daily_loss}"]
     for i, cmd in enumerate(s.commands):
-        t = int(cmd["type"][0])
-        if t in set(RecordType):
-            row = decode(cmd)[0]
-            lines.append(f"  [{i}] " + brief(row))
-        else:
-            lines.append(f"  [{i}] type={t} source={int(cmd['source'][0])}")
+        for k in range(len(cmd)):  # (a cancel-replace, an OCO: one line per record)
+            t = int(cmd["type"][k])
+            head = f"  [{i}] " if k == 0 else "       + "
+            if t in set(RecordType):
+                lines.append(head + brief(decode(cmd[k : k + 1])[0]))
+            else:
+                lines.append(head + f"type={t} source={int(cmd['source'][k])}")
     return "\n".join(lines)
 
 
@@ -499,6 +686,7 @@ def check_stream(s: Stream) -> None:
         want = s.edges[i]
         problem = diff_views(client_view(got), client_view(want))
         assert problem is None, f"command {i}: {problem}\ncommands:\n{describe(s)}"
+        assert ex.driver.order.in_flight == 0, f"command {i} left in flight (a FLAG_END missing)\n{describe(s)}"
         bad = np.argwhere((ex.balances() != s.balances[i]).any(axis=2))
         assert not len(bad), (f"after command {i}, balances (free, locked) differ: " + ", ".join(
             f"acct {a} asset {k}: engine {ex.balances()[a, k].tolist()} model {s.balances[i][a, k].tolist()}"

@@ -58,7 +58,9 @@ confirm them; the differential tests report any difference):
     client order id, on its ORDER_AMENDED (not the other leg's); the EXT ends the command and
     has no result of its own.
   * An input record that is not a command (a rejection risk made) goes out byte for byte
-    with FLAG_END added; it does not advance the engine's source_seq.
+    with FLAG_END added, unless it has FLAG_CONTINUED (a refused list's header and first leg, a
+    refused cancel-replace's cancel: the command's last record ends it); it does not advance
+    the engine's source_seq.
   * Trailing stops take an order slot but no stop price level (max_levels does not apply).
     Their events report the NEW's stop price (0 if none). A trailing stop's condition is
     looked at trade by trade: the trade that starts its tracking (by its stop price) sets the
@@ -325,7 +327,8 @@ class MatchingModel:
                 else:
                     # a rejection risk made (or any other record): back to the order engine as is
                     copy = records.concat([cmds[i : i + 1]])
-                    copy["flags"] |= FLAG_END
+                    if not flags & FLAG_CONTINUED:  # (an input record with FLAG_CONTINUED ends none)
+                        copy["flags"] |= FLAG_END
                     out.append(copy)
                     continue
                 # Stops can only trigger when a trade moved the last price, so looking after

@@ -11,7 +11,7 @@ from ganntec.engines.symbols import Asset, Symbol
 from ganntec.exchange import Exchange
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType as OT
-from ganntec.shm.records import Reason, RecordType, Side, TimeInForce
+from ganntec.shm.records import Reason, RecordType, Side, StpMode, TimeInForce
 
 BTC, USDT = Asset(0, "BTC", 8), Asset(1, "USDT", 8)
 SYM = Symbol(0, "BTCUSDT", BTC, USDT, tick_size="1", step_size="0.01", min_price="1", max_price="1000000",
@@ -155,4 +155,76 @@ def test_list_client_order_id_is_unique_among_open_lists(ex):
     ex.submit(ex.orders(TAKER, Side.BUY, 110, 100, tif=TimeInForce.IOC))   # fills the first list's limit leg
     assert ex.driver.matching.order(first[0]) is None and ex.driver.matching.order(first[1]) is None
     legs(listed(b"L", limit=120))   # both legs of the first list ended: its id is free (last trade: 110)
+    assert ex.driver.order.in_flight == 0 and ex.conservation_errors() == []
+
+
+def owner_balances(out, asset_id):
+    """(record type just before, free, locked) of every BALANCE of the owner's asset, in order."""
+    rows, before = [], None
+    for r in out:
+        t = int(r["type"])
+        if t == RecordType.BALANCE:
+            b = R.view(r)
+            if int(b["account_id"]) == OWNER and int(b["asset_id"]) == asset_id:
+                rows.append((before, int(b["free_minor"]), int(b["locked_minor"])))
+        else:
+            before = RecordType(t).name
+    return rows
+
+
+def test_amend_of_a_working_leg_counts_the_list_hold_once(ex):
+    """Risk used to lock what the amended leg would need on top of the list's hold (the leg
+    without the hold has 0 of its own), and keep it once matching answered. A cut of either leg
+    needs nothing more; an amend that needs more than the list holds locks only the difference
+    until matching refuses it. (Leg amends themselves: test_oco_amend.py.)"""
+    above, below = legs(sell_oco(ex))   # the list's 2 BTC on the above leg, none on the below one
+    out = ex.submit(ex.amends(OWNER, below, new_qty_lot=150))
+    assert events(out) == [("ORDER_AMENDED", "NONE", below), ("ORDER_AMENDED", "NONE", above)]
+    assert owner_balances(out, BTC.asset_id) == [("ORDER_AMENDED", 850_000_000, 150_000_000)]   # released only
+    out = ex.submit(ex.amends(OWNER, below, new_qty_lot=300))   # 3 BTC: 1.5 more, locked until refused
+    assert events(out) == [("CANCEL_REJECTED", "AMEND_QTY_INCREASE", below)]
+    assert [b[1:] for b in owner_balances(out, BTC.asset_id)] == [(700_000_000, 300_000_000),
+                                                                  (850_000_000, 150_000_000)]
+    assert ex.balance(OWNER, "BTC") == ("8.50000000", "1.50000000")
+    out = ex.submit(ex.amends(OWNER, below, new_qty_lot=100_000))   # 1000 BTC: more than is free
+    assert events(out) == [("CANCEL_REJECTED", "INSUFFICIENT_BALANCE", below)]
+    assert ex.balance(OWNER, "BTC") == ("8.50000000", "1.50000000") and ex.conservation_errors() == []
+
+
+def test_stp_taking_quantity_off_a_working_leg_keeps_what_the_other_leg_needs(ex):
+    """Risk used to cut the list's hold to what the decremented limit leg needed: the stop leg,
+    still for 2 BTC, then sold more than was held (locked went negative)."""
+    legs(sell_oco(ex))   # LIMIT_MAKER 110 / STOP_LOSS_LIMIT 90 (limit 89), 2 BTC
+    out = ex.submit(ex.orders(OWNER, Side.BUY, 110, 50, tif=TimeInForce.IOC, stp=StpMode.DECREMENT))
+    assert any(int(r["type"]) == RecordType.TRADE_PREVENTED for r in out)   # 0.5 off the limit leg, no trade
+    assert ex.balance(OWNER, "BTC") == ("8.00000000", "2.00000000")   # the stop leg still sells 2 BTC
+    ex.submit(ex.orders(MAKER, Side.BUY, 89, 500))
+    trade(ex, 90)   # the stop leg triggers and sells 2 BTC at 89
+    assert ex.balance(OWNER, "BTC") == ("8.00000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_market_buy_leg_that_triggers_keeps_only_its_own_cap(ex):
+    """Risk used to leave the whole list's hold (what the stop-limit leg needed) on a take-profit
+    market buy that triggered: more than it could ever spend, until it ended."""
+    out = ex.submit(ex.oco(OWNER, Side.BUY, 100, dict(order_type=OT.STOP_LOSS_LIMIT, price_tick=150,
+                                                       stop_price_tick=110, time_in_force=GTC),
+                           dict(order_type=OT.TAKE_PROFIT, stop_price_tick=95)))
+    legs(out)
+    assert ex.balance(OWNER, "USDT") == ("99850.00000000", "150.00000000")   # the stop-limit leg's need
+    ex.submit(ex.orders(MAKER, Side.SELL, 96, 500))   # asks the take-profit leg buys from
+    out = trade(ex, 95)   # the last price falls to 95: the take-profit leg triggers, its cap 95 USDT
+    usdt = owner_balances(out, USDT.asset_id)
+    assert usdt[0] == ("ORDER_TRIGGERED", 9_990_500_000_000, 9_500_000_000)   # cut to its cap at once
+    assert usdt[1] == ("FILL", 9_990_500_000_000, 92_000_000)   # 0.98 BTC at 96 spent 94.08 of it
+    assert ex.balance(OWNER, "USDT") == ("99905.92000000", "0.00000000")
+    assert ex.conservation_errors() == []
+
+
+def test_list_of_an_account_beyond_the_table_is_refused_without_reading_past_it(ex):
+    """Risk used to read the balance row of the list's account before refusing it: an account
+    id far beyond max_accounts read unmapped memory (a crash)."""
+    out = ex.submit(ex.oco(0xFFFFFFFF, Side.SELL, 100, dict(order_type=OT.LIMIT_MAKER, price_tick=110),
+                           dict(order_type=OT.STOP_LOSS, stop_price_tick=90)))
+    assert [e[:2] for e in events(out)] == [("ORDER_REJECTED", "UNKNOWN_ACCOUNT")] * 2
     assert ex.driver.order.in_flight == 0 and ex.conservation_errors() == []

@@ -334,3 +334,44 @@ def test_closing_part_of_a_short_rounds_the_entry_removed_toward_zero():
     row = [p for p in e.positions() if int(p["account_id"]) == 1][0]
     assert (int(row["net_qty_lot"]), int(row["entry_value_quote_minor"]), int(row["realized_pnl_quote_minor"])) == (
         -2, -202, 0)
+
+
+def test_an_order_engine_refusal_does_not_release_what_an_amend_at_matching_locked():
+    """Live pipeline order (results come back after later commands): risk used to settle an
+    order's hold on any CANCEL_REJECTED naming it, also one the order engine made itself for a
+    later command, and so released what an amend still at matching had locked: the amended order
+    then bought with less held than it spent (locked went negative)."""
+    from ganntec.engines.matching import MatchingEngine
+    from ganntec.engines.order import OrderEngine
+    from ganntec.engines.risk import RiskEngine
+    from ganntec.engines.symbols import symbol_table
+
+    table = symbol_table([SYM])
+    order, risk, matching = OrderEngine(table, max_in_flight=64), RiskEngine(table, 2, 4), MatchingEngine(table, 64, 64)
+
+    def to_matching(cmds=(), results=()):
+        return risk.process(order.process(results, cmds)[0])[0]
+
+    def through(cmds):
+        results = matching.process(to_matching(cmds))
+        assert len(to_matching(results=results)) == 0
+        return results
+
+    for acc, asset, amount in ((1, USDT, "10000"), (2, BTC, "5")):
+        through([_admin(RecordType.ACCOUNT_OPEN, account_id=acc, permissions=3, maker_fee_e8=0, taker_fee_e8=0),
+                 _admin(RecordType.CREDIT, account_id=acc, asset_id=asset.asset_id, amount_minor=asset.to_minor("a", amount))])
+    accepted = of_type(through(Exchange.orders(1, Side.BUY, 10_000, 1_000)), RecordType.ORDER_ACCEPTED)   # 1 BTC at 100
+    oid = int(accepted[0]["order_id"])
+    assert risk.balances[1, 1].tolist() == [9_900 * 10**8, 100 * 10**8]
+    at_matching = to_matching(Exchange.amends(1, oid, new_price_tick=12_000))   # to 120: 20 more locked
+    assert risk.balances[1, 1].tolist() == [9_880 * 10**8, 120 * 10**8]
+    refused = order.process((), Exchange.amends(1, oid, new_price_tick=13_000, symbol_id=7))[0]
+    assert [(int(r["type"]), int(r["reason"]), int(R.view(r)["order_id"])) for r in refused] == [
+        (RecordType.CANCEL_REJECTED, Reason.UNKNOWN_SYMBOL, oid)]   # the order engine's own refusal
+    assert len(risk.process(refused)[0]) == 0
+    assert risk.balances[1, 1].tolist() == [9_880 * 10**8, 120 * 10**8]   # the amend at matching keeps its 20
+    amended = of_type(matching.process(at_matching), RecordType.ORDER_AMENDED)
+    assert len(to_matching(results=R.concat(amended))) == 0   # ORDER_AMENDED at 120
+    through(Exchange.orders(2, Side.SELL, 12_000, 1_000, tif=TimeInForce.IOC))   # it buys 1 BTC at 120
+    assert risk.balances[1].tolist() == [[1 * 10**8, 0], [9_880 * 10**8, 0]]
+    assert risk.conservation_errors() == [] and risk.hold_errors() == []
