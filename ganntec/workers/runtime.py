@@ -8,10 +8,10 @@ Rings of an instance (all 128-byte records, one producer and one consumer each):
   reports       every record a client is told (the driver's edge stream), in journal order
 
 The loop, per turn: pop what each command ring holds (whole commands; an incomplete one
-waits), run it through the compiled in-process driver, append the journal records it made
-(one frame: `fsync` mode syncs it, group commit), and only then publish the reports, all of
-a turn's reports in one batch (a crash leaves whole turns published or none, so recovery can
-tell exactly where the reports stopped: `last_reported_seq`). The heartbeat (CLOCK_MONOTONIC
+waits), run it through the compiled in-process driver, and for each driver pass append the
+journal records it made (one frame: `fsync` mode syncs it, group commit) and only then
+publish that pass's reports in one batch (a crash leaves whole passes published or none, so
+recovery can tell exactly where the reports stopped: `last_reported_seq`). The heartbeat (CLOCK_MONOTONIC
 ns) is the consumer heartbeat of `cmd.0`. Idle, it waits on `cmd.1` (or `cmd.0` with no
 edges) with the configured strategy, at most a quarter heartbeat, so the admin ring and a
 stop request are seen within that.
@@ -52,17 +52,28 @@ def last_reported_seq(reports: Ring) -> int:
 
 
 def publish_turn(reports: Ring, records: np.ndarray, wait) -> None:
-    """Publish all of `records` in one batch (waiting for room for all of them)."""
-    n = len(records)
-    if n == 0:
-        return
-    if n > reports.capacity:
-        raise RuntimeError(f"a turn made {n} reports, more than the reports ring holds ({reports.capacity})")
-    while reports.push(records) == 0:
-        try:
-            wait.wait_for_space(reports, n, 0.05)
-        except posix_ipc.SignalError:
-            pass  # woken by a signal: the turn still publishes before the loop stops
+    """Publish `records` (in journal order) in batches that each end where a journal sequence
+    ends: a crash leaves every sequence's reports published whole or not at all."""
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(-1, RB)
+    seqs = raw.view(R.RECORD_DTYPE).reshape(-1)["seq"]
+    pos, n, cap = 0, len(raw), reports.capacity
+    while pos < n:
+        k = n - pos
+        if k > cap:
+            k = cap
+            while k > 0 and seqs[pos + k - 1] == seqs[pos + k]:
+                k -= 1
+            if k == 0:
+                raise RuntimeError(f"one journal sequence made more reports than the reports ring holds ({cap})")
+        room = 0
+        while room < k:  # room for all k first: one publish, never a part of a sequence's reports
+            try:
+                room = wait.wait_for_space(reports, k, 0.05)
+            except posix_ipc.SignalError:
+                pass  # woken by a signal: the pass still publishes before the loop stops
+        if reports.push(raw[pos:pos + k]) != k:
+            raise RuntimeError("reports ring: room for a batch vanished (a second producer?)")
+        pos += k
 
 
 class EngineWorker:
@@ -86,7 +97,6 @@ class EngineWorker:
     def turn(self) -> bool:
         """Pop, drive, journal, report. Returns True if anything happened."""
         busy = False
-        journal, reports = [], []
         for k, ring in enumerate(self.rings):
             buf, n = self.staged[k], self.n_staged[k]
             if n < self.batch:
@@ -94,10 +104,9 @@ class EngineWorker:
             pos = 0
             while pos < n or not self.driver.idle:
                 used, nj, ne = self.driver.advance(buf.ctypes.data + pos * RB, n - pos)
-                if nj:
-                    journal.append(self.driver.journal_buffer[:nj].copy())
-                if ne:
-                    reports.append(self.driver.edge_buffer[:ne].copy())
+                # Straight from the driver's buffers: journaled before anything is told.
+                self.journal.append(self.driver.journal_buffer[:nj])
+                publish_turn(self.reports, self.driver.edge_buffer[:ne], self.wait)
                 pos += used
                 if used == 0 and self.driver.idle:
                     break  # an incomplete command: the rest comes with a later pop
@@ -106,10 +115,6 @@ class EngineWorker:
                 self.commands += pos
                 buf[:n - pos] = buf[pos:n]
             self.n_staged[k] = n - pos
-        if journal:
-            self.journal.append(np.concatenate(journal))  # journaled before anything is told
-        if reports:
-            publish_turn(self.reports, np.concatenate(reports), self.wait)
         self.rings[0].heartbeat(time.monotonic_ns())
         return busy
 
