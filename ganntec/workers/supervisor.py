@@ -16,6 +16,7 @@ from the replay: the last sequence on the reports ring says where they stopped.
 
 Snapshots: between health checks the supervisor tails the journal with its own replayer and
 writes a snapshot every `runtime.snapshot_every` records; the worker never pauses for one.
+With `journal.archive`, segments the worker has rolled past are gzipped there too.
 
 Signals only record: SIGTERM or SIGINT asks for a clean stop (the worker finishes its turn,
 journaled and reported, then everything is unlinked); a second SIGINT forces the exit.
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganntec.config import Config
-from ganntec.journal.journal import JournalReader, JournalWriter
+from ganntec.journal.journal import JournalReader, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
 from ganntec.shm import records as R
@@ -246,6 +247,9 @@ class Supervisor:
                 made = self.snapshotter.poll()
                 if made:
                     self.log(f"snapshot {made}")
+                if self.cfg.journal.archive:
+                    for archive in archive_rolled(self.paths.journal):
+                        self.log(f"journal: archived {archive}")
             code = self._stop()
         finally:
             self._unlink()

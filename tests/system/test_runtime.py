@@ -28,7 +28,7 @@ from ganntec.journal.journal import JournalReader
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType, RecordType, Side, TimeInForce
 from ganntec.shm.ring import Ring
-from ganntec.shm.segment import SegmentError, list_segments
+from ganntec.shm.segment import SegmentError, list_segments, remove_stale
 from ganntec.workers.supervisor import replayer_factory
 
 TRIALS = int(os.environ.get("GANNTEC_CRASH_TRIALS", "20"))
@@ -38,6 +38,7 @@ CONFIG = """
 name = "{instance}"
 [journal]
 durability = "{durability}"
+segment_bytes = {segment_bytes}
 [runtime]
 heartbeat_ms = 400
 snapshot_every = 300
@@ -72,9 +73,9 @@ balances = {{ USDT = "100000000", BTC = "100000" }}
 class Server:
     """`ganntec run` in a child process, its log lines collected by a reader thread."""
 
-    def __init__(self, tmp_path, instance: str, durability: str = "os"):
+    def __init__(self, tmp_path, instance: str, durability: str = "os", segment_bytes: int = 1 << 28):
         self.cfg_path = tmp_path / "ganntec.toml"
-        self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability))
+        self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability, segment_bytes=segment_bytes))
         self.data = tmp_path / "data"
         self.instance = instance
         self.lines: list[str] = []
@@ -110,9 +111,11 @@ class Server:
         return self.proc.wait(timeout)
 
     def kill(self):
+        """After a failure: no process, no segments left (the worker follows its supervisor)."""
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+        remove_stale(self.instance)
 
 
 class Client:
@@ -351,3 +354,55 @@ def test_a_second_sigint_forces_the_exit(tmp_path, instance):
 def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "TRIALS", 100)
     test_crash_matrix_engine_worker(tmp_path, instance, "os")
+
+
+def test_a_stalled_reader_stalls_the_pipeline_and_loses_nothing(tmp_path, instance):
+    """Back-pressure: while the client reads no reports, the worker waits on the full reports
+    ring and the command ring fills until pushes are refused; then everything flows, nothing
+    dropped. Small segments make the journal roll and the supervisor archive the rolled ones."""
+    server = Server(tmp_path, instance, segment_bytes=1 << 20)
+    try:
+        server.start()
+        client = Client(instance)
+        deadline = time.monotonic() + 120
+        waiting = np.zeros((0, R.RECORD_BYTES), np.uint8)
+        while True:  # push, never read: the worker fills the reports ring, then stops taking commands
+            if len(waiting) == 0:
+                waiting = R.concat([client.order() for _ in range(256)]).view(np.uint8).reshape(-1, R.RECORD_BYTES)
+            pushed = client.cmd.push(waiting)
+            waiting = waiting[pushed:]
+            if pushed == 0 and client.rep.readable() > 0:
+                break  # the command ring is full: the worker waits for room on the reports ring
+            assert time.monotonic() < deadline, "the pipeline never stalled"
+        while len(waiting):  # the rest goes in as the pipeline drains
+            client.drain()
+            waiting = waiting[client.cmd.push(waiting):]
+        client.wait_acked(len(client.sent), timeout=120)
+        assert len(client.acked) == len(client.sent)
+        client.close()
+        assert server.stop() == 0
+        assert "journal: archived" in "\n".join(server.lines)
+        check_journal(server, client)
+    finally:
+        server.kill()
+
+
+def test_the_same_command_sent_again_after_a_restart_is_applied_once(tmp_path, instance):
+    server = Server(tmp_path, instance)
+    try:
+        server.start()
+        client = Client(instance)
+        client.send_new(5)
+        client.wait_acked(5)
+        mark = len(server.lines)
+        os.kill(worker_pid(server), signal.SIGKILL)
+        server.wait_for("engine worker restarted", after=mark)
+        again = R.concat([client.sent[s] for s in sorted(client.sent)])
+        assert client.cmd.push(again) == len(again)  # every one a duplicate now
+        client.send_new(1)  # a fresh one, so we know the duplicates went by
+        client.wait_acked(6)
+        client.close()
+        assert server.stop() == 0
+        check_journal(server, client)  # each edge sequence journaled once
+    finally:
+        server.kill()
