@@ -65,6 +65,15 @@ class Segment:
     archived: bool
 
 
+def fsync_dir(directory: str) -> None:
+    """Make a directory's entries (a created, renamed or removed file) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def list_segments(directory: str) -> list[Segment]:
     """The journal's segments, oldest first. A segment present both plain and archived (an
     archive interrupted after its rename) is read plain."""
@@ -316,11 +325,7 @@ class JournalWriter:
         self._size = os.fstat(self._fd).st_size
 
     def _sync_dir(self):
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.directory)
 
     def _new_segment(self, first_seq: int):
         if self._fd >= 0:
@@ -431,9 +436,5 @@ def archive_rolled(directory: str, level: int = 6) -> list[str]:
         os.unlink(seg.path)
         made.append(target)
     if made:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(directory)
     return made

@@ -27,7 +27,7 @@ import zipfile
 import numpy as np
 
 from ganntec.engines import matching, order, position, risk
-from ganntec.journal.journal import JournalReader
+from ganntec.journal.journal import JournalReader, fsync_dir
 from ganntec.journal.replay import DS_QN, DS_QPOS, Replayer
 from ganntec.shm import records as R
 from ganntec.workers.driver import DS_A
@@ -87,11 +87,7 @@ def save(rp: Replayer, directory: str) -> str:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
     return path
 
 
