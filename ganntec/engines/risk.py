@@ -27,17 +27,35 @@ amount it locks when risk accepts it:
 A fill spends the hold (a limit buy filled below its limit gets the difference back at once);
 quantity self-trade prevention takes off (TRADE_PREVENTED) is released at once;
 the end of an order (FLAG_MAKER_DONE / FLAG_TAKER_DONE fill, ORDER_EXPIRED, ORDER_CANCELED, a
-matching ORDER_REJECTED) releases what is left. An AMEND that needs more than the order holds
-(an OCO leg: than its list holds) locks the extra before it is forwarded (refused with
-INSUFFICIENT_BALANCE if it is not free); ORDER_AMENDED or the amend's CANCEL_REJECTED settles
-the hold to what the order then needs (a CANCEL_REJECTED settles only as a result, FLAG_RESULT:
-one the order engine made itself answers no command risk forwarded).
+matching ORDER_REJECTED) releases what is left.
+
+Amends. Live, results of an order can be sequenced between an AMEND and matching's answer to
+it, so risk counts per hold the AMENDs it forwarded that matching has not answered yet: +1 when
+it forwards one naming the order's account and symbol; -1 on the answer, ORDER_AMENDED (an OCO
+cut: the amended leg's, the first of the pair) or matching's CANCEL_REJECTED of the amend
+(FLAG_RESULT); risk's own refusals never count. Before forwarding, the hold (an OCO leg: what
+its list holds) is raised to cover the worst case while the amend is in flight, the extra
+locked (refused with INSUFFICIENT_BALANCE if it is not free): the order may fill as it is
+before the amend lands, then as amended. A SELL needs max(leaves, new leaves) lots; a limit
+BUY new price x new leaves + min(leaves, new leaves) x max(0, price - new price) (x qpl), or,
+with another amend of it still in flight, what it holds plus new price x new leaves (risk has
+not seen the prices the earlier ones set; what they may spend the hold covers already); a
+market-like buy keeps its cap. While its count is above 0 a hold only pays what fills spend
+(a limit buy filled below its current limit still gets the difference back): no settlement
+releases anything down to the current requirement, not STP's, not an OCO leg's activation (a
+market-like buy still cuts to its cap), not an answer that leaves the count above 0. The
+answer that brings it to 0 settles the hold to what the order then needs; the order's end
+releases it all. (In-process, the driver's canonical order, the answer follows its AMEND in
+the same command: only the bigger advance lock and its release on the answer show.) A
+CANCEL_REJECTED settles only as a result, FLAG_RESULT: one the order engine made itself answers
+no command risk forwarded.
 
 An OCO list locks once: what its hungrier leg needs (each leg's need as in the table), all on
 that leg's hold, none on the other's, while both work. When one activates (its first fill, its
 trigger) it takes the whole hold, cut to what it needs (a market-like buy: its own cap, which
 it then spends as any market-like buy); when one ends otherwise its hold passes to the other.
-While both work the list keeps max(what each leg needs now) and releases anything above it:
+While both work the list keeps max(what each leg needs now) and releases anything above it
+(only when no amend of either leg is in flight: the list's count is the sum of its legs'):
 after STP takes quantity off a leg (the other may still need it all), after an amend's
 CANCEL_REJECTED (matching takes only quantity cuts of a working leg: whatever an AMEND locked
 for more comes back), and after a cut, which matching applies to both legs: each leg's
@@ -109,7 +127,7 @@ State layouts (engine-private; snapshots store these arrays):
         48     4  i4    asset_id
         52     1  u1    side
         53     1  u1    order_type
-        54     2  -     (reserved)
+        54     2  u2    amends_in_flight  AMENDs of it forwarded to matching and not yet answered
         56     8  i8    link_order_id     the other leg of its OCO list while both work, else 0
         64     8  i8    need_minor        an OCO leg: what it alone would lock at qty_lot (for a
                                           market-like buy, the quote cap matching has); else 0
@@ -146,9 +164,9 @@ ACCOUNT_STATE_DTYPE = np.dtype(
 HOLD_DTYPE = np.dtype(
     {
         "names": ["order_id", "held_minor", "price_tick", "qty_lot", "leaves_lot", "account_id", "symbol_id",
-                  "asset_id", "side", "order_type", "link_order_id", "need_minor"],
-        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1", "<i8", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53, 56, 64],
+                  "asset_id", "side", "order_type", "amends_in_flight", "link_order_id", "need_minor"],
+        "formats": ["<i8"] * 5 + ["<i4"] * 3 + ["u1", "u1", "<u2", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 52, 53, 54, 56, 64],
         "itemsize": 72,
     }
 )
@@ -156,7 +174,7 @@ ACCOUNT_NONE, ACCOUNT_ACTIVE, ACCOUNT_KILLED = 0, 1, 2
 A_STATUS, A_PERM, A_MAXOPEN, A_OPEN, A_MAKER, A_TAKER, A_CAP, A_LOSS, A_DAY, A_DAYPNL = (
     _off(ACCOUNT_STATE_DTYPE, n) for n in ACCOUNT_STATE_DTYPE.names)
 AB = ACCOUNT_STATE_DTYPE.itemsize
-HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE, HO_LINK, HO_NEED = (
+HO_ID, HO_HELD, HO_PRICE, HO_QTY, HO_LEAVES, HO_ACC, HO_SYM, HO_ASSET, HO_SIDE, HO_TYPE, HO_FLIGHT, HO_LINK, HO_NEED = (
     _off(HOLD_DTYPE, n) for n in HOLD_DTYPE.names)
 HB = HOLD_DTYPE.itemsize
 
@@ -209,6 +227,9 @@ RS_FUNDS, RS_NOACC, RS_DISABLED, RS_PERM, RS_CLOSED, RS_TOOMANY, RS_CAP, RS_AMOU
                      RS.MARKET_CLOSED, RS.TOO_MANY_OPEN_ORDERS, RS.ORDER_NOTIONAL_CAP, RS.INVALID_AMOUNT,
                      RS.UNKNOWN_ASSET, RS.UNKNOWN_SYMBOL, RS.DAILY_LOSS_LIMIT))
 RS_PARAM, RS_NOT_ATTEMPTED, RS_FULL = int(RS.INVALID_PARAMETER), int(RS.NOT_ATTEMPTED), int(RS.BOOK_FULL)
+# matching's refusals of an AMEND (its refusals of a cancel: UNKNOWN_ORDER, CANCEL_RESTRICTED)
+RS_UNKNOWN, RS_UNSUPPORTED, RS_QTY_UP, RS_WOULD_MATCH = (int(r) for r in (
+    RS.UNKNOWN_ORDER, RS.UNSUPPORTED_COMBINATION, RS.AMEND_QTY_INCREASE, RS.WOULD_MATCH))
 E8 = 100_000_000
 MAX_BALANCE = (1 << 62)  # balances stay below this, so sums of two never overflow
 SYMBOL_TRADING, SYMBOL_HALTED = 1, 2
@@ -299,6 +320,8 @@ def _balance_record(K, src, account, asset, delta):
 # --- holds -----------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _hold_of(K, order_id):
+    if order_id <= 0:  # (a CANCEL_ALL's refusal names order 0: the map's empty-slot key)
+        return -1
     return hm_get(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), order_id, -1)
 
 
@@ -359,6 +382,8 @@ def _list_settle(K, src, ha):
     holder, other = (ha, sa) if ld_i64(ha + HO_HELD) >= ld_i64(sa + HO_HELD) else (sa, ha)
     st_i64(holder + HO_HELD, ld_i64(holder + HO_HELD) + ld_i64(other + HO_HELD))  # same account, asset
     st_i64(other + HO_HELD, 0)
+    if ld_u16(ha + HO_FLIGHT) + ld_u16(sa + HO_FLIGHT) > 0:
+        return  # an amend of the list still at matching may need what it locked
     if _shrink_hold(K, holder, need):
         _balance_record(K, src, ld_i32(holder + HO_ACC), ld_i32(holder + HO_ASSET), 0)
 
@@ -385,6 +410,8 @@ def _take_over(K, src, ha):
     h = _hold_of(K, link)
     if h >= 0:
         _move_held(_ha(K, h), ha)
+    if ld_u16(ha + HO_FLIGHT) > 0 and not (ld_u8(ha + HO_SIDE) == BUY and ld_i64(ha + HO_PRICE) == 0):
+        return  # its amend still at matching may need what it locked (a market-like buy's cap: never more)
     if _shrink_hold(K, ha, _leg_need(K, ha)):  # (_requirement would keep all it holds)
         _balance_record(K, src, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
@@ -489,6 +516,7 @@ def _open_hold(K, c, held, hold_price, cap_quote, cap_qty, link, need):
     st_i32(ha + HO_ASSET, ld_u32(_sym(K, sym) + (S_QUOTE if side == BUY else S_BASE)))
     st_u8(ha + HO_SIDE, side)
     st_u8(ha + HO_TYPE, t)
+    st_u16(ha + HO_FLIGHT, 0)
     st_i64(ha + HO_LINK, link)
     st_i64(ha + HO_NEED, need)
     hm_put(_g(K, K_HKEYS), _g(K, K_HVALS), _g(K, K_HMASK), oid, h)
@@ -588,29 +616,30 @@ def _amend(K, c):
     h = _hold_of(K, ld_i64(c + AM_ORDER))
     if h >= 0 and ld_i32(_ha(K, h) + HO_ACC) == acc:
         ha = _ha(K, h)
-        if ld_u8(ha + HO_SIDE) == BUY and ld_i64(ha + HO_PRICE) == 0:
-            # a market-like buy (a waiting stop): its cap stays; matching refuses the amend, or
-            # for an OCO leg cuts the cap with the quantity (the hold follows on ORDER_AMENDED)
-            _to_a(K, c)
-            return
-        qty, leaves = ld_i64(ha + HO_QTY), ld_i64(ha + HO_LEAVES)
+        hs = _hold_of(K, ld_i64(ha + HO_LINK)) if ld_i64(ha + HO_LINK) != 0 else -1
+        # An OCO leg has what its list holds (on either leg). Matching takes only a cut, which
+        # needs no more; but it may already see the leg on its own (its list activated by a
+        # command still in flight), so anything more is locked first.
+        have, flying = ld_i64(ha + HO_HELD), ld_u16(ha + HO_FLIGHT)
+        if hs >= 0:
+            have += ld_i64(_ha(K, hs) + HO_HELD)
+            flying += ld_u16(_ha(K, hs) + HO_FLIGHT)
+        qty, leaves, price = ld_i64(ha + HO_QTY), ld_i64(ha + HO_LEAVES), ld_i64(ha + HO_PRICE)
         new_qty = ld_i64(c + AM_QTY) if ld_i64(c + AM_QTY) > 0 else qty
-        new_price = ld_i64(c + AM_PRICE) if ld_i64(c + AM_PRICE) > 0 else ld_i64(ha + HO_PRICE)
+        new_price = ld_i64(c + AM_PRICE) if ld_i64(c + AM_PRICE) > 0 else price
         new_leaves = new_qty - (qty - leaves)
-        if new_leaves > 0:
+        # (a market-like buy, a waiting stop, keeps its cap: matching refuses the amend, or for
+        # an OCO leg cuts the cap with the quantity; the hold follows on ORDER_AMENDED)
+        if new_leaves > 0 and not (ld_u8(ha + HO_SIDE) == BUY and price == 0):
+            # Until matching answers, the order may still fill as it is: the hold covers that
+            # and then the amended order (see the module docstring).
             s = _sym(K, ld_i32(ha + HO_SYM))
             if ld_u8(ha + HO_SIDE) == SELL:
-                need = new_leaves * ld_i64(s + S_BPL)
+                need = max(leaves, new_leaves) * ld_i64(s + S_BPL)
+            elif flying > 0:  # what the amends before it may still spend is not known here
+                need = have + new_price * new_leaves * ld_i64(s + S_QPL)
             else:
-                need = new_price * new_leaves * ld_i64(s + S_QPL)
-            have = ld_i64(ha + HO_HELD)
-            if ld_i64(ha + HO_LINK) != 0:
-                # An OCO leg has what its list holds (on either leg). Matching takes only a cut,
-                # which needs no more; but it may already see the leg on its own (its list
-                # activated by a command still in flight), so anything more is locked first.
-                hs = _hold_of(K, ld_i64(ha + HO_LINK))
-                if hs >= 0:
-                    have += ld_i64(_ha(K, hs) + HO_HELD)
+                need = (new_price * new_leaves + min(leaves, new_leaves) * max(0, price - new_price)) * ld_i64(s + S_QPL)
             extra = need - have
             if extra > 0:
                 asset = ld_i32(ha + HO_ASSET)
@@ -620,6 +649,8 @@ def _amend(K, c):
                 _lock(K, acc, asset, extra)
                 st_i64(ha + HO_HELD, ld_i64(ha + HO_HELD) + extra)
                 _balance_record(K, c, acc, asset, 0)
+        if ld_u32(c + H_SYM) == ld_i32(ha + HO_SYM):  # (else matching knows no such order)
+            st_u16(ha + HO_FLIGHT, ld_u16(ha + HO_FLIGHT) + 1)  # until matching's answer
     _to_a(K, c)
 
 
@@ -761,17 +792,37 @@ def _prevented(K, p):
             st_i64(ha + HO_LEAVES, ld_i64(ha + HO_LEAVES) - lots)
             if ld_i64(ha + HO_LINK) != 0:  # the other leg may still need all the list holds
                 _list_settle(K, p, ha)
-            elif _shrink_hold(K, ha, _requirement(K, ha)):
+            elif ld_u16(ha + HO_FLIGHT) == 0 and _shrink_hold(K, ha, _requirement(K, ha)):
                 _balance_record(K, p, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
 
 @njit(cache=True, nogil=True)
+def _answers_amend(K, e, ha):
+    """Whether ORDER_AMENDED / CANCEL_REJECTED (FLAG_RESULT) at e is matching's answer to an
+    AMEND of the order at ha: a cut pair's first ORDER_AMENDED (its legs' quantities still equal:
+    the second follows the first), matching's refusal of an amend (not of a cancel, nor risk's
+    own refusal echoed)."""
+    if ld_u32(e + H_ACC) != ld_i32(ha + HO_ACC) or ld_u32(e + H_SYM) != ld_i32(ha + HO_SYM):
+        return False
+    if ld_u16(e + H_TYPE) == T_AMENDED:
+        if ld_i64(ha + HO_LINK) == 0:
+            return True
+        h = _hold_of(K, ld_i64(ha + HO_LINK))
+        return h < 0 or ld_i64(_ha(K, h) + HO_QTY) == ld_i64(ha + HO_QTY)
+    r = ld_u16(e + H_REASON)
+    return r == RS_UNKNOWN or r == RS_UNSUPPORTED or r == RS_QTY_UP or r == RS_AMOUNT or r == RS_WOULD_MATCH
+
+
+@njit(cache=True, nogil=True)
 def _settle_hold(K, e):
-    """ORDER_AMENDED / CANCEL_REJECTED: the hold shrinks to what the order needs now."""
+    """ORDER_AMENDED / CANCEL_REJECTED: the hold shrinks to what the order needs now, unless
+    an amend of it is still at matching (then it keeps all: that amend's advance lock)."""
     h = _hold_of(K, ld_i64(e + EV_ORDER))
     if h < 0:
         return
     ha = _ha(K, h)
+    if ld_u16(ha + HO_FLIGHT) > 0 and _answers_amend(K, e, ha):
+        st_u16(ha + HO_FLIGHT, ld_u16(ha + HO_FLIGHT) - 1)
     if ld_i64(ha + HO_LINK) != 0:
         if ld_u16(e + H_TYPE) == T_AMENDED:  # a quantity cut (matching cuts the other leg next)
             qty, new_qty = ld_i64(ha + HO_QTY), ld_i64(e + EV_QTY)
@@ -784,7 +835,7 @@ def _settle_hold(K, e):
         st_i64(ha + HO_PRICE, ld_i64(e + EV_PRICE) if ld_i64(ha + HO_PRICE) > 0 else 0)
         st_i64(ha + HO_QTY, ld_i64(e + EV_QTY))
         st_i64(ha + HO_LEAVES, ld_i64(e + EV_QTY) - ld_i64(e + EV_EXEC))
-    if _shrink_hold(K, ha, _requirement(K, ha)):
+    if ld_u16(ha + HO_FLIGHT) == 0 and _shrink_hold(K, ha, _requirement(K, ha)):
         _balance_record(K, e, ld_i32(ha + HO_ACC), ld_i32(ha + HO_ASSET), 0)
 
 

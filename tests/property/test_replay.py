@@ -64,10 +64,11 @@ class Engines:
         self.position = PositionEngine(p["symbols"], max_positions=MAX_ORDERS)
 
 
-def live_pipeline(s, rnd: random.Random, max_in_flight: int = 4):
+def live_pipeline(s, rnd: random.Random, max_in_flight: int = 4, check=None):
     """The multi-process pipeline's order of events, simulated: each turn either the order
     engine sequences some results then some commands (risk and position follow at once), or
-    matching takes some whole commands from risk. Returns (journal, edge, engines)."""
+    matching takes some whole commands from risk; `check(engines)` after each order engine
+    step. Returns (journal, edge, engines)."""
     e = Engines(s, max_in_flight)
     cmds = raw(s.commands)
     pos = 0
@@ -84,6 +85,8 @@ def live_pipeline(s, rnd: random.Random, max_in_flight: int = 4):
                 a, b = e.risk.process(out)
                 to_match = np.concatenate([to_match, raw(a)])
                 edge.append(e.position.process(b))
+            if check is not None:
+                check(e)
         elif len(to_match):
             bounds = R.command_bounds(to_match)
             take = bounds[rnd.randint(1, len(bounds) - 1)]
@@ -195,3 +198,51 @@ def test_a_result_matching_never_made_is_a_mismatch():
     rec["seq"], rec["source"], rec["flags"] = 1, R.SOURCE_MATCHING, R.FLAG_RESULT | R.FLAG_END
     with pytest.raises(ReplayMismatch, match="journal seq 1 is a result \\(ORDER_CANCELED\\) that matching did not make"):
         replay(s, rec.reshape(-1))
+
+
+def funding_errors(e) -> list[str]:
+    """What is wrong with risk's money while commands and results are in flight: a negative
+    free or locked balance or hold, locked differing from the sum of holds, or an order open at
+    matching whose hold (an OCO leg's, while risk links the legs: its list's) is less than
+    matching may still spend at its price (a fill in flight is not yet taken off the hold, so
+    the hold may only be bigger)."""
+    from ganntec.engines.hashmap import lookup
+
+    risk = e.risk
+    errors = [f"negative balance {a}" for a in np.argwhere(risk.balances < 0).tolist()]
+    errors += risk.hold_errors() + risk.conservation_errors()
+    qpl, bpl = risk.symbols["quote_per_tick_lot"], risk.symbols["base_per_lot"]
+    for slot in risk.hold_vals[risk.hold_keys != 0]:
+        h = risk.holds[slot]
+        have, oid = int(h["held_minor"]), int(h["order_id"])
+        if have < 0:
+            errors.append(f"order {oid}: hold {have}")
+        o = e.matching.order(oid)
+        if o is None:
+            continue  # not at matching yet, or ended there (the result is in flight)
+        if int(h["link_order_id"]):
+            sib = lookup(risk.hold_keys, risk.hold_vals, int(h["link_order_id"]))
+            have += int(risk.holds[sib]["held_minor"]) if sib is not None else 0
+        sym = o["symbol_id"]
+        if o["side"] == Side.SELL:
+            need = o["leaves_lot"] * int(bpl[sym])
+        elif o["price_tick"] > 0:
+            need = o["price_tick"] * o["leaves_lot"] * int(qpl[sym])
+        else:
+            need = o["quote_left_minor"]
+        if need > have:
+            errors.append(f"order {oid}: risk holds {have}, matching may spend {need}")
+    return errors
+
+
+@settings(**{**SETTINGS, "max_examples": 80})
+@given(s=streams(300, busy=True), seed=st.integers(0, 2**32 - 1), max_in_flight=st.sampled_from([4, 16]))
+def test_live_interleavings_keep_every_order_funded(s, seed, max_in_flight):
+    """Results sequenced between an AMEND and its answer (an OCO leg activating, another amend
+    of the order, fills at the old price) never leave a hold short of what matching can still
+    spend, nor a balance negative; after every order engine step."""
+    def check(e):
+        errors = funding_errors(e)
+        assert not errors, errors
+
+    live_pipeline(s, random.Random(seed), max_in_flight, check=check)

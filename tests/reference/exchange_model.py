@@ -38,8 +38,14 @@ below (the differential test reports any difference):
     asset's total ever credited.
   * CANCEL and CANCEL_ALL need the TRADE permission; an AMEND also an active account and a
     trading symbol (then "needs more and it is not free" refuses it, INSUFFICIENT_BALANCE).
-    ORDER_AMENDED and a CANCEL_REJECTED sequenced from matching (FLAG_RESULT) settle the
-    order's hold; a CANCEL_REJECTED the order engine made settles nothing.
+    What an AMEND needs is the worst case while it is in flight (the order may fill as it is
+    before it lands): a SELL max(leaves, new leaves), a limit BUY new price x new leaves +
+    min(leaves, new leaves) x max(0, limit - new price); its hold (an OCO leg: its list's) is
+    raised to that. In this order the answer comes within the amend's own command, so no other
+    amend of the order is ever in flight (the engine's rule for one is not modelled) and no
+    result of another command lands before it. ORDER_AMENDED and a CANCEL_REJECTED sequenced
+    from matching (FLAG_RESULT) settle the order's hold; a CANCEL_REJECTED the order engine
+    made settles nothing.
   * What STP takes off an order (TRADE_PREVENTED) is released at once; a killed account's open
     orders are all cancelled (CANCELED_BY_ADMIN), whether an admin or its daily loss killed it.
   * A STOP_LOSS / TAKE_PROFIT BUY holds stop x qty, its quote cap, and needs that cap (less what
@@ -63,8 +69,8 @@ below (the differential test reports any difference):
     leg needs, also after STP takes quantity off a leg. An AMEND of a leg is Binance's keep-
     priority amend, a quantity cut applied to both legs by matching (a new price or a quantity
     not below the total is refused); risk locks first what the amend would need beyond what the
-    list holds (as for any order: the new price, if any, times the new leaves; a market-like buy
-    nothing) or refuses it (INSUFFICIENT_BALANCE). Each leg's ORDER_AMENDED cuts that leg's
+    list holds (as for any order, the in-flight worst case above; a market-like buy nothing) or
+    refuses it (INSUFFICIENT_BALANCE). Each leg's ORDER_AMENDED cuts that leg's
     quantity and leaves by the same amount (what STP took stays taken) and a market-like buy's
     cap to (cap // old lots) x new lots in quote minor units; after it, and after a leg's
     CANCEL_REJECTED, the list keeps what its hungrier leg needs. A leg that activates (its first
@@ -913,7 +919,8 @@ class ExchangeModel:
         return acc is not None and acc.status != NEVER_OPENED and not acc.permissions & Permission.TRADE
 
     def _amend(self, rec: np.ndarray, edge: list) -> np.ndarray:
-        """Lock what the amended order needs beyond its hold, or refuse (INSUFFICIENT_BALANCE)."""
+        """Lock what the order needs beyond its hold while the amend is in flight, or refuse
+        (INSUFFICIENT_BALANCE)."""
         a = records.view(rec)
         account, symbol = int(a["account_id"]), int(a["symbol_id"])
         refuse = None
@@ -935,10 +942,12 @@ class ExchangeModel:
         new_leaves = new_qty - (hold.qty - hold.leaves)
         if new_leaves <= 0:
             return rec  # matching refuses it (nothing left to trade)
+        # until matching answers, the order may still fill as it is (at its limit): then as amended
         if hold.side == Side.SELL:
-            need = new_leaves
+            need = max(hold.leaves, new_leaves)
         else:
-            need = (r.price(a["new_price_tick"]) if int(a["new_price_tick"]) > 0 else hold.limit) * new_leaves
+            new_price = r.price(a["new_price_tick"]) if int(a["new_price_tick"]) > 0 else hold.limit
+            need = new_price * new_leaves + min(hold.leaves, new_leaves) * max(_ZERO, hold.limit - new_price)
         sibling = self.holds.get(hold.link) if hold.link else None
         extra = need - hold.held - (sibling.held if sibling is not None else _ZERO)  # a leg: what its list holds
         if extra > 0:

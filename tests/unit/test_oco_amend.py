@@ -273,13 +273,11 @@ def test_an_amended_list_frees_its_ids_when_it_ends(ex):
     sound(ex)
 
 
-@pytest.mark.xfail(strict=True, reason="known: a leg's activation releases what an amend still at matching locked "
-                                       "(risk keeps no account of amends in flight)")
 def test_live_an_amend_that_reaches_an_activated_leg_stays_funded():
     """Live pipeline order: the owner's amend passes risk while the trade that triggers its leg
     is still coming back from matching, so matching takes it as an ordinary amend (quantity up).
-    Risk locked the extra first, but the leg's ORDER_TRIGGERED cuts the list's hold to what the
-    leg needed before, and the amended order then sells more than is locked."""
+    Risk locked the extra first, and the leg's ORDER_TRIGGERED, while that amend is in flight,
+    cuts nothing: the amended order sells all it has locked."""
     from ganntec.engines.matching import MatchingEngine
     from ganntec.engines.order import OrderEngine
     from ganntec.engines.risk import RiskEngine
