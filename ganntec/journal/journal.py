@@ -281,6 +281,7 @@ class JournalWriter:
         self._sync = sync  # injectable: tests see exactly which bytes were made durable
         os.makedirs(directory, exist_ok=True)
         self._fd = -1
+        self._unsynced = False
         # One writer: an exclusive lock on <dir>/.lock for the writer's life (it follows the
         # descriptor into a forked worker; the process that ends holding it frees it).
         self._lock_fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -339,9 +340,10 @@ class JournalWriter:
         self._fd, self._size = fd, len(header)
 
     # --- append ----------------------------------------------------------------------------
-    def append(self, records) -> None:
+    def append(self, records, sync: bool = True) -> None:
         """Journal `records` (their header seqs must run on from `next_seq`); returns once they
-        are as durable as the mode promises."""
+        are as durable as the mode promises. `sync=False` defers the fsync of `fsync` mode to
+        `sync()`: several appends, one group commit."""
         raw = _as_raw(records)
         n = len(raw)
         if n == 0:
@@ -366,10 +368,19 @@ class JournalWriter:
             hb = fb.to_bytes(4, "little") + crc.to_bytes(4, "little") + hb[FRAME_CRC_FROM:]
             _write_all(self._fd, [hb, body])
             if self.durability == "fsync":
-                self._sync(self._fd)
+                if sync:
+                    self._sync(self._fd)
+                else:
+                    self._unsynced = True
             self._size += fb
             self.next_seq += count
             pos += count
+
+    def sync(self) -> None:
+        """In `fsync` mode, make every append so far durable (one fdatasync)."""
+        if self._unsynced and self._fd >= 0:
+            self._sync(self._fd)
+        self._unsynced = False
 
     def close(self) -> None:
         if self._fd >= 0:

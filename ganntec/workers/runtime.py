@@ -8,10 +8,11 @@ Rings of an instance (all 128-byte records, one producer and one consumer each):
   reports       every record a client is told (the driver's edge stream), in journal order
 
 The loop, per turn: pop what each command ring holds (whole commands; an incomplete one
-waits), run it through the compiled in-process driver, and for each driver pass append the
-journal records it made (one frame: `fsync` mode syncs it, group commit) and only then
-publish that pass's reports in one batch (a crash leaves whole passes published or none, so
-recovery can tell exactly where the reports stopped: `last_reported_seq`). The heartbeat (CLOCK_MONOTONIC
+waits), run it through the compiled in-process driver (a frame of journal records per driver
+pass), make the turn durable (`fsync` mode: one fdatasync, the group commit), and only then
+publish the turn's reports, in batches that end where a journal sequence ends (a crash leaves
+every sequence's reports published whole or not at all, so recovery can tell exactly where the
+reports stopped: `last_reported_seq`). The heartbeat (CLOCK_MONOTONIC
 ns) is the consumer heartbeat of `cmd.0`. Idle, it waits on `cmd.1` (or `cmd.0` with no
 edges) with the configured strategy, at most a quarter heartbeat, so the admin ring and a
 stop request are seen within that.
@@ -97,6 +98,7 @@ class EngineWorker:
     def turn(self) -> bool:
         """Pop, drive, journal, report. Returns True if anything happened."""
         busy = False
+        reports = []
         for k, ring in enumerate(self.rings):
             buf, n = self.staged[k], self.n_staged[k]
             if n < self.batch:
@@ -104,9 +106,9 @@ class EngineWorker:
             pos = 0
             while pos < n or not self.driver.idle:
                 used, nj, ne = self.driver.advance(buf.ctypes.data + pos * RB, n - pos)
-                # Straight from the driver's buffers: journaled before anything is told.
-                self.journal.append(self.driver.journal_buffer[:nj])
-                publish_turn(self.reports, self.driver.edge_buffer[:ne], self.wait)
+                self.journal.append(self.driver.journal_buffer[:nj], sync=False)  # a frame per pass
+                if ne:
+                    reports.append(self.driver.edge_buffer[:ne].copy())
                 pos += used
                 if used == 0 and self.driver.idle:
                     break  # an incomplete command: the rest comes with a later pop
@@ -115,6 +117,9 @@ class EngineWorker:
                 self.commands += pos
                 buf[:n - pos] = buf[pos:n]
             self.n_staged[k] = n - pos
+        self.journal.sync()  # one group commit per turn (fsync mode), before anything is told
+        for r in reports:
+            publish_turn(self.reports, r, self.wait)
         self.rings[0].heartbeat(time.monotonic_ns())
         return busy
 

@@ -265,3 +265,17 @@ def test_big_appends_split_into_frames(tmp_path, monkeypatch):
     path = list_segments(d)[-1].path
     assert os.path.getsize(path) == F.FILE_HEADER_BYTES + 2 * F.frame_bytes(7) + F.frame_bytes(6)
     assert np.array_equal(read_all(d), recs(1, 20))
+
+
+def test_deferred_sync_is_one_group_commit(tmp_path):
+    d = str(tmp_path / "j")
+    log = SyncLog()
+    with JournalWriter(d, "fsync", sync=log) as w:
+        path = list_segments(d)[-1].path
+        header_only = log.durable[path]
+        w.append(recs(1, 3), sync=False)
+        w.append(recs(4, 2), sync=False)
+        assert log.durable[path] == header_only  # written, not yet durable
+        w.sync()
+        assert log.durable[path] == os.path.getsize(path)
+    assert np.array_equal(read_all(d), np.concatenate([recs(1, 3), recs(4, 2)]))
