@@ -180,7 +180,7 @@ def replay_rate(journal_dir: str) -> dict:
     recs = reader.records()
     rp = make_replayer()
     t0 = time.perf_counter_ns()
-    rp.feed(recs)
+    rp.feed(recs, keep_edge=False)
     dt = time.perf_counter_ns() - t0
     t1 = time.perf_counter_ns()
     n = sum(len(b) for b in JournalReader(journal_dir).batches())

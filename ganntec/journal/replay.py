@@ -151,19 +151,23 @@ class Replayer(InProcessDriver):
         return (self.order.control.ctypes.data, self.risk.control.ctypes.data, self.matching.control.ctypes.data,
                 self.position.control.ctypes.data, self.state.ctypes.data)
 
-    def feed(self, journal) -> np.ndarray:
+    def feed(self, journal, keep_edge: bool = True) -> np.ndarray:
         """Replay journal records (the next ones after those fed before); returns the edge
-        records they make. A command split across calls waits for the rest of it."""
+        records they make (none with keep_edge=False: a snapshotter needs only the state). A
+        command split across calls waits for the rest of it."""
         if not self.order.replay:
             raise RuntimeError("replay is finished: the engines are live")
-        jr = R.as_records([self._carry, R.as_records(journal)])
+        jr = R.as_records(journal)
+        if len(self._carry):
+            jr = R.as_records([self._carry, jr])
         base = jr.ctypes.data
         pos, edge = 0, []
         while pos < len(jr):
             used, ne, status = replay_run(*self._args(), base + pos * RB, len(jr) - pos, self._seq.ctypes.data,
                                           self._a.ctypes.data, len(self._a), self._b.ctypes.data,
                                           self._m.ctypes.data, len(self._m), self._ed.ctypes.data, len(self._ed))
-            edge.append(self._ed[:ne].copy())
+            if keep_edge:
+                edge.append(self._ed[:ne].copy())
             pos += used
             self.replayed += used
             if status != OK:

@@ -98,7 +98,7 @@ class Snapshotter:
         if self.rp is None:
             self.rp, self.saved_seq, _ = recover(self.make, self.paths.journal, self.paths.snapshots)
         for batch in JournalReader(self.paths.journal).batches(from_seq=self.rp.order.seq + 1 + len(self.rp._carry)):
-            self.rp.feed(batch)
+            self.rp.feed(batch, keep_edge=False)
         if self.rp.order.seq - self.saved_seq >= self.every:
             self.saved_seq = self.rp.order.seq
             return save(self.rp, self.paths.snapshots)
