@@ -40,7 +40,7 @@ name = "{instance}"
 durability = "{durability}"
 segment_bytes = {segment_bytes}
 [runtime]
-heartbeat_ms = 400
+heartbeat_ms = {heartbeat_ms}
 snapshot_every = 300
 ring_capacity = 4096
 max_in_flight = 1024
@@ -73,9 +73,11 @@ balances = {{ USDT = "100000000", BTC = "100000" }}
 class Server:
     """`ganntec run` in a child process, its log lines collected by a reader thread."""
 
-    def __init__(self, tmp_path, instance: str, durability: str = "os", segment_bytes: int = 1 << 28):
+    def __init__(self, tmp_path, instance: str, durability: str = "os", segment_bytes: int = 1 << 28,
+                 heartbeat_ms: int = 400):
         self.cfg_path = tmp_path / "ganntec.toml"
-        self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability, segment_bytes=segment_bytes))
+        self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability, segment_bytes=segment_bytes,
+                                               heartbeat_ms=heartbeat_ms))
         self.data = tmp_path / "data"
         self.instance = instance
         self.lines: list[str] = []
@@ -336,7 +338,7 @@ def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance
 
 
 def test_a_second_sigint_forces_the_exit(tmp_path, instance):
-    server = Server(tmp_path, instance)
+    server = Server(tmp_path, instance, heartbeat_ms=10_000)  # the stopped worker is not replaced meanwhile
     try:
         server.start()
         os.kill(worker_pid(server), signal.SIGSTOP)  # a worker that will not stop by itself
