@@ -218,6 +218,14 @@ def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"edge.processes={edge.processes} (1 .. 64)")
 
 
+def _unknown_field(where: str, table: dict, allowed: set[str], problems: list[str]) -> bool:
+    """Report the first field of `table` outside `allowed`; True if there was one."""
+    extra = sorted(set(table) - allowed)
+    if extra:
+        problems.append(f"{where}.{extra[0]}={table[extra[0]]!r} (unknown field)")
+    return bool(extra)
+
+
 def _assets(raw, problems: list[str]) -> tuple[Asset, ...]:
     out, seen = [], set()
     for i, a in enumerate(raw):
@@ -225,9 +233,7 @@ def _assets(raw, problems: list[str]) -> tuple[Asset, ...]:
         if not isinstance(a, dict):
             problems.append(f"{where}={a!r} (must be a table)")
             continue
-        extra = set(a) - {"name", "precision"}
-        if extra:
-            problems.append(f"{where}.{sorted(extra)[0]}={a[sorted(extra)[0]]!r} (unknown field)")
+        _unknown_field(where, a, {"name", "precision"}, problems)
         name, precision = a.get("name"), a.get("precision")
         if not isinstance(name, str) or not name.isalnum() or not name.isupper() or len(name) > 16:
             problems.append(f"{where}.name={name!r} (upper-case letters and digits, at most 16)")
@@ -318,10 +324,7 @@ def _accounts(raw, assets: tuple[Asset, ...], eng: EngineConfig, problems: list[
         if not isinstance(a, dict):
             problems.append(f"{where}={a!r} (must be a table)")
             continue
-        extra = set(a) - {"id", "balances"}
-        if extra:
-            k = sorted(extra)[0]
-            problems.append(f"{where}.{k}={a[k]!r} (unknown field)")
+        if _unknown_field(where, a, {"id", "balances"}, problems):
             continue
         acc_id = a.get("id")
         if not isinstance(acc_id, int) or isinstance(acc_id, bool) or not 0 <= acc_id < eng.max_accounts:

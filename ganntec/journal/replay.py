@@ -24,10 +24,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ganntec.engines import matching, order, position, risk
+from ganntec.engines import matching, order, risk
 from ganntec.engines.mem import ld_i64, ld_u16, move_bytes, st_i64
 from ganntec.shm import records as R
-from ganntec.workers.driver import DS_A, RISK_FANOUT, InProcessDriver, _pipe
+from ganntec.workers.driver import DS_A, RISK_FANOUT, InProcessDriver, _pipe, settle
 
 RB = R.RECORD_BYTES
 DS_QPOS, DS_QN = 2, 3  # matching's results made and not yet matched to the journal: m_buf[qpos:qn]
@@ -47,16 +47,13 @@ def _same(a, b, n):
 
 @njit(cache=True, nogil=True)
 def _settle(rc, pc, seq_buf, ns, a_buf, a_rows, n_a, b_buf, ed, ne):
-    """Risk, then position, on ns verified records; risk's records for matching are appended
-    after the n_a already waiting. Returns (records waiting for matching, edge records) or
-    (-1, ne) if a_buf is full."""
+    """The driver's settle on ns verified records, risk's records for matching appended after
+    the n_a already waiting. Returns (records waiting for matching, edge records), or
+    (-1, ne) if a_buf could overflow (more in flight than max_in_flight allows)."""
     if n_a + ns * risk.OUT_A_PER_RECORD > a_rows:
         return -1, ne
-    used, na, nb = risk.run(rc, seq_buf, ns, a_buf + n_a * RB, a_rows - n_a, b_buf, ns * RISK_FANOUT)
-    if used != ns:
-        raise RuntimeError("replay: risk did not take a verified record (a sizing bug)")
-    _, made = position.run(pc, b_buf, nb, ed + ne * RB, nb)
-    return n_a + na, ne + made
+    na, ne = settle(rc, pc, seq_buf, ns, a_buf + n_a * RB, a_rows - n_a, b_buf, ed, ne)
+    return n_a + na, ne
 
 
 @njit(cache=True, nogil=True)

@@ -33,11 +33,19 @@ def _pipe(oc, rc, pc, res, n_res, cmd, n_cmd, seq_buf, a_buf, a_cap, b_buf, jr, 
     count, edge count, records for matching written to a_buf, command records consumed)."""
     _, used_c, ns = order.run(oc, res, n_res, cmd, n_cmd, seq_buf, n_res + n_cmd)
     copy_bytes(jr + nj * RB, seq_buf, ns * RB)
+    na, ne = settle(rc, pc, seq_buf, ns, a_buf, a_cap, b_buf, ed, ne)
+    return nj + ns, ne, na, used_c
+
+
+@njit(cache=True, nogil=True)
+def settle(rc, pc, seq_buf, ns, a_buf, a_cap, b_buf, ed, ne):
+    """Risk, then position, on ns sequenced records at seq_buf. Returns (records risk wrote
+    to a_buf for matching, edge count after position's records)."""
     used_r, na, nb = risk.run(rc, seq_buf, ns, a_buf, a_cap, b_buf, ns * RISK_FANOUT)
     if used_r != ns:
         raise RuntimeError("driver: risk's output buffer for matching is full (a sizing bug)")
     _, made = position.run(pc, b_buf, nb, ed + ne * RB, nb)
-    return nj + ns, ne + made, na, used_c
+    return na, ne + made
 
 
 @njit(cache=True, nogil=True)

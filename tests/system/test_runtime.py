@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pytest
 from ganntec.config import load
 from ganntec.journal.journal import JournalReader
 from ganntec.shm import records as R
+from ganntec.shm import wait as W
 from ganntec.shm.records import OrderType, RecordType, Side, TimeInForce
 from ganntec.shm.ring import Ring
 from ganntec.shm.segment import SegmentError, list_segments, remove_stale
@@ -81,6 +83,7 @@ class Server:
         self.data = tmp_path / "data"
         self.instance = instance
         self.lines: list[str] = []
+        self.changed = threading.Condition()  # notified on every log line and at the log's end
         self.proc = None
 
     def start(self):
@@ -88,25 +91,35 @@ class Server:
                                       "--data-dir", str(self.data)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.mark = len(self.lines)
+        self.ended = None
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         self.wait_for("running")
 
     def _read(self, proc):
         for line in proc.stdout:
-            self.lines.append(line.rstrip())
+            with self.changed:
+                self.lines.append(line.rstrip())
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = proc
+            self.changed.notify_all()
 
     def wait_for(self, text: str, after: int | None = None, timeout: float = 120.0) -> str:
+        """The first log line from `after` on that contains `text` (waits for it, by condition)."""
         start = self.mark if after is None else after
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[start:]:
-                if text in line:
-                    return line
-            if self.proc.poll() is not None and not any(text in ln for ln in self.lines[start:]):
-                raise AssertionError(f"ganntec run exited ({self.proc.returncode}) before {text!r}:\n"
-                                     + "\n".join(self.lines))
-            time.sleep(0.02)
-        raise AssertionError(f"no {text!r} within {timeout} s:\n" + "\n".join(self.lines))
+        with self.changed:
+            while True:
+                for line in self.lines[start:]:
+                    if text in line:
+                        return line
+                if self.ended is self.proc:
+                    raise AssertionError(f"ganntec run exited ({self.proc.wait()}) before {text!r}:\n"
+                                         + "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {text!r} within {timeout} s:\n" + "\n".join(self.lines))
+                self.changed.wait(left)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
         self.proc.send_signal(sig)
@@ -130,6 +143,7 @@ class Client:
         self.next_seq = 1
         self.reports: list[np.ndarray] = []
         self.rnd = random.Random(7)
+        self.wait = W.make("spin-block")
         self._attach()
 
     def _attach(self):
@@ -186,12 +200,15 @@ class Client:
         return n
 
     def wait_acked(self, count: int, timeout: float = 60.0) -> None:
+        """Drain reports until `count` commands are acknowledged; between drains, wait on the
+        reports ring itself (its data semaphore), never on a clock."""
         deadline = time.monotonic() + timeout
         while len(self.acked) < count:
             if not self.drain():
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise AssertionError(f"{len(self.acked)} of {count} commands acknowledged within {timeout} s")
-                time.sleep(0.005)
+                self.wait.wait_for_data(self.rep, 1, min(left, 1.0))
 
     def close(self):
         self.cmd.close(unlink=False)
@@ -293,17 +310,14 @@ def test_crash_matrix_supervisor(tmp_path, instance):
         for trial in range(max(2, TRIALS // 7)):
             client.send_new(rnd.randint(20, 200))
             client.wait_acked(len(client.acked) + rnd.randint(0, 20))
-            pid = worker_pid(server)
-            server.proc.kill()
-            server.proc.wait(30)
-            deadline = time.monotonic() + 30
-            while True:  # the worker follows its supervisor (PR_SET_PDEATHSIG)
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                assert time.monotonic() < deadline, "the worker outlived its supervisor"
-                time.sleep(0.01)
+            worker = os.pidfd_open(worker_pid(server))  # readable once the worker has exited
+            try:
+                server.proc.kill()
+                server.proc.wait(30)
+                # the worker follows its supervisor (PR_SET_PDEATHSIG)
+                assert select.select([worker], [], [], 30)[0], "the worker outlived its supervisor"
+            finally:
+                os.close(worker)
             server.start()
             assert "removed" in "\n".join(server.lines[server.mark:])
             client.reattach()
