@@ -25,10 +25,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"ganntec run: {problem}", file=sys.stderr)
         return 2
-    if cfg.runtime.placement == "per-engine":
-        print("ganntec run: runtime.placement='per-engine' (one process per engine is not built yet; "
-              "use single or auto)", file=sys.stderr)
-        return 2
     try:
         return Supervisor(cfg).run()
     except (JournalBusy, JournalCorrupt, ReplayMismatch, SegmentError) as exc:

@@ -786,6 +786,17 @@ class OrderEngine:
         return int(self.control[C_INFLIGHT])
 
     @property
+    def max_in_flight(self) -> int:
+        """The credit limit: commands admitted while fewer than this are in flight."""
+        return int(self.control[C_MAXFLIGHT])
+
+    @max_in_flight.setter
+    def max_in_flight(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"max_in_flight={n} (must be >= 1)")
+        self.control[C_MAXFLIGHT] = n
+
+    @property
     def duplicates(self) -> int:
         return int(self.control[C_DUPES])
 

@@ -10,7 +10,10 @@ when its cached copy says the ring is full (producer) or empty (consumer).
         72     8  slot_bytes            creator: a multiple of 64
         80     8  mask                  creator: capacity - 1
         88     8  slots_offset          creator: SLOTS_OFFSET
-        96    32  reserved
+        96     8  doorbell              creator: 0 = the ring's own data semaphore; k >= 1 =
+                                        the instance's semaphore `doorbell.<k>`, shared by
+                                        every ring with the same k
+       104    24  reserved
        128     8  head                  producer: slots published (free-running), release
        136     8  cached_tail           producer: its last read of tail
        144     8  producer_pid          producer on attach (compare-exchange: one producer)
@@ -41,6 +44,13 @@ read slots at positions tail .. tail+n-1; `release(base, n)` (one release store 
 other side's counter is read with an acquire load only when the cached copy runs out. A
 command spanning several records (records.FLAG_CONTINUED) is always published in one batch.
 
+Doorbell: a consumer that reads several rings (the order engine: commands and results) can
+only sleep on one semaphore, so those rings are created with one doorbell number and their
+producers post the shared `doorbell.<k>` semaphore instead of the ring's own. The sleep/wake
+handshake is per ring as ever (wait.py); a shared post at worst wakes the consumer early,
+and it re-checks every ring. Doorbells outlive their rings (a ring is re-created on restart
+while the others stay): whoever made the instance unlinks them (`unlink_doorbells`).
+
 All compiled functions take the segment's base *address* (an int), never arrays: see
 atomics.py for why. They are small enough that LLVM inlines them into the caller's loop.
 """
@@ -69,12 +79,13 @@ from ganntec.shm.atomics import (
 from ganntec.shm.segment import Outcome, Segment, SegmentError, magic_of, process_alive, process_start_cs, segment_name
 
 RING_MAGIC = magic_of(b"GNTCRING")
-RING_LAYOUT_VERSION = 1
+RING_LAYOUT_VERSION = 2  # 2: the doorbell field
 
 OFF_CAPACITY = 64
 OFF_SLOT_BYTES = 72
 OFF_MASK = 80
 OFF_SLOTS_OFFSET = 88
+OFF_DOORBELL = 96
 OFF_HEAD = 128
 OFF_CACHED_TAIL = 136
 OFF_PRODUCER_PID = 144
@@ -99,14 +110,14 @@ CACHE_LINE = 64
 RING_HEADER_DTYPE = np.dtype(
     {
         "names": [
-            "capacity", "slot_bytes", "mask", "slots_offset",
+            "capacity", "slot_bytes", "mask", "slots_offset", "doorbell",
             "head", "cached_tail", "producer_pid", "producer_heartbeat_ns", "publishes", "full_claims",
             "tail", "cached_head", "consumer_pid", "consumer_heartbeat_ns", "releases", "empty_peeks",
             "consumer_sleeping", "producer_sleeping", "data_posts", "space_posts",
         ],
-        "formats": ["<i8"] * 20,
+        "formats": ["<i8"] * 21,
         "offsets": [
-            OFF_CAPACITY, OFF_SLOT_BYTES, OFF_MASK, OFF_SLOTS_OFFSET,
+            OFF_CAPACITY, OFF_SLOT_BYTES, OFF_MASK, OFF_SLOTS_OFFSET, OFF_DOORBELL,
             OFF_HEAD, OFF_CACHED_TAIL, OFF_PRODUCER_PID, OFF_PRODUCER_HEARTBEAT_NS, OFF_PUBLISHES, OFF_FULL_CLAIMS,
             OFF_TAIL, OFF_CACHED_HEAD, OFF_CONSUMER_PID, OFF_CONSUMER_HEARTBEAT_NS, OFF_RELEASES, OFF_EMPTY_PEEKS,
             OFF_CONSUMER_SLEEPING, OFF_PRODUCER_SLEEPING, OFF_DATA_POSTS, OFF_SPACE_POSTS,
@@ -315,6 +326,7 @@ class Ring:
         self.capacity = int(hdr["capacity"])
         self.slot_bytes = int(hdr["slot_bytes"])
         self.mask = self.capacity - 1
+        self.doorbell = int(hdr["doorbell"])
         self.data_sem = data_sem
         self.space_sem = space_sem
         self.role = role
@@ -331,8 +343,11 @@ class Ring:
         *,
         role: str = OBSERVER,
         lock_memory: bool = True,
+        doorbell: int = 0,
         **segment_kw,
     ) -> "Ring":
+        if doorbell < 0:
+            raise ValueError(f"doorbell={doorbell} (0: the ring's own semaphore, or a doorbell number >= 1)")
         if capacity < 2 or capacity & (capacity - 1):
             raise ValueError(f"capacity={capacity} (must be a power of two >= 2)")
         if slot_bytes < 64 or slot_bytes % CACHE_LINE:
@@ -344,6 +359,7 @@ class Ring:
             hdr["slot_bytes"] = slot_bytes
             hdr["mask"] = capacity - 1
             hdr["slots_offset"] = SLOTS_OFFSET
+            hdr["doorbell"] = doorbell
 
         seg = Segment.create(
             instance, name, magic=RING_MAGIC, layout_version=RING_LAYOUT_VERSION,
@@ -351,11 +367,11 @@ class Ring:
             init=init, lock_memory=lock_memory, **segment_kw,
         )
         try:
-            data_sem = _create_semaphore(instance, name + ".data")
+            data_sem = _create_semaphore(instance, name + ".data") if doorbell == 0 else _open_doorbell(instance, doorbell)
             try:
                 space_sem = _create_semaphore(instance, name + ".space")
             except BaseException:
-                _drop_semaphore(data_sem, unlink=True)
+                _drop_semaphore(data_sem, unlink=doorbell == 0)
                 raise
         except BaseException:
             seg.close(unlink=True)
@@ -386,8 +402,9 @@ class Ring:
         if seg.size < ring_bytes(int(hdr["capacity"]), int(hdr["slot_bytes"])):
             seg.close(unlink=False)
             raise SegmentError(Outcome.TOO_SHORT, f"ring {seg.name}: shorter than its capacity x slot size")
+        doorbell = int(hdr["doorbell"])
         try:
-            data_sem = posix_ipc.Semaphore(segment_name(instance, name + ".data"))
+            data_sem = posix_ipc.Semaphore(segment_name(instance, name + ".data" if doorbell == 0 else _doorbell_name(doorbell)))
             space_sem = posix_ipc.Semaphore(segment_name(instance, name + ".space"))
         except posix_ipc.ExistentialError:
             seg.close(unlink=False)
@@ -508,7 +525,7 @@ class Ring:
         if self.role in _ROLE_PID and self.segment.bytes is not None:
             py_compare_exchange(self.address + _ROLE_PID[self.role], os.getpid(), 0)
         do_unlink = self.segment.owner if unlink is None else unlink
-        _drop_semaphore(self.data_sem, unlink=do_unlink)
+        _drop_semaphore(self.data_sem, unlink=do_unlink and self.doorbell == 0)
         _drop_semaphore(self.space_sem, unlink=do_unlink)
         self.segment.close(unlink=do_unlink)
 
@@ -524,6 +541,24 @@ def _create_semaphore(instance: str, name: str):
         return posix_ipc.Semaphore(segment_name(instance, name), flags=posix_ipc.O_CREX, mode=0o600, initial_value=0)
     except posix_ipc.ExistentialError:
         raise SegmentError(Outcome.STALE, f"semaphore {segment_name(instance, name)} already exists (stale or live instance)") from None
+
+
+def _doorbell_name(k: int) -> str:
+    return f"doorbell.{k}"
+
+
+def _open_doorbell(instance: str, k: int):
+    return posix_ipc.Semaphore(segment_name(instance, _doorbell_name(k)), flags=posix_ipc.O_CREAT, mode=0o600,
+                               initial_value=0)
+
+
+def unlink_doorbells(instance: str, numbers) -> None:
+    """Unlink the instance's doorbell semaphores (its creator does, once no ring needs them)."""
+    for k in numbers:
+        try:
+            posix_ipc.unlink_semaphore(segment_name(instance, _doorbell_name(k)))
+        except posix_ipc.ExistentialError:
+            pass
 
 
 def _drop_semaphore(sem, unlink: bool) -> None:

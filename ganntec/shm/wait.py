@@ -29,6 +29,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import posix_ipc
 from numba import njit
 
@@ -66,6 +67,20 @@ def spin_until_writable(base, n, max_cycles):
         free = cap - (head - load_acquire(base + OFF_TAIL))
         if free >= n or rdtsc() - start > max_cycles:
             return free
+        cpu_pause()
+
+
+@njit(cache=True, nogil=True)
+def spin_until_any_readable(bases, max_cycles):
+    """Consumer of several rings (base addresses in an int64 array): spin until any has a
+    record or `max_cycles` TSC ticks pass. Returns the records readable over all."""
+    start = rdtsc()
+    while True:
+        total = 0
+        for b in bases:
+            total += load_acquire(b + OFF_HEAD) - load_relaxed(b + OFF_TAIL)
+        if total > 0 or rdtsc() - start > max_cycles:
+            return total
         cpu_pause()
 
 
@@ -132,6 +147,19 @@ class WaitStrategy(abc.ABC):
     def wait_for_space(self, ring: Ring, n: int = 1, timeout_s: float | None = None) -> int:
         return self._wait(ring, n, timeout_s, for_space=True)
 
+    def wait_for_any(self, rings: list[Ring], timeout_s: float | None = None) -> int:
+        """Wait until any of `rings` (one consumer reading them all) has a record; returns the
+        records readable over all of them (0 once `timeout_s` passes). spin-block needs the
+        rings to share a doorbell (ring.py): it sleeps on that one semaphore."""
+        if len(rings) == 1:
+            return self.wait_for_data(rings[0], 1, timeout_s)
+        bases = np.array([r.address for r in rings], np.int64)
+        return self._wait_any(rings, bases, timeout_s)
+
+    @abc.abstractmethod
+    def _wait_any(self, rings: list[Ring], bases: np.ndarray, timeout_s: float | None) -> int:
+        """Wait until any ring (base addresses `bases`) has a record or the timeout passes."""
+
     @abc.abstractmethod
     def _wait(self, ring: Ring, n: int, timeout_s: float | None, for_space: bool) -> int:
         """Wait until `n` records (or free slots) are there or the timeout passes."""
@@ -167,6 +195,14 @@ class BusySpin(WaitStrategy):
             if left is not None and left <= 0:
                 return have
 
+    def _wait_any(self, rings, bases, timeout_s):
+        deadline = _deadline(timeout_s)
+        while True:
+            have = spin_until_any_readable(bases, self.slice_cycles)
+            left = _remaining(deadline)
+            if have or (left is not None and left <= 0):
+                return have
+
 
 class SpinYield(WaitStrategy):
     """Spin for `spin_us`, then `sched_yield` between checks."""
@@ -187,6 +223,17 @@ class SpinYield(WaitStrategy):
                 break
             os.sched_yield()
             have = check(ring.address)
+        return have
+
+    def _wait_any(self, rings, bases, timeout_s):
+        deadline = _deadline(timeout_s)
+        have = spin_until_any_readable(bases, self.spin_cycles)
+        while not have:
+            left = _remaining(deadline)
+            if left is not None and left <= 0:
+                break
+            os.sched_yield()
+            have = spin_until_any_readable(bases, 0)
         return have
 
 
@@ -240,6 +287,47 @@ class SpinBlock(WaitStrategy):
                 _disarm_sleep(base, flag)
             have = check(base)
             if have >= n:
+                return have
+
+    def _wait_any(self, rings, bases, timeout_s):
+        doorbells = {r.doorbell for r in rings}
+        if len(doorbells) != 1 or 0 in doorbells:
+            raise ValueError(f"spin-block waits on several rings only through one shared doorbell "
+                             f"(rings {[r.name for r in rings]} have doorbells {sorted(doorbells)})")
+        have = spin_until_any_readable(bases, self.spin_cycles)
+        if have:
+            return have
+        for _ in range(self.yields):
+            os.sched_yield()
+            have = spin_until_any_readable(bases, 0)
+            if have:
+                return have
+        sem = rings[0].data_sem
+        deadline = _deadline(timeout_s)
+        while True:
+            armed = 0
+            for b in bases:  # every ring's flag up, each re-checked after (no lost wake-up)
+                if _arm_sleep(b, OFF_CONSUMER_SLEEPING, False, 1) >= 1:
+                    break
+                armed += 1
+            if armed == len(bases):
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    left = -1.0
+                elif self.block_slice_s is not None:
+                    left = self.block_slice_s if left is None else min(left, self.block_slice_s)
+                if left is None or left > 0:
+                    self.sleeps += 1
+                    try:
+                        sem.acquire(left)
+                        self.wakes += 1
+                    except posix_ipc.BusyError:
+                        pass
+            for b in bases[:armed]:
+                _disarm_sleep(b, OFF_CONSUMER_SLEEPING)
+            have = spin_until_any_readable(bases, 0)
+            left = _remaining(deadline)
+            if have or (left is not None and left <= 0):
                 return have
 
 

@@ -1,42 +1,74 @@
-"""The engine worker: the four engines in one process (the `single` placement), fed by the
-command rings, journaling before anything leaves it.
+"""Engine worker processes: the loop they share, and the two placements.
+
+Placement `single`: the four engines in one process (`EngineWorker`, the in-process driver).
+Placement `per-engine`: one process per engine (`OrderWorker`, `RiskWorker`,
+`MatchingWorker`, `PositionWorker`), linked by rings, as DESIGN §3 draws it.
 
 Rings of an instance (all 128-byte records, one producer and one consumer each):
-  cmd.0         admin commands (the supervisor's, source 0)
-  cmd.<i>       client commands of edge i (source i, 1..edges); a command's records are
-                published in one batch and carry the command's edge sequence in source_seq
-  reports       every record a client is told (the driver's edge stream), in journal order
+  cmd.0             admin commands (the supervisor's, source 0)
+  cmd.<i>           client commands of edge i (source i, 1..edges); a command's records are
+                    published in one batch and carry the command's edge sequence in source_seq
+  reports           every record a client is told, in journal order
+  per-engine only, re-created at every start of the engines:
+  order.risk        the sequenced (journaled) stream
+  risk.matching.0   orders, cancels and amends for matching
+  matching.0.order  matching's results, to be sequenced
+  risk.position     settled records for position
+The order engine's inputs (cmd.* and matching.0.order) share doorbell 1, so it sleeps on one
+semaphore and any of them wakes it.
 
-The loop, per turn: pop what each command ring holds (whole commands; an incomplete one
-waits), run it through the compiled in-process driver (a frame of journal records per driver
-pass), make the turn durable (`fsync` mode: one fdatasync, the group commit), and only then
-publish the turn's reports, in batches that end where a journal sequence ends (a crash leaves
-every sequence's reports published whole or not at all, so recovery can tell exactly where the
-reports stopped: `last_reported_seq`). The heartbeat (CLOCK_MONOTONIC
-ns) is the consumer heartbeat of `cmd.0`. Idle, it waits on `cmd.1` (or `cmd.0` with no
-edges) with the configured strategy, at most a quarter heartbeat, so the admin ring and a
-stop request are seen within that.
+Every worker runs `Worker.run`: turns until a stop is asked and its work is done; after a
+turn that did nothing it waits on its inputs (the configured strategy) for at most a quarter
+heartbeat; its heartbeat (CLOCK_MONOTONIC ns) is the consumer heartbeat of its first input
+ring, beaten every turn and while it waits for room downstream (waiting for a consumer is
+alive). Signals only set a flag.
 
-Signals only set a flag; the loop finishes its turn (journaled and reported) and returns.
+Durability: only the journal writer's process (the single worker, or the order worker)
+forwards anything, and only after the turn's frames are written and, in `fsync` mode,
+fdatasync'ed (the group commit).
+
+Reports: every publish on `reports` ends where a journal sequence ends (`publish_turn`), so a
+crash leaves each sequence's reports published whole or not at all and recovery knows where
+they stopped (`last_reported_seq`). Per-engine, risk publishes `risk.position` the same way
+and position pops whole batches (its buffer is the ring's capacity), so the rule carries
+through.
+
+Deadlock freedom per-engine (DESIGN §5): the loop order -> risk -> matching -> order holds
+rings in a cycle, so one link must never block: risk never waits for room on
+`risk.matching.0` (records that do not fit wait, in order, in its own spill list; credits
+bound them). Then risk only waits on position, position only on the edge, which always
+drains; order only on risk, matching only on order.
+
+Clean stop per-engine: the order worker stops taking commands and ends once every admitted
+command's results are sequenced; each other worker ends once its upstream has exited and
+its inputs are drained.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import numpy as np
 import posix_ipc
 
+from ganntec.engines import matching, order, position, risk
 from ganntec.journal.journal import JournalWriter
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.ring import Ring
+from ganntec.shm.segment import process_alive
 from ganntec.workers.driver import InProcessDriver
 
 RB = R.RECORD_BYTES
 REPORTS = "reports"
+ORDER_RISK, RISK_MATCHING, MATCHING_ORDER, RISK_POSITION = "order.risk", "risk.matching.0", "matching.0.order", \
+    "risk.position"
+INTERNAL_RINGS = (ORDER_RISK, RISK_MATCHING, MATCHING_ORDER, RISK_POSITION)
+ORDER_DOORBELL = 1  # cmd.* and matching.0.order: the order engine's inputs
+ENGINES = ("order", "risk", "matching", "position")
 
 
 def cmd_ring(source: int) -> str:
@@ -52,12 +84,14 @@ def last_reported_seq(reports: Ring) -> int:
     return int(slot.view(R.RECORD_DTYPE)[0]["seq"])
 
 
-def publish_turn(reports: Ring, records: np.ndarray, wait) -> None:
+def publish_turn(ring: Ring, records: np.ndarray, wait, beat=None, give_up=None) -> int:
     """Publish `records` (in journal order) in batches that each end where a journal sequence
-    ends: a crash leaves every sequence's reports published whole or not at all."""
+    ends: a crash leaves every sequence's records published whole or not at all. `beat()` is
+    called while waiting for room; once `give_up()` says so, the rest is not published.
+    Returns the records not published (0 unless given up)."""
     raw = np.ascontiguousarray(records).view(np.uint8).reshape(-1, RB)
     seqs = raw.view(R.RECORD_DTYPE).reshape(-1)["seq"]
-    pos, n, cap = 0, len(raw), reports.capacity
+    pos, n, cap = 0, len(raw), ring.capacity
     while pos < n:
         k = n - pos
         if k > cap:
@@ -65,47 +99,145 @@ def publish_turn(reports: Ring, records: np.ndarray, wait) -> None:
             while k > 0 and seqs[pos + k - 1] == seqs[pos + k]:
                 k -= 1
             if k == 0:
-                raise RuntimeError(f"one journal sequence made more reports than the reports ring holds ({cap})")
+                raise RuntimeError(f"one journal sequence made more records than ring {ring.name} holds ({cap})")
         room = 0
-        while room < k:  # room for all k first: one publish, never a part of a sequence's reports
+        while room < k:  # room for all k first: one publish, never a part of a sequence's records
             try:
-                room = wait.wait_for_space(reports, k, 0.05)
+                room = wait.wait_for_space(ring, k, 0.05)
             except posix_ipc.SignalError:
                 pass  # woken by a signal: the pass still publishes before the loop stops
-        if reports.push(raw[pos:pos + k]) != k:
-            raise RuntimeError("reports ring: room for a batch vanished (a second producer?)")
+            if room < k:
+                if beat is not None:
+                    beat()
+                if give_up is not None and give_up():
+                    return n - pos
+        if ring.push(raw[pos:pos + k]) != k:
+            raise RuntimeError(f"ring {ring.name}: room for a batch vanished (a second producer?)")
         pos += k
 
 
-class EngineWorker:
-    """One turn at a time: commands in, journal, reports out."""
+class Inbox:
+    """Records popped from a ring that the engine has not taken yet (the start of a
+    multi-record command waits here for its rest)."""
 
-    def __init__(self, driver: InProcessDriver, journal: JournalWriter, cmd_rings: list[Ring], reports: Ring,
-                 wait, heartbeat_ms: int, batch: int = 4096):
-        self.driver, self.journal, self.rings, self.reports = driver, journal, cmd_rings, reports
-        self.wait = wait
+    def __init__(self, rows: int):
+        self.buf = np.zeros((rows, RB), np.uint8)
+        self.n = 0
+        self.address = self.buf.ctypes.data
+
+    def fill(self, ring: Ring) -> int:
+        got = ring.pop(self.buf[self.n:]) if self.n < len(self.buf) else 0
+        self.n += got
+        return got
+
+    def take(self, used: int) -> None:
+        if used:
+            self.buf[:self.n - used] = self.buf[used:self.n]
+            self.n -= used
+
+    def has_command(self) -> bool:
+        """A whole command is waiting (not merely the start of one)."""
+        return self.n > 0 and order.command_records(self.address, self.n) > 0
+
+
+class Worker:
+    """The loop of every engine process: turns, heartbeat, idle waits, stop on a signal."""
+
+    def __init__(self, inputs: list[Ring], wait, heartbeat_ms: int):
+        self.inputs, self.wait = inputs, wait
         self.idle_timeout_s = heartbeat_ms / 4000
         self.stop = False
-        self.batch = batch
-        # Per ring: records popped and not yet taken by the driver (an incomplete command).
-        self.staged = [np.zeros((batch, RB), np.uint8) for _ in cmd_rings]
-        self.n_staged = [0] * len(cmd_rings)
-        self.commands = 0  # command records taken
 
     def _on_signal(self, signum, frame):
         self.stop = True
 
+    def beat(self) -> None:
+        self.inputs[0].heartbeat(time.monotonic_ns())
+
     def turn(self) -> bool:
-        """Pop, drive, journal, report. Returns True if anything happened."""
+        """One pass over the inputs. Returns True if anything happened."""
+        raise NotImplementedError
+
+    def finished(self) -> bool:
+        """Once a stop is asked: may the loop end now (nothing owed downstream)?"""
+        return True
+
+    def idle_wait(self) -> None:
+        self.wait.wait_for_any(self.inputs, self.idle_timeout_s)
+
+    def push(self, ring: Ring, records: np.ndarray) -> None:
+        """Every record, in order (any split), waiting for room: back-pressure, never a drop."""
+        pos, n = 0, len(records)
+        while True:
+            pos += ring.push(records[pos:])
+            if pos == n:
+                return
+            try:
+                self.wait.wait_for_space(ring, 1, 0.05)
+            except posix_ipc.SignalError:
+                pass
+            self.beat()
+
+    def publish(self, ring: Ring, records: np.ndarray) -> None:
+        """Publish in whole sequences. Stopping, with nobody left to read the ring, what does
+        not fit is not waited for (the journal has it)."""
+        lost = publish_turn(ring, records, self.wait, self.beat, lambda: self.stop and reader_gone(ring))
+        if lost:
+            print(f"ganntec worker: stopping with {lost} records for {ring.name} undelivered (no reader; "
+                  f"they are in the journal)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """After the loop (the journal writer closes its journal here)."""
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        while True:
+            busy = self.turn()
+            self.beat()
+            if self.stop and self.finished():
+                break
+            if not busy:
+                try:
+                    self.idle_wait()
+                except posix_ipc.SignalError:
+                    pass  # a signal woke the wait: the loop looks at the stop flag
+        self.close()
+
+
+def upstream_gone(ring: Ring) -> bool:
+    """The ring's producer has exited (closed its end, or died)."""
+    pid = ring.stats().producer_pid
+    return pid == 0 or not process_alive(pid, 0)
+
+
+def reader_gone(ring: Ring) -> bool:
+    """The ring's consumer has detached (or died)."""
+    pid = ring.stats().consumer_pid
+    return pid == 0 or not process_alive(pid, 0)
+
+
+# --- placement single -------------------------------------------------------------------------
+class EngineWorker(Worker):
+    """The four engines in one process: per turn, pop what each command ring holds (whole
+    commands), run it through the compiled driver (a journal frame per driver pass), make
+    the turn durable (one fdatasync in `fsync` mode), then publish the turn's reports."""
+
+    def __init__(self, driver: InProcessDriver, journal: JournalWriter, cmd_rings: list[Ring], reports: Ring,
+                 wait, heartbeat_ms: int, batch: int = 4096):
+        super().__init__(cmd_rings, wait, heartbeat_ms)
+        self.driver, self.journal, self.rings, self.reports = driver, journal, cmd_rings, reports
+        self.inboxes = [Inbox(batch) for _ in cmd_rings]
+        self.commands = 0  # command records taken
+
+    def turn(self) -> bool:
         busy = False
         reports = []
-        for k, ring in enumerate(self.rings):
-            buf, n = self.staged[k], self.n_staged[k]
-            if n < self.batch:
-                n += ring.pop(buf[n:])
+        for inbox, ring in zip(self.inboxes, self.rings):
+            inbox.fill(ring)
             pos = 0
-            while pos < n or not self.driver.idle:
-                used, nj, ne = self.driver.advance(buf.ctypes.data + pos * RB, n - pos)
+            while pos < inbox.n or not self.driver.idle:
+                used, nj, ne = self.driver.advance(inbox.address + pos * RB, inbox.n - pos)
                 self.journal.append(self.driver.journal_buffer[:nj], sync=False)  # a frame per pass
                 if ne:
                     reports.append(self.driver.edge_buffer[:ne].copy())
@@ -115,39 +247,223 @@ class EngineWorker:
             if pos:
                 busy = True
                 self.commands += pos
-                buf[:n - pos] = buf[pos:n]
-            self.n_staged[k] = n - pos
+                inbox.take(pos)
         self.journal.sync()  # one group commit per turn (fsync mode), before anything is told
         for r in reports:
-            publish_turn(self.reports, r, self.wait)
-        self.rings[0].heartbeat(time.monotonic_ns())
+            self.publish(self.reports, r)
         return busy
 
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        idle_ring = self.rings[1] if len(self.rings) > 1 else self.rings[0]
-        while not self.stop:
-            if not self.turn():
-                try:
-                    self.wait.wait_for_data(idle_ring, 1, self.idle_timeout_s)
-                except posix_ipc.SignalError:
-                    pass  # a signal woke the wait: the loop looks at the stop flag
+    def close(self) -> None:
         self.journal.close()
 
 
-def worker_main(driver: InProcessDriver, journal: JournalWriter, instance: str, sources: int, wait_name: str,
-                waiters: int, heartbeat_ms: int, cpu: int | None) -> int:
-    """Body of the forked engine worker: attach as consumer of the command rings and producer
-    of the reports ring, then loop until told to stop."""
+# --- placement per-engine ---------------------------------------------------------------------
+class OrderWorker(Worker):
+    """The sequencer: matching's results first, then client and admin commands while credits
+    last; each pass a journal frame; one group commit per turn; then forward to risk."""
+
+    def __init__(self, engine: order.OrderEngine, journal: JournalWriter, cmd_rings: list[Ring], results: Ring,
+                 out: Ring, wait, heartbeat_ms: int, batch: int = 4096):
+        super().__init__(cmd_rings + [results], wait, heartbeat_ms)
+        self.engine, self.journal, self.rings, self.results, self.out = engine, journal, cmd_rings, results, out
+        self.res = Inbox(batch)
+        self.cmds = [Inbox(batch) for _ in cmd_rings]
+        # One turn sequences at most every result and command held: each in one place.
+        self.seq = np.zeros((batch * (1 + len(cmd_rings)), RB), np.uint8)
+
+    def turn(self) -> bool:
+        got = self.res.fill(self.results)
+        if not self.stop:  # stopping: no new commands, only the results owed
+            for inbox, ring in zip(self.cmds, self.rings):
+                got += inbox.fill(ring)
+        oc, ns = self.engine.control.ctypes.data, 0
+        for inbox in self.cmds:
+            while self.res.n or inbox.n:
+                used_r, used_c, made = order.run(oc, self.res.address, self.res.n, inbox.address, inbox.n,
+                                                 self.seq.ctypes.data + ns * RB, len(self.seq) - ns)
+                self.res.take(used_r)
+                inbox.take(used_c)
+                if made:
+                    self.journal.append(self.seq[ns:ns + made], sync=False)  # a frame per pass
+                    ns += made
+                if used_r == 0 and used_c == 0:
+                    break  # out of credits, or the start of a command waits for its rest
+        if ns:
+            self.journal.sync()  # the group commit, before anything goes downstream
+            self.push(self.out, self.seq[:ns])
+        return bool(got or ns)
+
+    def finished(self) -> bool:
+        return self.engine.in_flight == 0 and self.res.n == 0 and self.results.readable() == 0
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class RiskWorker(Worker):
+    """Risk: the sequenced stream in; orders for matching, settled records for position out.
+    Never waits for room on the matching ring (see the module doc): a spill list instead."""
+
+    def __init__(self, engine: risk.RiskEngine, inp: Ring, to_matching: Ring, to_position: Ring, wait,
+                 heartbeat_ms: int, batch: int = 4096):
+        super().__init__([inp], wait, heartbeat_ms)
+        self.engine, self.inp, self.to_matching, self.to_position = engine, inp, to_matching, to_position
+        self.inbox = Inbox(batch)
+        self.a = np.zeros((batch * risk.OUT_A_PER_RECORD + 3, RB), np.uint8)
+        self.b = np.zeros((batch * risk.OUT_B_PER_RECORD, RB), np.uint8)
+        self.spill: list[np.ndarray] = []
+
+    def _to_matching(self, records: np.ndarray) -> bool:
+        """Push what fits now, spill the rest in order. Returns True if anything moved."""
+        if not self.spill:
+            k = self.to_matching.push(records)
+            if k < len(records):
+                self.spill.append(records[k:].copy())
+            return k > 0
+        self.spill.append(records.copy())
+        return False
+
+    def _flush_spill(self) -> bool:
+        moved = False
+        while self.spill:
+            head = self.spill[0]
+            k = self.to_matching.push(head)
+            moved |= k > 0
+            if k < len(head):
+                self.spill[0] = head[k:]
+                break
+            self.spill.pop(0)
+        return moved
+
+    def turn(self) -> bool:
+        busy = self._flush_spill()
+        busy |= self.inbox.fill(self.inp) > 0
+        rc = self.engine.control.ctypes.data
+        while self.inbox.n:
+            used, na, nb = risk.run(rc, self.inbox.address, self.inbox.n, self.a.ctypes.data, len(self.a),
+                                    self.b.ctypes.data, len(self.b))
+            if used == 0:
+                break  # the start of a multi-record command: its rest comes with a later pop
+            self.inbox.take(used)
+            busy = True
+            if na:
+                self._to_matching(self.a[:na])
+            if nb:
+                self.publish(self.to_position, self.b[:nb])
+        return busy
+
+    def idle_wait(self) -> None:
+        if self.spill:  # matching's ring is full: wait for room there (new input waits meanwhile)
+            self.wait.wait_for_space(self.to_matching, 1, self.idle_timeout_s)
+        else:
+            super().idle_wait()
+
+    def finished(self) -> bool:
+        return not self.spill and self.inbox.n == 0 and upstream_gone(self.inp) and self.inp.readable() == 0
+
+
+class MatchingWorker(Worker):
+    """Matching: orders in, results out to the order engine."""
+
+    def __init__(self, engine: matching.MatchingEngine, inp: Ring, results: Ring, wait, heartbeat_ms: int,
+                 batch: int = 4096):
+        super().__init__([inp], wait, heartbeat_ms)
+        self.engine, self.inp, self.results = engine, inp, results
+        self.inbox = Inbox(batch)
+        self.m_cap = engine.min_out_capacity
+        self.out = np.zeros((max(batch, 2 * self.m_cap), RB), np.uint8)
+
+    def turn(self) -> bool:
+        busy = self.inbox.fill(self.inp) > 0
+        mc, nm = self.engine.control.ctypes.data, 0
+        while self.inbox.n or self.engine.pending:
+            if len(self.out) - nm < self.m_cap:
+                self.push(self.results, self.out[:nm])
+                nm = 0
+            used, made = matching.run(mc, self.inbox.address, self.inbox.n, self.out.ctypes.data + nm * RB, self.m_cap)
+            self.inbox.take(used)
+            nm += made
+            if used == 0 and made == 0:
+                break  # the start of a multi-record command: its rest comes with a later pop
+            busy = True
+        if nm:
+            self.push(self.results, self.out[:nm])
+        return busy
+
+    def finished(self) -> bool:
+        return (self.inbox.n == 0 and not self.engine.pending and upstream_gone(self.inp)
+                and self.inp.readable() == 0)
+
+
+class PositionWorker(Worker):
+    """Position: settled records in, the client-facing report stream out. Its inbox holds a
+    whole ring, so every pop ends where risk's publishes end: at a sequence boundary."""
+
+    def __init__(self, engine: position.PositionEngine, inp: Ring, reports: Ring, wait, heartbeat_ms: int):
+        super().__init__([inp], wait, heartbeat_ms)
+        self.engine, self.inp, self.reports = engine, inp, reports
+        self.inbox = Inbox(inp.capacity)
+        self.out = np.zeros((inp.capacity, RB), np.uint8)
+
+    def turn(self) -> bool:
+        if not self.inbox.fill(self.inp):
+            return False
+        used, made = position.run(self.engine.control.ctypes.data, self.inbox.address, self.inbox.n,
+                                  self.out.ctypes.data, len(self.out))
+        if used != self.inbox.n:
+            raise RuntimeError("position: output buffer smaller than its input (a sizing bug)")
+        self.inbox.take(used)
+        self.publish(self.reports, self.out[:made])
+        return True
+
+    def finished(self) -> bool:
+        return self.inbox.n == 0 and upstream_gone(self.inp) and self.inp.readable() == 0
+
+
+# --- process bodies ---------------------------------------------------------------------------
+def _attach(instance: str, names: list[str], role: str) -> list[Ring]:
+    rings = []
+    try:
+        for name in names:
+            rings.append(Ring.attach(instance, name, role=role))
+    except BaseException:
+        for r in rings:
+            r.close(unlink=False)
+        raise
+    return rings
+
+
+def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | None, instance: str, sources: int,
+                wait_name: str, waiters: int, heartbeat_ms: int, cpu: int | None, max_in_flight: int) -> int:
+    """Body of a forked engine process. `engine` is "engines" (placement single: all four)
+    or one of ENGINES; `engines` holds the recovered engines, inherited warm through fork."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    rings = [Ring.attach(instance, cmd_ring(s), role="consumer") for s in range(sources)]
-    reports = Ring.attach(instance, REPORTS, role="producer")
-    rings[0].heartbeat(time.monotonic_ns())
+    wait = W.make(wait_name, processes=waiters)
+    cmds = [cmd_ring(s) for s in range(sources)]
+    if engine == "engines":
+        ins, outs = _attach(instance, cmds, "consumer"), _attach(instance, [REPORTS], "producer")
+        worker = EngineWorker(engines, journal, ins, outs[0], wait, heartbeat_ms)
+    elif engine == "order":
+        engines.order.max_in_flight = max_in_flight
+        ins, outs = _attach(instance, cmds + [MATCHING_ORDER], "consumer"), _attach(instance, [ORDER_RISK], "producer")
+        worker = OrderWorker(engines.order, journal, ins[:-1], ins[-1], outs[0], wait, heartbeat_ms)
+    elif engine == "risk":
+        ins, outs = _attach(instance, [ORDER_RISK], "consumer"), _attach(instance, [RISK_MATCHING, RISK_POSITION],
+                                                                         "producer")
+        worker = RiskWorker(engines.risk, ins[0], outs[0], outs[1], wait, heartbeat_ms)
+    elif engine == "matching":
+        ins, outs = _attach(instance, [RISK_MATCHING], "consumer"), _attach(instance, [MATCHING_ORDER], "producer")
+        worker = MatchingWorker(engines.matching, ins[0], outs[0], wait, heartbeat_ms)
+    elif engine == "position":
+        ins, outs = _attach(instance, [RISK_POSITION], "consumer"), _attach(instance, [REPORTS], "producer")
+        worker = PositionWorker(engines.position, ins[0], outs[0], wait, heartbeat_ms)
+    else:
+        raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
+    worker.beat()
     try:
-        EngineWorker(driver, journal, rings, reports, W.make(wait_name, processes=waiters), heartbeat_ms).run()
+        worker.run()
     finally:
-        for r in rings + [reports]:
+        for r in ins + outs:
             r.close(unlink=False)
     return 0

@@ -1,25 +1,27 @@
-"""The supervisor behind `ganntec run`: segments, recovery, the engine worker, its health,
-snapshots, shutdown.
+"""The supervisor behind `ganntec run`: segments, recovery, the engine workers, their
+health, snapshots, shutdown.
 
 Start (the same path after a crash): remove the segments a dead instance left, create the
 rings (cmd.0 for admin, cmd.1..N for edges, reports), open the journal for writing (one
 writer: a lock; a torn tail is cut), recover the engines (newest fitting snapshot + the
 journal after it, every record verified), finish the replay (results the crash kept from the
 journal are sequenced now), fund the configured accounts on a first start, then fork the
-engine worker, which inherits the warm compiled code and the recovered engines.
+engine workers, which inherit the warm compiled code and the recovered engines: one process
+(placement single) or one per engine with fresh rings between them (per-engine; runtime.py).
 
-Health: the worker is alive while its heartbeat (cmd.0's consumer heartbeat) is fresher than
-`runtime.heartbeat_ms`, not merely while its pid exists. A worker that exits or goes stale is
-killed, and the engines are recovered by replay and started again; the rings and whoever
-uses them stay up. Reports lost with the worker (journaled, not yet published) are published
-from the replay: the last sequence on the reports ring says where they stopped.
+Health: a worker is alive while its heartbeat (its first input ring's consumer heartbeat) is
+fresher than `runtime.heartbeat_ms`, not merely while its pid exists. When any engine worker
+exits or goes stale, every engine worker is killed, and the engines are recovered by replay
+and started again; the command and report rings and whoever uses them stay up. Reports lost
+with the workers (journaled, not yet published) are published from the replay: the last
+sequence on the reports ring says where they stopped.
 
 Snapshots: between health checks the supervisor tails the journal with its own replayer and
-writes a snapshot every `runtime.snapshot_every` records; the worker never pauses for one.
-With `journal.archive`, segments the worker has rolled past are gzipped there too.
+writes a snapshot every `runtime.snapshot_every` records; the workers never pause for one.
+With `journal.archive`, segments the journal writer has rolled past are gzipped there too.
 
-Signals only record: SIGTERM or SIGINT asks for a clean stop (the worker finishes its turn,
-journaled and reported, then everything is unlinked); a second SIGINT forces the exit.
+Signals only record: SIGTERM or SIGINT asks for a clean stop (each worker finishes what it
+owes, journaled and reported, then everything is unlinked); a second SIGINT forces the exit.
 """
 
 from __future__ import annotations
@@ -40,9 +42,22 @@ from ganntec.journal.snapshot import recover, save
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import RecordType
-from ganntec.shm.ring import Ring
+from ganntec.shm.ring import Ring, unlink_doorbells
 from ganntec.shm.segment import remove_stale
-from ganntec.workers.runtime import REPORTS, cmd_ring, last_reported_seq, publish_turn, worker_main
+from ganntec.workers.runtime import (
+    ENGINES,
+    INTERNAL_RINGS,
+    MATCHING_ORDER,
+    ORDER_DOORBELL,
+    ORDER_RISK,
+    REPORTS,
+    RISK_MATCHING,
+    RISK_POSITION,
+    cmd_ring,
+    last_reported_seq,
+    publish_turn,
+    worker_main,
+)
 
 PR_SET_PDEATHSIG = 1
 
@@ -112,16 +127,19 @@ class Supervisor:
         self.log = log or (lambda msg: print(f"ganntec: {msg}", flush=True))
         self.instance = cfg.instance.name
         self.sources = 1 + cfg.edge.processes  # admin + one ring per edge process
+        self.placement = cfg.placement()
+        self.engines = ("engines",) if self.placement == "single" else ENGINES
         self.rings: list[Ring] = []
         self.reports: Ring | None = None
-        self.pid = self.last_pid = 0
+        self.internal: dict[str, Ring] = {}  # per-engine: the rings between engines
+        self.pids: dict[str, int] = {}  # engine -> pid of its live process
         self.report_floor = 0  # reports of sequences up to here belong to an earlier run
         self.stop_requests = 0
         self.restarts = 0
         self.snapshotter = Snapshotter(cfg, self.paths)
         self.wait_name = cfg.runtime.wait
-        # Processes that want a CPU, for `auto`: the worker, the supervisor (snapshots), edges.
-        self.waiters = 2 + cfg.edge.processes
+        # Processes that want a CPU, for `auto`: the engine workers, the supervisor (snapshots), edges.
+        self.waiters = len(self.engines) + 1 + cfg.edge.processes
 
     # --- signals: record only ------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -135,11 +153,13 @@ class Supervisor:
         cap = self.cfg.runtime.ring_capacity
         try:
             for s in range(self.sources):
-                self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=False))
+                self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=False,
+                                              doorbell=ORDER_DOORBELL))
             self.reports = Ring.create(self.instance, REPORTS, cap, lock_memory=False)
             os.makedirs(self.paths.journal, exist_ok=True)
             self._start_engines(first=True)
         except BaseException:
+            self._kill_workers()
             self._unlink()
             raise
 
@@ -172,17 +192,32 @@ class Supervisor:
                 out = R.concat([lost, more_edge])
                 if len(out):
                     publish_turn(self.reports, out.view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
-                    self.log(f"published {len(out)} reports the stopped worker had not")
+                    self.log(f"published {len(out)} reports the stopped workers had not")
+            if self.placement == "per-engine":
+                self._make_internal_rings()
         except BaseException:
             writer.close()
             raise
         self.forked_ns = time.monotonic_ns()
-        self.pid = self.last_pid = self._fork_worker(rp, writer)
-        writer.detach()  # the worker writes the journal now
-
-    def _fork_worker(self, rp: Replayer, writer: JournalWriter) -> int:
         cpus = sorted(self.cfg.cpu_plan())
-        cpu = cpus[-1] if self.cfg.runtime.cpus != "auto" else None
+        pinned = self.cfg.runtime.cpus != "auto"
+        try:
+            for k, engine in enumerate(self.engines):  # pinned from the plan's last CPU down
+                self.pids[engine] = self._fork_worker(engine, rp, writer, cpus[-1 - k % len(cpus)] if pinned else None)
+        finally:
+            writer.detach()  # the sequencing worker writes the journal now
+
+    def _make_internal_rings(self) -> None:
+        """Fresh rings between the engines (whatever the old ones held is in the journal)."""
+        for ring in self.internal.values():
+            ring.close(unlink=True)
+        self.internal = {}
+        cap = self.cfg.runtime.ring_capacity
+        for name in INTERNAL_RINGS:
+            bell = ORDER_DOORBELL if name == MATCHING_ORDER else 0
+            self.internal[name] = Ring.create(self.instance, name, cap, lock_memory=False, doorbell=bell)
+
+    def _fork_worker(self, engine: str, rp: Replayer, writer: JournalWriter, cpu: int | None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -193,47 +228,65 @@ class Supervisor:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() == 1:
                 os._exit(1)
-            for r in self.rings + [self.reports]:
+            for r in self.rings + [self.reports] + list(self.internal.values()):
                 r.close(unlink=False)  # attach afresh with roles
-            code = worker_main(rp, writer, self.instance, self.sources, self.wait_name, self.waiters,
-                               self.cfg.runtime.heartbeat_ms, cpu)
+            writes = engine in ("engines", "order")
+            if not writes:
+                writer.detach()
+            code = worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
+                               self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight)
         except BaseException as exc:  # noqa: BLE001 - report, then exit without unwinding the parent's state
-            print(f"ganntec worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            print(f"ganntec {engine} worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
 
     # --- health --------------------------------------------------------------------------
+    def _beat_ring(self, engine: str) -> Ring:
+        """The ring whose consumer heartbeat is this engine's (its first input)."""
+        return {"engines": self.rings[0], "order": self.rings[0]}.get(engine) or self.internal[
+            {"risk": ORDER_RISK, "matching": RISK_MATCHING, "position": RISK_POSITION}[engine]]
+
     def _worker_state(self) -> str | None:
-        """None while healthy, else why not."""
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid:
-            self.pid = 0
-            return f"exited ({_describe(status)})"
-        # A worker that never beat (hung before its first turn) is as old as its fork.
-        beat = max(self.rings[0].stats().consumer_heartbeat_ns, self.forked_ns)
-        age_ms = (time.monotonic_ns() - beat) / 1e6
-        if age_ms > self.cfg.runtime.heartbeat_ms:
-            return f"heartbeat {age_ms:.0f} ms old"
+        """None while every engine worker is healthy, else which is not and why."""
+        for engine, wpid in list(self.pids.items()):
+            pid, status = os.waitpid(wpid, os.WNOHANG)
+            if pid:
+                del self.pids[engine]
+                return f"{engine} worker {wpid} exited ({_describe(status)})"
+        for engine, wpid in self.pids.items():
+            # A worker that never beat (hung before its first turn) is as old as its fork.
+            beat = max(self._beat_ring(engine).stats().consumer_heartbeat_ns, self.forked_ns)
+            age_ms = (time.monotonic_ns() - beat) / 1e6
+            if age_ms > self.cfg.runtime.heartbeat_ms:
+                return f"{engine} worker {wpid} heartbeat {age_ms:.0f} ms old"
         return None
 
+    def _kill_workers(self) -> None:
+        for pid in self.pids.values():
+            os.kill(pid, signal.SIGKILL)
+        for pid in self.pids.values():
+            os.waitpid(pid, 0)
+        self.pids = {}
+
     def _restart(self, why: str) -> None:
-        self.log(f"engine worker {self.last_pid} {why}: recovering by replay")
-        if self.pid:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = 0
+        self.log(f"{why}: stopping the engines, recovering by replay")
+        self._kill_workers()
         self.restarts += 1
         self._start_engines(first=False)
-        self.log(f"engine worker restarted (pid {self.pid})")
+        self.log(f"engine workers restarted: {self._pid_list()}")
+
+    def _pid_list(self) -> str:
+        return " ".join(f"{engine}={pid}" for engine, pid in self.pids.items())
 
     # --- run -----------------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.start()
-        self.log(f"instance {self.instance!r} running: engine worker pid {self.pid} (placement single), "
+        rings = self.rings + [self.reports] + list(self.internal.values())
+        self.log(f"instance {self.instance!r} running: placement {self.placement}, engine workers: {self._pid_list()}; "
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
-                 f"{', '.join(r.name for r in self.rings + [self.reports])}")
+                 f"{', '.join(r.name for r in rings)}")
         self.log("the Binance-compatible edge comes with issue 4/7; clients use the command rings until then")
         tick = self.cfg.runtime.heartbeat_ms / 4000
         code = 0
@@ -252,32 +305,34 @@ class Supervisor:
                         self.log(f"journal: archived {archive}")
             code = self._stop()
         finally:
+            self._kill_workers()
             self._unlink()
         return code
 
     def _stop(self) -> int:
+        """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
-        if self.pid:
-            os.kill(self.pid, signal.SIGTERM)
-            while True:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
+        for pid in self.pids.values():
+            os.kill(pid, signal.SIGTERM)
+        while self.pids:
+            for engine, wpid in list(self.pids.items()):
+                pid, status = os.waitpid(wpid, os.WNOHANG)
                 if pid:
-                    self.pid = 0
-                    break
-                if self.stop_requests > 1:  # a second SIGINT: no more waiting
-                    os.kill(self.pid, signal.SIGKILL)
-                    os.waitpid(self.pid, 0)
-                    self.pid = 0
-                    self.log("forced exit")
-                    return 1
+                    del self.pids[engine]
+            if self.pids and self.stop_requests > 1:  # a second SIGINT: no more waiting
+                self._kill_workers()
+                self.log("forced exit")
+                return 1
+            if self.pids:
                 time.sleep(0.01)
         self.log("stopped cleanly")
         return 0
 
     def _unlink(self) -> None:
-        for r in self.rings + ([self.reports] if self.reports else []):
+        for r in self.rings + ([self.reports] if self.reports else []) + list(self.internal.values()):
             r.close(unlink=True)
-        self.rings, self.reports = [], None
+        self.rings, self.reports, self.internal = [], None, {}
+        unlink_doorbells(self.instance, [ORDER_DOORBELL])
 
 
 def _describe(status: int) -> str:

@@ -42,6 +42,7 @@ name = "{instance}"
 durability = "{durability}"
 segment_bytes = {segment_bytes}
 [runtime]
+placement = "{placement}"
 heartbeat_ms = {heartbeat_ms}
 snapshot_every = 300
 ring_capacity = 4096
@@ -76,10 +77,10 @@ class Server:
     """`ganntec run` in a child process, its log lines collected by a reader thread."""
 
     def __init__(self, tmp_path, instance: str, durability: str = "os", segment_bytes: int = 1 << 28,
-                 heartbeat_ms: int = 400):
+                 heartbeat_ms: int = 400, placement: str = "single"):
         self.cfg_path = tmp_path / "ganntec.toml"
         self.cfg_path.write_text(CONFIG.format(instance=instance, durability=durability, segment_bytes=segment_bytes,
-                                               heartbeat_ms=heartbeat_ms))
+                                               heartbeat_ms=heartbeat_ms, placement=placement))
         self.data = tmp_path / "data"
         self.instance = instance
         self.lines: list[str] = []
@@ -210,18 +211,36 @@ class Client:
                     raise AssertionError(f"{len(self.acked)} of {count} commands acknowledged within {timeout} s")
                 self.wait.wait_for_data(self.rep, 1, min(left, 1.0))
 
+    def wait_for(self, record_type: RecordType, timeout: float = 60.0) -> None:
+        """Drain reports until one of `record_type` has come."""
+        deadline = time.monotonic() + timeout
+        while not any((r["type"] == record_type).any() for r in self.reports):
+            if not self.drain():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {record_type.name} report within {timeout} s")
+                self.wait.wait_for_data(self.rep, 1, min(left, 1.0))
+
     def close(self):
         self.cmd.close(unlink=False)
         self.rep.close(unlink=False)
 
 
-def worker_pid(server: Server) -> int:
-    """The current engine worker's pid, from the supervisor's log (never 0: os.kill(0, ...)
-    would signal this test's own process group)."""
-    pids = [int(m.group(1) or m.group(2)) for line in server.lines
-            if (m := re.search(r"engine worker pid (\d+)|engine worker restarted \(pid (\d+)\)", line))]
-    assert pids and pids[-1] > 0, server.lines
-    return pids[-1]
+def worker_pids(server: Server) -> dict[str, int]:
+    """The current engine workers' pids by engine, from the supervisor's log (never 0:
+    os.kill(0, ...) would signal this test's own process group)."""
+    found = {}
+    for line in server.lines:
+        if m := re.search(r"engine workers(?: restarted)?: ((?:\w+=\d+ ?)+)", line):
+            found = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+    assert found and min(found.values()) > 0, server.lines
+    return found
+
+
+def worker_pid(server: Server, rnd: random.Random | None = None) -> int:
+    """One engine worker's pid (a random one with `rnd`, per-engine)."""
+    pids = worker_pids(server)
+    return pids[rnd.choice(sorted(pids))] if rnd else next(iter(pids.values()))
 
 
 def check_journal(server: Server, client: Client) -> None:
@@ -241,14 +260,16 @@ def check_journal(server: Server, client: Client) -> None:
     assert len(journal) > 0
 
 
-def test_run_funds_trades_and_stops_cleanly(tmp_path, instance):
-    server = Server(tmp_path, instance)
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_run_funds_trades_and_stops_cleanly(tmp_path, instance, placement):
+    server = Server(tmp_path, instance, placement=placement)
     try:
         server.start()
         assert "funded 2 accounts" in "\n".join(server.lines)
         client = Client(instance)
         client.send_new(50)
         client.wait_acked(50)
+        client.wait_for(RecordType.FILL)  # the first acknowledgements come before matching has run
         types = {RecordType(int(t)).name for t in R.concat(client.reports)["type"]}
         assert "FILL" in types and "BALANCE" in types
         client.close()
@@ -269,11 +290,13 @@ def test_run_refuses_a_bad_config_naming_the_field(tmp_path):
     assert "journal.durability='disk' (one of fsync, os)" in out.stderr
 
 
-@pytest.mark.parametrize("durability", ["os", "fsync"])
-def test_crash_matrix_engine_worker(tmp_path, instance, durability):
+@pytest.mark.parametrize("placement,durability", [("single", "os"), ("single", "fsync"), ("per-engine", "os"),
+                                                   ("per-engine", "fsync")])
+def test_crash_matrix_engine_worker(tmp_path, instance, placement, durability):
+    """kill -9 an engine process (per-engine: a random one of the four) at a random point."""
     trials = TRIALS if durability == "os" else max(2, TRIALS // 5)
-    server = Server(tmp_path, instance, durability)
-    rnd = random.Random(durability)
+    server = Server(tmp_path, instance, durability, placement=placement)
+    rnd = random.Random(durability + placement)
     try:
         server.start()
         client = Client(instance)
@@ -282,10 +305,10 @@ def test_crash_matrix_engine_worker(tmp_path, instance, durability):
             client.wait_acked(len(client.acked) + rnd.randint(0, 20))  # kill at a random point of the load
             if trial == trials // 2:  # from here on a snapshot exists: recovery starts from it
                 server.wait_for("ganntec: snapshot ", after=0)
-            pid = worker_pid(server)
+            pid = worker_pid(server, rnd)
             mark = len(server.lines)
             os.kill(pid, signal.SIGKILL)
-            server.wait_for("engine worker restarted", after=mark)
+            server.wait_for("engine workers restarted", after=mark)
             client.resend_unacked()
             client.wait_acked(client.next_seq - 1)
         client.close()
@@ -341,7 +364,7 @@ def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance
         mark = len(server.lines)
         os.kill(pid, signal.SIGSTOP)
         assert "heartbeat" in server.wait_for("recovering by replay", after=mark)
-        server.wait_for("engine worker restarted", after=mark)
+        server.wait_for("engine workers restarted", after=mark)
         client.send_new(30)
         client.wait_acked(60)
         client.close()
@@ -369,7 +392,7 @@ def test_a_second_sigint_forces_the_exit(tmp_path, instance):
 @pytest.mark.soak
 def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "TRIALS", 100)
-    test_crash_matrix_engine_worker(tmp_path, instance, "os")
+    test_crash_matrix_engine_worker(tmp_path, instance, "single", "os")
 
 
 def test_a_stalled_reader_stalls_the_pipeline_and_loses_nothing(tmp_path, instance):
@@ -412,7 +435,7 @@ def test_the_same_command_sent_again_after_a_restart_is_applied_once(tmp_path, i
         client.wait_acked(5)
         mark = len(server.lines)
         os.kill(worker_pid(server), signal.SIGKILL)
-        server.wait_for("engine worker restarted", after=mark)
+        server.wait_for("engine workers restarted", after=mark)
         again = R.concat([client.sent[s] for s in sorted(client.sent)])
         assert client.cmd.push(again) == len(again)  # every one a duplicate now
         client.send_new(1)  # a fresh one, so we know the duplicates went by
