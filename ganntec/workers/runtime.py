@@ -190,8 +190,7 @@ class Worker:
         """After the loop (the journal writer closes its journal here)."""
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        """Turns until `stop` is set (a signal handler, or another thread) and `finished()`."""
         while True:
             busy = self.turn()
             self.beat()
@@ -460,6 +459,8 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         worker = PositionWorker(engines.position, ins[0], outs[0], wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
+    signal.signal(signal.SIGTERM, worker._on_signal)
+    signal.signal(signal.SIGINT, worker._on_signal)
     worker.beat()
     try:
         worker.run()

@@ -321,11 +321,12 @@ def test_crash_matrix_engine_worker(tmp_path, instance, placement, durability):
         server.kill()
 
 
-def test_crash_matrix_supervisor(tmp_path, instance):
-    """kill -9 the supervisor: the worker dies with it; the next `ganntec run` removes the dead
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_crash_matrix_supervisor(tmp_path, instance, placement):
+    """kill -9 the supervisor: the workers die with it; the next `ganntec run` removes the dead
     instance's segments and recovers. Commands journaled but never reported are not
     acknowledged: sent again, they are dropped as duplicates, so nothing is applied twice."""
-    server = Server(tmp_path, instance)
+    server = Server(tmp_path, instance, placement=placement)
     rnd = random.Random(3)
     try:
         server.start()
@@ -333,14 +334,16 @@ def test_crash_matrix_supervisor(tmp_path, instance):
         for trial in range(max(2, TRIALS // 7)):
             client.send_new(rnd.randint(20, 200))
             client.wait_acked(len(client.acked) + rnd.randint(0, 20))
-            worker = os.pidfd_open(worker_pid(server))  # readable once the worker has exited
+            workers = [os.pidfd_open(pid) for pid in worker_pids(server).values()]  # readable once exited
             try:
                 server.proc.kill()
                 server.proc.wait(30)
-                # the worker follows its supervisor (PR_SET_PDEATHSIG)
-                assert select.select([worker], [], [], 30)[0], "the worker outlived its supervisor"
+                # the workers follow their supervisor (PR_SET_PDEATHSIG)
+                for w in workers:
+                    assert select.select([w], [], [], 30)[0], "a worker outlived its supervisor"
             finally:
-                os.close(worker)
+                for w in workers:
+                    os.close(w)
             server.start()
             assert "removed" in "\n".join(server.lines[server.mark:])
             client.reattach()
@@ -352,15 +355,17 @@ def test_crash_matrix_supervisor(tmp_path, instance):
         server.kill()
 
 
-def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance):
-    """SIGSTOP keeps the pid alive and the heartbeat still: the supervisor must restart it."""
-    server = Server(tmp_path, instance)
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance, placement):
+    """SIGSTOP keeps the pid alive and the heartbeat still: the supervisor must restart it
+    (per-engine: one of the four, and the others with it)."""
+    server = Server(tmp_path, instance, placement=placement)
     try:
         server.start()
         client = Client(instance)
         client.send_new(30)
         client.wait_acked(30)
-        pid = worker_pid(server)
+        pid = worker_pid(server, random.Random(placement))
         mark = len(server.lines)
         os.kill(pid, signal.SIGSTOP)
         assert "heartbeat" in server.wait_for("recovering by replay", after=mark)
@@ -374,8 +379,10 @@ def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(tmp_path, instance
         server.kill()
 
 
-def test_a_second_sigint_forces_the_exit(tmp_path, instance):
-    server = Server(tmp_path, instance, heartbeat_ms=10_000)  # the stopped worker is not replaced meanwhile
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_a_second_sigint_forces_the_exit(tmp_path, instance, placement):
+    # the stopped worker is not replaced meanwhile
+    server = Server(tmp_path, instance, heartbeat_ms=10_000, placement=placement)
     try:
         server.start()
         os.kill(worker_pid(server), signal.SIGSTOP)  # a worker that will not stop by itself
@@ -395,11 +402,12 @@ def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch):
     test_crash_matrix_engine_worker(tmp_path, instance, "single", "os")
 
 
-def test_a_stalled_reader_stalls_the_pipeline_and_loses_nothing(tmp_path, instance):
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_a_stalled_reader_stalls_the_pipeline_and_loses_nothing(tmp_path, instance, placement):
     """Back-pressure: while the client reads no reports, the worker waits on the full reports
     ring and the command ring fills until pushes are refused; then everything flows, nothing
     dropped. Small segments make the journal roll and the supervisor archive the rolled ones."""
-    server = Server(tmp_path, instance, segment_bytes=1 << 20)
+    server = Server(tmp_path, instance, segment_bytes=1 << 20, placement=placement)
     try:
         server.start()
         client = Client(instance)
@@ -426,8 +434,9 @@ def test_a_stalled_reader_stalls_the_pipeline_and_loses_nothing(tmp_path, instan
         server.kill()
 
 
-def test_the_same_command_sent_again_after_a_restart_is_applied_once(tmp_path, instance):
-    server = Server(tmp_path, instance)
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_the_same_command_sent_again_after_a_restart_is_applied_once(tmp_path, instance, placement):
+    server = Server(tmp_path, instance, placement=placement)
     try:
         server.start()
         client = Client(instance)

@@ -55,6 +55,20 @@ def test_defaults_fill_every_section_left_out():
     assert s.maker_fee == "0.001" and s.default_stp == StpMode.EXPIRE_MAKER
 
 
+@pytest.mark.parametrize("cpus, edges, placement", [
+    (2, 1, "single"),        # this host: a semaphore wake-up per hop would cost more than it gives
+    (4, 1, "single"),        # a core per engine, none for the edge
+    (5, 1, "per-engine"),
+    (5, 2, "single"),
+    (8, 2, "per-engine"),
+])
+def test_auto_placement_wants_a_core_per_engine_and_edge_process(monkeypatch, cpus, edges, placement):
+    monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    cfg = C.parse(MINIMAL + f"\n[edge]\nprocesses = {edges}\n")
+    assert cfg.placement() == placement
+    assert C.parse(MINIMAL + '\n[runtime]\nplacement = "per-engine"\n').placement() == "per-engine"
+
+
 def test_optional_symbol_fields_and_accounts():
     cfg = C.parse(MINIMAL + """
 maker_fee = "0.0002"

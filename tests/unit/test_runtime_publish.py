@@ -1,5 +1,6 @@
-"""The engine worker publishes reports in batches that end where a journal sequence ends, so
-the last sequence on the reports ring tells recovery exactly what is missing."""
+"""The workers' publishing rules: reports in batches that end where a journal sequence ends
+(so the last sequence on the reports ring tells recovery exactly what is missing), and risk
+never waiting on matching's ring."""
 
 from __future__ import annotations
 
@@ -7,10 +8,24 @@ import threading
 
 import numpy as np
 
+from ganntec.engines.symbols import Asset, Symbol
+from ganntec.exchange import Exchange
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
+from ganntec.shm.records import Side
 from ganntec.shm.ring import Ring
-from ganntec.workers.runtime import last_reported_seq, publish_turn
+from ganntec.workers.runtime import (
+    ORDER_RISK,
+    RISK_MATCHING,
+    RISK_POSITION,
+    RiskWorker,
+    last_reported_seq,
+    publish_turn,
+)
+
+BTC, USDT = Asset(0, "BTC", 8), Asset(1, "USDT", 8)
+SYM = Symbol(0, "BTCUSDT", BTC, USDT, tick_size="0.01", step_size="0.001", min_price="0.01", max_price="1000000",
+             min_qty="0.001", max_qty="1000")
 
 
 def test_batches_end_at_sequence_boundaries_and_keep_order(instance):
@@ -42,3 +57,37 @@ def test_batches_end_at_sequence_boundaries_and_keep_order(instance):
         assert got == list(range(len(seqs)))
         assert ring.stats().publishes == 3  # [1 1 1 2 2 2 2], [3 3 3], [4 x 8]
         assert last_reported_seq(ring) == 4
+
+
+def test_risk_never_waits_for_room_on_matchings_ring(instance):
+    """Deadlock freedom of the per-engine cycle rests on risk: records for a full matching ring
+    wait in its spill list, in order, and the turn returns; later turns hand them over."""
+    ex = Exchange([SYM], max_accounts=16)
+    ex.open_account(1)
+    ex.deposit(1, "USDT", "100000")
+    seq, _, _ = ex.driver.order.process(commands=ex.limit_orders(1, Side.BUY, [100 + k for k in range(10)], [1] * 10))
+    rings = {name: Ring.create(instance, name, cap, lock_memory=False)
+             for name, cap in ((ORDER_RISK, 16), (RISK_MATCHING, 2), (RISK_POSITION, 64))}
+    ends = [Ring.attach(instance, ORDER_RISK, role="producer"), Ring.attach(instance, ORDER_RISK, role="consumer"),
+            Ring.attach(instance, RISK_MATCHING, role="producer"), Ring.attach(instance, RISK_MATCHING, role="consumer"),
+            Ring.attach(instance, RISK_POSITION, role="producer"), Ring.attach(instance, RISK_POSITION, role="consumer")]
+    try:
+        worker = RiskWorker(ex.driver.risk, ends[1], ends[2], ends[4], W.make("spin-block"), 400)
+        assert ends[0].push(np.ascontiguousarray(seq)) == 10
+        turned = threading.Thread(target=worker.turn)
+        turned.start()
+        turned.join(30)
+        assert not turned.is_alive(), "risk waited for room on matching's ring"
+        assert ends[3].readable() == 2 and sum(len(s) for s in worker.spill) == 8
+        out, got = np.zeros((2, R.RECORD_BYTES), np.uint8), []
+        for _ in range(5):
+            n = ends[3].pop(out)
+            got += out[:n].view(R.RECORD_DTYPE).reshape(-1)["seq"].tolist()
+            worker.turn()
+        assert got == seq["seq"].tolist()[:10] and not worker.spill  # every order, in order
+        assert ends[5].readable() > 0  # the settled side went on meanwhile
+    finally:
+        for r in ends:
+            r.close(unlink=False)
+        for r in rings.values():
+            r.close(unlink=True)
