@@ -8,24 +8,30 @@ Workload: bench/matching.py's exchange-core mix (1,000 funded accounts, ~1,000 r
 82% moves, ~5% trading), as client commands with client order ids, edge source 1 and
 increasing edge sequences.
 
-What is measured, each mode in fresh processes:
-  ganntec.single.<os|fsync>  the `single` placement (all four engines in one worker process,
-                      as `ganntec run` starts it on 2 cores): a client process pushes commands
-                      into the cmd.1 ring and pops reports; the worker pops, drives the engines,
-                      appends each turn to the journal (os: page cache; fsync: one fdatasync per
-                      turn, group commit) and only then publishes the turn's reports. Throughput
-                      = commands / (first push .. the report of a final sentinel command).
-                      Latency = a report's arrival minus its command's push time (the client
-                      stamps ts_ns with CLOCK_MONOTONIC; the order engine keeps the max), over
-                      the reports that carry their command's edge sequence (new orders' lock
-                      BALANCE, refusals).
-  ganntec.replay      the journal of the os run, read and replayed with every record verified
-                      (records/s).
+What is measured, each mode in fresh processes, for both placements and both durabilities:
+  ganntec.<placement>.<os|fsync>
+                      a client process pushes commands into the cmd.1 ring and pops reports;
+                      `single`: one worker (all four engines, pinned to the other CPU) pops,
+                      drives the engines, appends each turn to the journal (os: page cache;
+                      fsync: one fdatasync per turn, group commit) and only then publishes the
+                      turn's reports; `per-engine`: four worker processes (order journals and
+                      forwards, risk, matching, position) linked by rings, as `ganntec run`
+                      starts them, left to the scheduler on this 2-core host. Throughput =
+                      commands / (first push .. the report of a final sentinel command), as
+                      fast as the pipeline takes them, so their latency is queueing.
+  ganntec.<placement>.<os|fsync>.open_loop
+                      20,000 commands paced at 10,000/s (one per tick, open loop): the latency
+                      of a pipeline that keeps up. Latency = a report's arrival minus its
+                      command's push time (the client stamps ts_ns with CLOCK_MONOTONIC; the
+                      order engine keeps the max), over the reports that carry their command's
+                      edge sequence (new orders' lock BALANCE, refusals).
+  ganntec.replay      the journal of the single os run, read and replayed with every record
+                      verified (records/s).
   ganntec.recovery    a snapshot, then a tail of >= 1,000,000 journal records: restore + replay
                       + finish, seconds.
 Peers: none run here; the targets of issue 3/7 are the yardstick (>= 2 M commands/s with os,
->= 1 M with fsync, replay >= 1 M records/s, recovery <= 2 s), printed with the figures. One
-process per engine is not built yet, so there is no multi-process row.
+>= 1 M with fsync, replay >= 1 M records/s, recovery <= 2 s), printed with the figures, and
+the per-engine / single ratio.
 """
 
 from __future__ import annotations
@@ -51,7 +57,16 @@ from ganntec.engines.symbols import symbol_table  # noqa: E402
 from ganntec.shm import records as R  # noqa: E402
 from ganntec.shm import wait as W  # noqa: E402
 from ganntec.shm.ring import Ring  # noqa: E402
-from ganntec.workers.runtime import REPORTS, EngineWorker, cmd_ring  # noqa: E402
+from ganntec.shm.ring import unlink_doorbells  # noqa: E402
+from ganntec.workers.runtime import (  # noqa: E402
+    ENGINES,
+    INTERNAL_RINGS,
+    MATCHING_ORDER,
+    ORDER_DOORBELL,
+    REPORTS,
+    cmd_ring,
+    worker_main,
+)
 
 import matching as M  # noqa: E402  (the workload)
 from benchlib import BaseReport, BenchFailure, CpuMeter, cpu_model  # noqa: E402
@@ -59,6 +74,8 @@ from benchlib import BaseReport, BenchFailure, CpuMeter, cpu_model  # noqa: E402
 CTX = multiprocessing.get_context("fork")
 RB = R.RECORD_BYTES
 RING_CAPACITY = 1 << 16
+MAX_IN_FLIGHT = 4096  # the config default
+LOW_RATE, LOW_RATE_COMMANDS = 10_000, 20_000  # the open-loop latency runs
 PUSH_BATCH = 512
 
 
@@ -96,60 +113,74 @@ def client_commands(wl) -> tuple[np.ndarray, np.ndarray]:
             R.concat([timed, sentinel(first + len(timed))]))
 
 
-def _worker(instance, journal_dir, durability, ready, cpu):
-    os.sched_setaffinity(0, {cpu})
+def _worker(engine, instance, journal_dir, durability, ready, cpu, waiters):
+    """One engine process as `ganntec run` forks it (fresh engines: the run starts empty)."""
     rp = make_replayer()
     rp.finish()
-    writer = JournalWriter(journal_dir, durability)
-    rings = [Ring.attach(instance, cmd_ring(s), role="consumer") for s in range(2)]
-    reports = Ring.attach(instance, REPORTS, role="producer")
-    worker = EngineWorker(rp, writer, rings, reports, W.make("auto", processes=3), heartbeat_ms=1000)
+    writer = JournalWriter(journal_dir, durability) if engine in ("engines", "order") else None
     ready.set()
-    worker.run()
-    for r in rings + [reports]:
-        r.close(unlink=False)
+    worker_main(engine, rp, writer, instance, 2, "auto", waiters, 1000, cpu, MAX_IN_FLIGHT)
 
 
-def single_run(durability: str, setup: np.ndarray, timed: np.ndarray, tmp: str, cpus: tuple[int, int]) -> dict:
-    """One run of the single placement; the client is this (forked) process."""
+def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.ndarray, tmp: str,
+                 cpus: tuple[int, int], rate: float | None = None) -> dict:
+    """One run of a placement; the client is this (forked) process. `rate`: open loop, that
+    many commands/s (latency at a load the pipeline keeps up with), else as fast as it takes."""
     instance = f"bench{os.getpid()}"
-    jdir = os.path.join(tmp, f"journal-{durability}")
-    rings = [Ring.create(instance, cmd_ring(s), RING_CAPACITY, lock_memory=False) for s in range(2)]
-    reports = Ring.create(instance, REPORTS, RING_CAPACITY, lock_memory=False)
-    ready = CTX.Event()
-    proc = CTX.Process(target=_worker, args=(instance, jdir, durability, ready, cpus[1]))
-    proc.start()
+    jdir = os.path.join(tmp, f"journal-{placement}-{durability}-{rate or 'max'}")
+    engines = ("engines",) if placement == "single" else ENGINES
+    waiters = len(engines) + 1
+    rings = [Ring.create(instance, cmd_ring(s), RING_CAPACITY, lock_memory=False, doorbell=ORDER_DOORBELL)
+             for s in range(2)]
+    rings.append(Ring.create(instance, REPORTS, RING_CAPACITY, lock_memory=False))
+    if placement != "single":
+        rings += [Ring.create(instance, name, RING_CAPACITY, lock_memory=False,
+                              doorbell=ORDER_DOORBELL if name == MATCHING_ORDER else 0) for name in INTERNAL_RINGS]
+    procs = []
     try:
         os.sched_setaffinity(0, {cpus[0]})
-        if not ready.wait(120):
-            raise BenchFailure("worker did not start")
+        for engine in engines:  # single: pinned to the other CPU; per-engine: 4 on 2 CPUs, the scheduler places them
+            ready = CTX.Event()
+            procs.append(CTX.Process(target=_worker, args=(engine, instance, jdir, durability, ready,
+                                                           cpus[1] if placement == "single" else None, waiters)))
+            procs[-1].start()
+            if not ready.wait(120):
+                raise BenchFailure(f"{engine} worker did not start")
         cmd = Ring.attach(instance, cmd_ring(1), role="producer")
         rep = Ring.attach(instance, REPORTS, role="consumer")
-        wait = W.make("auto", processes=3)
+        wait = W.make("auto", processes=waiters)
         out = np.zeros((RING_CAPACITY, RB), np.uint8)
         # setup: funding and the starting book, not timed
         _pump(cmd, rep, setup, out, wait, None)
         lat = np.zeros(len(timed), np.int64)
         t0 = time.perf_counter_ns()
-        n_reports = _pump(cmd, rep, timed, out, wait, lat)
+        n_reports = _pump(cmd, rep, timed, out, wait, lat, rate)
         dt = time.perf_counter_ns() - t0
         cmd.close(unlink=False)
         rep.close(unlink=False)
     finally:
-        proc.terminate()
-        proc.join(60)
-        for r in rings + [reports]:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for r in rings:
             r.close(unlink=True)
+        unlink_doorbells(instance, [ORDER_DOORBELL])
     lat = lat[lat > 0]
     p50, p90, p99, p999 = (np.percentile(lat, [50, 90, 99, 99.9]) / 1000).tolist() if len(lat) else [0] * 4
     return {"rate": (len(timed) - 1) * 1e9 / dt, "reports": n_reports, "p50_us": p50, "p90_us": p90, "p99_us": p99,
             "p999_us": p999, "journal_dir": jdir}
 
 
-def _pump(cmd, rep, recs, out, wait, lat) -> int:
+def _pump(cmd, rep, recs, out, wait, lat, rate=None) -> int:
     """Push every command (stamping ts_ns with the push time) while popping reports, until the
-    report of the last command is in. Returns reports received."""
+    report of the last command is in; with `rate`, one command at each 1/rate s tick (open
+    loop). Returns reports received."""
     n = len(recs)
+    start = time.monotonic_ns()
     pos = 0
     got = 0
     last_seq = int(recs["source_seq"][-1])
@@ -158,9 +189,12 @@ def _pump(cmd, rep, recs, out, wait, lat) -> int:
     while not done:
         if pos < n:
             k = min(PUSH_BATCH, n - pos)
-            batch = recs[pos:pos + k]
-            batch["ts_ns"] = time.monotonic_ns()
-            pos += cmd.push(batch)
+            if rate:  # the commands whose tick has come
+                k = min(k, int((time.monotonic_ns() - start) * rate / 1e9) + 1 - pos)
+            if k > 0:
+                batch = recs[pos:pos + k]
+                batch["ts_ns"] = time.monotonic_ns()
+                pos += cmd.push(batch)
         m = rep.pop(out)
         if m:
             got += m
@@ -172,6 +206,8 @@ def _pump(cmd, rep, recs, out, wait, lat) -> int:
             done = done or bool(((rs["source"] == 1) & (rs["source_seq"] == last_seq)).any())
         elif pos >= n:
             wait.wait_for_data(rep, 1, 0.05)
+        elif rate:
+            wait.wait_for_data(rep, 1, max(0.0, (start + (pos + 1) * 1e9 / rate - time.monotonic_ns()) / 1e9))
     return got
 
 
@@ -247,22 +283,30 @@ def main(argv=None) -> int:
     rp = make_replayer()
     rp.feed(journal)  # compiles replay_run and everything it calls
     rp.finish()
+    m = min(LOW_RATE_COMMANDS, len(timed) - 1)
+    paced = R.concat([timed[:m], sentinel(int(timed["source_seq"][m - 1]) + 1)])
     with tempfile.TemporaryDirectory(prefix="ganntec-pipeline-") as tmp:
         runs = {}
-        for durability in ("os", "fsync"):
-            runs[durability] = rep.attempt(f"single placement, {durability}", in_child, single_run, durability, setup,
-                                           timed, tmp, pair)
+        for placement in ("single", "per-engine"):
+            for durability in ("os", "fsync"):
+                runs[f"{placement}.{durability}"] = rep.attempt(
+                    f"{placement} placement, {durability}", in_child, pipeline_run, placement, durability, setup,
+                    timed, tmp, pair)
+            for durability in ("os", "fsync"):
+                runs[f"{placement}.{durability}.open_loop"] = rep.attempt(
+                    f"{placement} placement, {durability}, {LOW_RATE:,} commands/s", in_child, pipeline_run,
+                    placement, durability, setup, paced, tmp, pair, LOW_RATE)
         rr = rec = None
-        if runs.get("os"):
-            rr = rep.attempt("replay", in_child, replay_rate, runs["os"]["journal_dir"])
-            rec = rep.attempt("recovery", in_child, recovery_time, runs["os"]["journal_dir"], tmp, 1_000_000)
+        if runs.get("single.os"):
+            rr = rep.attempt("replay", in_child, replay_rate, runs["single.os"]["journal_dir"])
+            rec = rep.attempt("recovery", in_child, recovery_time, runs["single.os"]["journal_dir"], tmp, 1_000_000)
     load, steal = meter.cores()
     f = rep.figures
-    for d, r in runs.items():
+    for name, r in runs.items():
         if r:
-            f[f"ganntec.single.{d}.throughput_per_s"] = r["rate"]
+            f[f"ganntec.{name}.throughput_per_s"] = r["rate"]
             for k in ("p50", "p90", "p99", "p999"):
-                f[f"ganntec.single.{d}.latency_{k}_us"] = r[f"{k}_us"]
+                f[f"ganntec.{name}.latency_{k}_us"] = r[f"{k}_us"]
     if rr:
         f["ganntec.replay.throughput_per_s"] = rr["rate"]
         f["ganntec.journal.read_per_s"] = rr["read_rate"]
@@ -270,14 +314,20 @@ def main(argv=None) -> int:
         f["ganntec.recovery.tail_records"] = rec["tail"]
         f["ganntec.recovery.seconds"] = rec["seconds"]
     print(f"\npipeline benchmark{' (--quick)' if args.quick else ''}: {n:,} commands of the exchange-core mix "
-          f"(bench/matching.py), client and worker pinned to CPUs {pair[0]} and {pair[1]}")
+          f"(bench/matching.py); the client on CPU {pair[0]}, the single worker on CPU {pair[1]}, the four "
+          f"per-engine workers unpinned")
     print(f"host: {len(cpus)} CPUs ({cpu_model()}), Python {platform.python_version()}; background load "
           f"{load:.2f} cores, steal {steal:.2f} cores\n")
-    print(f"{'system':24} {'commands/s':>12} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'p99.9 us':>9}")
-    for d, r in runs.items():
+    print(f"{'system':36} {'commands/s':>12} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9} {'p99.9 us':>9}")
+    for name, r in runs.items():
         if r:
-            print(f"{'ganntec.single.' + d:24} {r['rate'] / 1e6:11.2f}M {r['p50_us']:9.1f} {r['p90_us']:9.1f} "
+            print(f"{'ganntec.' + name:36} {r['rate'] / 1e6:11.3f}M {r['p50_us']:9.1f} {r['p90_us']:9.1f} "
                   f"{r['p99_us']:9.1f} {r['p999_us']:9.1f}")
+    print(f"(open_loop: {m:,} commands paced at {LOW_RATE:,}/s; the others as fast as the pipeline takes them, so "
+          f"their latency is queueing)")
+    single, multi = f.get("ganntec.single.os.throughput_per_s", 0), f.get("ganntec.per-engine.os.throughput_per_s", 0)
+    if single and multi:
+        print(f"per-engine / single throughput (os): {multi / single:.2f}")
     if rr:
         print(f"\nreplay: {rr['records']:,} journal records, {rr['rate'] / 1e6:.2f} M records/s verified "
               f"(reading alone {rr['read_rate'] / 1e6:.1f} M records/s)")
@@ -299,7 +349,8 @@ def main(argv=None) -> int:
                       "figures": f, "ratios": {
                           "ganntec.single.os.throughput_per_s/target_2M": f.get("ganntec.single.os.throughput_per_s", 0) / 2e6,
                           "ganntec.single.fsync.throughput_per_s/target_1M": f.get("ganntec.single.fsync.throughput_per_s", 0) / 1e6,
-                          "ganntec.replay.throughput_per_s/target_1M": f.get("ganntec.replay.throughput_per_s", 0) / 1e6}}))
+                          "ganntec.replay.throughput_per_s/target_1M": f.get("ganntec.replay.throughput_per_s", 0) / 1e6,
+                          "ganntec.per-engine.os/ganntec.single.os": multi / single if single else 0}}))
     return 1 if rep.failures else 0
 
 
