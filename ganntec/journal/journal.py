@@ -157,9 +157,9 @@ def _valid_frame_after(buf, start: int, size: int, expect_seq: int, record_bytes
     return False
 
 
-def _scan(buf, size: int, expect_seq: int, record_bytes: int) -> _Scan:
+def _scan(buf, size: int, expect_seq: int, record_bytes: int, start: int = FILE_HEADER_BYTES) -> _Scan:
     frames = []
-    off, seq = FILE_HEADER_BYTES, expect_seq
+    off, seq = start, expect_seq
     while off < size:
         problem, first, count = _frame_problem(buf, off, size, seq, record_bytes)
         if problem is not None:
@@ -265,6 +265,78 @@ class JournalReader:
     def records(self, from_seq: int = 1) -> np.ndarray:
         """Every record from `from_seq` in one array."""
         parts = list(self.batches(from_seq))
+        return np.concatenate(parts) if parts else np.zeros((0, RECORD_BYTES), np.uint8)
+
+
+class JournalTail:
+    """Follows a journal while it is written (the supervisor's snapshotter): each `poll()`
+    returns the records appended since the last poll, verifying only the new frames (it
+    remembers the segment and offset it stopped at). An incomplete frame at the newest
+    segment's end is the writer mid-append: left for the next poll. A bad frame followed by
+    a good one, or a bad end of a segment the writer has rolled past, is JournalCorrupt."""
+
+    def __init__(self, directory: str, from_seq: int = 1):
+        self.directory = directory
+        self.next_seq = from_seq  # the next record poll() returns
+        self._first: int | None = None  # the segment read (its first_seq), where in it, and
+        self._off = FILE_HEADER_BYTES    # the sequence of the frame there
+        self._seg_seq = from_seq
+
+    def _locate(self, segs: list[Segment]) -> Segment | None:
+        if self._first is not None:
+            for seg in segs:
+                if seg.first_seq == self._first:
+                    return seg
+            raise JournalCorrupt(self.directory, self._off, self.next_seq,
+                                 f"segment {self._first} vanished while it was being read")
+        for i, seg in enumerate(segs):  # the segment holding next_seq, read from its start
+            if i == len(segs) - 1 or segs[i + 1].first_seq > self.next_seq:
+                self._first, self._off = seg.first_seq, -1
+                return seg
+        return None
+
+    def poll(self) -> np.ndarray:
+        """Records ((k, RECORD_BYTES) uint8) appended since the last poll (seq >= next_seq)."""
+        parts = []
+        while True:
+            segs = list_segments(self.directory)
+            seg = self._locate(segs)
+            if seg is None:
+                break
+            newer = [x for x in segs if x.first_seq > seg.first_seq]
+            m = _Mapped(seg)
+            try:
+                if self._off < 0:  # a segment new to us: its header, then frames from its first sequence
+                    problem = _header_problem(m.buf, m.size, seg.first_seq)
+                    if problem is not None:
+                        if not newer and m.size < FILE_HEADER_BYTES:
+                            break  # being created
+                        raise JournalCorrupt(seg.path, 0, seg.first_seq, problem)
+                    self._off, expect = FILE_HEADER_BYTES, seg.first_seq
+                    self._seg_seq = seg.first_seq
+                else:
+                    expect = self._seg_seq
+                scan = _scan(m.buf, m.size, expect, RECORD_BYTES, self._off)
+                raw = np.frombuffer(m.buf, np.uint8) if m.size else np.zeros(0, np.uint8)
+                for off, first, count in scan.frames:
+                    skip = max(0, self.next_seq - first)
+                    if skip < count:
+                        start = off + FRAME_HEADER_BYTES + skip * RECORD_BYTES
+                        parts.append(raw[start:off + frame_bytes(count)].reshape(count - skip, RECORD_BYTES).copy())
+                del raw
+                self._off, self._seg_seq = scan.end, scan.next_seq
+                self.next_seq = max(self.next_seq, scan.next_seq)
+                if scan.damage is not None and (newer or _valid_frame_after(m.buf, scan.end, m.size, scan.next_seq - 1,
+                                                                             RECORD_BYTES)):
+                    raise JournalCorrupt(seg.path, scan.end, scan.next_seq, scan.damage)
+            finally:
+                m.close()
+            if not newer or newer[0].first_seq != self._seg_seq:
+                if newer:  # rolled, but the next segment does not start where this one ends
+                    raise JournalCorrupt(newer[0].path, 0, self._seg_seq,
+                                         f"segment starts at sequence {newer[0].first_seq}")
+                break
+            self._first, self._off = newer[0].first_seq, -1  # on to the segment the writer rolled to
         return np.concatenate(parts) if parts else np.zeros((0, RECORD_BYTES), np.uint8)
 
 

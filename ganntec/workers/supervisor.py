@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganntec.config import Config
-from ganntec.journal.journal import JournalReader, JournalWriter, archive_rolled
+from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
 from ganntec.shm import records as R
@@ -107,13 +107,16 @@ class Snapshotter:
         self.paths, self.every = paths, cfg.runtime.snapshot_every
         self.make = replayer_factory(cfg)
         self.rp: Replayer | None = None
+        self.tail: JournalTail | None = None
         self.saved_seq = 0
 
     def poll(self) -> str | None:
         if self.rp is None:
             self.rp, self.saved_seq, _ = recover(self.make, self.paths.journal, self.paths.snapshots)
-        for batch in JournalReader(self.paths.journal).batches(from_seq=self.rp.order.seq + 1 + len(self.rp._carry)):
-            self.rp.feed(batch, keep_edge=False)
+            self.tail = JournalTail(self.paths.journal, self.rp.order.seq + 1)
+        new = self.tail.poll()  # only the frames written since the last poll are read
+        if len(new):
+            self.rp.feed(new, keep_edge=False)
         if self.rp.order.seq - self.saved_seq >= self.every:
             self.saved_seq = self.rp.order.seq
             return save(self.rp, self.paths.snapshots)

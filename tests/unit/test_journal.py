@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from ganntec.journal import format as F
-from ganntec.journal.journal import (JournalCorrupt, JournalReader, JournalWriter, archive_rolled, list_segments)
+from ganntec.journal.journal import (JournalCorrupt, JournalReader, JournalTail, JournalWriter, archive_rolled,
+                                     list_segments)
 from ganntec.shm import records as R
 
 RB = R.RECORD_BYTES
@@ -279,3 +280,42 @@ def test_deferred_sync_is_one_group_commit(tmp_path):
         w.sync()
         assert log.durable[path] == os.path.getsize(path)
     assert np.array_equal(read_all(d), np.concatenate([recs(1, 3), recs(4, 2)]))
+
+
+def test_a_tail_returns_each_record_once_across_appends_rolls_and_archives(tmp_path):
+    d = str(tmp_path / "j")
+    seg_bytes = F.FILE_HEADER_BYTES + 2 * F.frame_bytes(6)
+    tail, late = JournalTail(d, from_seq=1), JournalTail(d, from_seq=10)
+    got, got_late = [], []
+    with JournalWriter(d, "os", segment_bytes=seg_bytes) as w:
+        assert len(tail.poll()) == 0  # nothing written yet
+        for first in range(1, 61, 6):
+            w.append(recs(first, 6), sync=False)
+            got.append(tail.poll())
+            if first in (19, 43):
+                archive_rolled(d)  # archived between polls: read from the archive
+            if first % 12 == 7:
+                got_late.append(late.poll())
+        got_late.append(late.poll())
+    want = np.concatenate([recs(f, 6) for f in range(1, 61, 6)])
+    assert np.array_equal(np.concatenate(got), want) and tail.next_seq == 61
+    assert np.array_equal(np.concatenate(got_late), want[9:])
+    assert len(tail.poll()) == 0
+
+
+def test_a_tail_waits_for_a_frame_being_written_and_reports_damage(tmp_path):
+    d, path, last, want = _journal_with_tail(tmp_path)
+    full = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(full[:last + 7])  # the writer mid-append
+    tail = JournalTail(d)
+    assert np.array_equal(tail.poll(), want[:7])
+    with open(path, "wb") as f:
+        f.write(full)
+    assert np.array_equal(tail.poll(), want[7:])
+    data = bytearray(full)
+    data[F.FILE_HEADER_BYTES + 9] ^= 0x10  # a bit flipped in an early frame: a new tail finds it
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(JournalCorrupt) as e:
+        JournalTail(d).poll()
+    assert e.value.path == path and e.value.offset == F.FILE_HEADER_BYTES
