@@ -461,6 +461,7 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
     signal.signal(signal.SIGTERM, worker._on_signal)
     signal.signal(signal.SIGINT, worker._on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked since the fork
     worker.beat()
     try:
         worker.run()

@@ -60,6 +60,7 @@ from ganntec.workers.runtime import (
 )
 
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 @dataclass
@@ -223,8 +224,13 @@ class Supervisor:
     def _fork_worker(self, engine: str, rp: Replayer, writer: JournalWriter, cpu: int | None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
+        # A stop asked while the child starts must reach the worker's handler, not the copy of
+        # ours it inherits: the child starts with the signals blocked, worker_main unblocks
+        # them once its handler is in place (a pending one is delivered then).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return pid
         code = 1
         try:  # the worker: dies with the supervisor; its own signal handlers

@@ -124,7 +124,11 @@ class Server:
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
         self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            inspect = subprocess.run([sys.executable, "-m", "ganntec.cli", "inspect"], capture_output=True, text=True)
+            raise AssertionError("ganntec run did not stop:\n" + "\n".join(self.lines) + "\n" + inspect.stdout) from None
 
     def kill(self):
         """After a failure: no process, no segments left (the worker follows its supervisor)."""
