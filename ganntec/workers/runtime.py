@@ -420,6 +420,23 @@ class PositionWorker(Worker):
 
 
 # --- process bodies ---------------------------------------------------------------------------
+def warm_up(engines: InProcessDriver) -> list:
+    """Compile (or load from numba's cache) every compiled entry a worker calls from Python,
+    on zero records (no state changes), so workers forked afterwards start warm. Returns the
+    dispatchers warmed."""
+    scratch = np.zeros((max(engines.matching.min_out_capacity, 1), RB), np.uint8)
+    a = scratch.ctypes.data
+    order.run(engines.order.control.ctypes.data, a, 0, a, 0, a, 0)
+    order.command_records(a, 0)
+    risk.run(engines.risk.control.ctypes.data, a, 0, a, 0, a, 0)
+    if not engines.matching.pending:
+        matching.run(engines.matching.control.ctypes.data, a, 0, a, len(scratch))
+    position.run(engines.position.control.ctypes.data, a, 0, a, 0)
+    W.spin_until_any_readable(np.zeros(0, np.int64), 0)
+    return [order.run, order.command_records, risk.run, matching.run, position.run, W.spin_until_any_readable]
+
+
+
 def _attach(instance: str, names: list[str], role: str) -> list[Ring]:
     rings = []
     try:

@@ -56,6 +56,7 @@ from ganntec.workers.runtime import (
     cmd_ring,
     last_reported_seq,
     publish_turn,
+    warm_up,
     worker_main,
 )
 
@@ -198,6 +199,7 @@ class Supervisor:
                     publish_turn(self.reports, out.view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
                     self.log(f"published {len(out)} reports the stopped workers had not")
             if self.placement == "per-engine":
+                warm_up(rp)  # the workers' own entry points, compiled here once: they start warm
                 self._make_internal_rings()
         except BaseException:
             writer.close()

@@ -8,12 +8,13 @@ import threading
 
 import numpy as np
 
-from ganntec.engines.symbols import Asset, Symbol
+from ganntec.engines.symbols import Asset, Symbol, symbol_table
 from ganntec.exchange import Exchange
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import Side
 from ganntec.shm.ring import Ring
+from ganntec.workers.driver import InProcessDriver
 from ganntec.workers.runtime import (
     ORDER_RISK,
     RISK_MATCHING,
@@ -21,6 +22,7 @@ from ganntec.workers.runtime import (
     RiskWorker,
     last_reported_seq,
     publish_turn,
+    warm_up,
 )
 
 BTC, USDT = Asset(0, "BTC", 8), Asset(1, "USDT", 8)
@@ -91,3 +93,14 @@ def test_risk_never_waits_for_room_on_matchings_ring(instance):
             r.close(unlink=False)
         for r in rings.values():
             r.close(unlink=True)
+
+
+def test_warm_up_compiles_every_entry_a_worker_calls_without_changing_state():
+    d = InProcessDriver(symbol_table([SYM]), 2)
+    before = [e.control.copy() for e in (d.order, d.risk, d.matching, d.position)]
+    for dispatcher in warm_up(d):
+        assert dispatcher.signatures, dispatcher  # compiled (or loaded) for the workers to inherit
+    assert d.order.seq == 0 and not d.matching.pending
+    for e, b in zip((d.order, d.risk, d.matching, d.position), before):
+        moved = np.flatnonzero(e.control != b)
+        assert len(moved) <= 4, (type(e).__name__, moved)  # at most the call's scratch slots (output address...)
