@@ -292,6 +292,15 @@ class OrderWorker(Worker):
             self.push(self.out, self.seq[:ns])
         return bool(got or ns)
 
+    def waiting_on(self) -> list[Ring]:
+        """The inputs that can make progress: out of credits (or stopping), commands waiting in
+        a ring cannot, and waking for them would spin (it did: a core lost on a 2-core host)."""
+        admit = not self.stop and self.engine.in_flight < self.engine.max_in_flight
+        return [self.results] + [r for r, box in zip(self.rings, self.cmds) if admit and box.n < len(box.buf)]
+
+    def idle_wait(self) -> None:
+        self.wait.wait_for_any(self.waiting_on(), self.idle_timeout_s)
+
     def finished(self) -> bool:
         return self.engine.in_flight == 0 and self.res.n == 0 and self.results.readable() == 0
 

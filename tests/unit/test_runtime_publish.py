@@ -8,17 +8,21 @@ import threading
 
 import numpy as np
 
+from ganntec.engines.order import OrderEngine
 from ganntec.engines.symbols import Asset, Symbol, symbol_table
 from ganntec.exchange import Exchange
+from ganntec.journal.journal import JournalWriter
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import Side
 from ganntec.shm.ring import Ring
 from ganntec.workers.driver import InProcessDriver
 from ganntec.workers.runtime import (
+    MATCHING_ORDER,
     ORDER_RISK,
     RISK_MATCHING,
     RISK_POSITION,
+    OrderWorker,
     RiskWorker,
     last_reported_seq,
     publish_turn,
@@ -104,3 +108,27 @@ def test_warm_up_compiles_every_entry_a_worker_calls_without_changing_state():
     for e, b in zip((d.order, d.risk, d.matching, d.position), before):
         moved = np.flatnonzero(e.control != b)
         assert len(moved) <= 4, (type(e).__name__, moved)  # at most the call's scratch slots (output address...)
+
+
+def test_out_of_credits_the_order_worker_waits_for_results_only(instance, tmp_path):
+    """Commands it may not admit must not wake it (it would spin on them)."""
+    ex = Exchange([SYM], max_accounts=16)  # builds the commands
+    engine = OrderEngine(symbol_table([SYM]), max_in_flight=1)
+    names = ["cmd.0", "cmd.1", MATCHING_ORDER, ORDER_RISK]
+    rings = [Ring.create(instance, n, 16, lock_memory=False) for n in names]
+    ends = [Ring.attach(instance, n, role="consumer" if n != ORDER_RISK else "producer") for n in names]
+    feed = Ring.attach(instance, "cmd.1", role="producer")
+    try:
+        with JournalWriter(str(tmp_path / "j"), "os") as journal:
+            worker = OrderWorker(engine, journal, ends[:2], ends[2], ends[3], W.make("spin-yield"), 400)
+            assert worker.waiting_on() == [ends[2], ends[0], ends[1]]
+            feed.push(np.ascontiguousarray(ex.limit_orders(1, Side.BUY, [100, 101], [1, 1])))
+            assert worker.turn()  # admits one: the credit is used
+            assert engine.in_flight == 1 and worker.cmds[1].n == 1  # the other waits in its inbox
+            assert worker.waiting_on() == [ends[2]]
+            assert not worker.turn()
+    finally:
+        for r in ends + [feed]:
+            r.close(unlink=False)
+        for r in rings:
+            r.close(unlink=True)
