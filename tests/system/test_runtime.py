@@ -401,9 +401,10 @@ def test_a_second_sigint_forces_the_exit(tmp_path, instance, placement):
 
 
 @pytest.mark.soak
-def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch):
+@pytest.mark.parametrize("placement", ["single", "per-engine"])
+def test_crash_matrix_engine_worker_100_trials(tmp_path, instance, monkeypatch, placement):
     monkeypatch.setattr(sys.modules[__name__], "TRIALS", 100)
-    test_crash_matrix_engine_worker(tmp_path, instance, "single", "os")
+    test_crash_matrix_engine_worker(tmp_path, instance, placement, "os")
 
 
 @pytest.mark.parametrize("placement", ["single", "per-engine"])
