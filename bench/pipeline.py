@@ -137,6 +137,7 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
         rings += [Ring.create(instance, name, RING_CAPACITY, lock_memory=False,
                               doorbell=ORDER_DOORBELL if name == MATCHING_ORDER else 0) for name in INTERNAL_RINGS]
     procs = []
+    os.sync()  # no dirty pages of an earlier run's journal being written back during this one
     try:
         os.sched_setaffinity(0, {cpus[0]})
         for engine in engines:  # single: pinned to the other CPU; per-engine: 4 on 2 CPUs, the scheduler places them
