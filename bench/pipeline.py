@@ -46,6 +46,7 @@ import tempfile
 import time
 
 import numpy as np
+import psutil
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
@@ -154,9 +155,11 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
         # setup: funding and the starting book, not timed
         _pump(cmd, rep, setup, out, wait, None)
         lat = np.zeros(len(timed), np.int64)
+        cpu0 = _cpu_seconds(procs)
         t0 = time.perf_counter_ns()
         n_reports = _pump(cmd, rep, timed, out, wait, lat, rate)
         dt = time.perf_counter_ns() - t0
+        cpu = {e: (b - a) * 1e9 / (len(timed) - 1) for e, a, b in zip(("client",) + engines, cpu0, _cpu_seconds(procs))}
         cmd.close(unlink=False)
         rep.close(unlink=False)
     finally:
@@ -170,10 +173,22 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
         for r in rings:
             r.close(unlink=True)
         unlink_doorbells(instance, [ORDER_DOORBELL])
+    journal_bytes = sum(e.stat().st_size for e in os.scandir(jdir) if e.is_file())
     lat = lat[lat > 0]
     p50, p90, p99, p999 = (np.percentile(lat, [50, 90, 99, 99.9]) / 1000).tolist() if len(lat) else [0] * 4
     return {"rate": (len(timed) - 1) * 1e9 / dt, "reports": n_reports, "p50_us": p50, "p90_us": p90, "p99_us": p99,
-            "p999_us": p999, "journal_dir": jdir}
+            "p999_us": p999, "journal_dir": jdir, "cpu_ns_per_command": cpu,
+            "journal_bytes": journal_bytes}
+
+
+def _cpu_seconds(procs) -> list[float]:
+    """CPU seconds (user + system) so far: this process (the client), then each worker."""
+    me = os.times()
+    out = [me.user + me.system]
+    for p in procs:
+        t = psutil.Process(p.pid).cpu_times()
+        out.append(t.user + t.system)
+    return out
 
 
 def _pump(cmd, rep, recs, out, wait, lat, rate=None) -> int:
@@ -326,6 +341,21 @@ def main(argv=None) -> int:
                   f"{r['p99_us']:9.1f} {r['p999_us']:9.1f}")
     print(f"(open_loop: {m:,} commands paced at {LOW_RATE:,}/s; the others as fast as the pipeline takes them, so "
           f"their latency is queueing)")
+    print("\nCPU time per command (ns, user + system) by process, in the as-fast-as-it-goes runs:")
+    for name, r in runs.items():
+        if r and "open_loop" not in name:
+            cpu = r["cpu_ns_per_command"]
+            print(f"  {'ganntec.' + name:34} " + "  ".join(f"{k} {v:5.0f}" for k, v in cpu.items())
+                  + f"  (sum {sum(cpu.values()):.0f}; wall {1e9 / r['rate']:.0f} per command on {len(cpus)} CPUs)")
+    print("\njournal written (setup included) at the measured rate; fsync mode is bounded by how fast this disk "
+          "makes that much durable:")
+    for name, r in runs.items():
+        if r and "open_loop" not in name:
+            per_cmd = r["journal_bytes"] / (len(setup) + len(timed))
+            print(f"  {'ganntec.' + name:34} {per_cmd:5.0f} B/command, {per_cmd * r['rate'] / 1e6:6.0f} MB/s")
+            f[f"ganntec.{name}.journal_bytes_per_command"] = per_cmd
+            for k, v in cpu.items():
+                f[f"ganntec.{name}.cpu_ns_per_command.{k}"] = v
     single, multi = f.get("ganntec.single.os.throughput_per_s", 0), f.get("ganntec.per-engine.os.throughput_per_s", 0)
     if single and multi:
         print(f"per-engine / single throughput (os): {multi / single:.2f}")
