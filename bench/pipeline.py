@@ -203,6 +203,7 @@ def _pump(cmd, rep, recs, out, wait, lat, rate=None) -> int:
     first_seq = int(recs["source_seq"][0])
     done = False
     while not done:
+        pushed = 0
         if pos < n:
             k = min(PUSH_BATCH, n - pos)
             if rate:  # the commands whose tick has come
@@ -210,7 +211,8 @@ def _pump(cmd, rep, recs, out, wait, lat, rate=None) -> int:
             if k > 0:
                 batch = recs[pos:pos + k]
                 batch["ts_ns"] = time.monotonic_ns()
-                pos += cmd.push(batch)
+                pushed = cmd.push(batch)
+                pos += pushed
         m = rep.pop(out)
         if m:
             got += m
@@ -220,7 +222,9 @@ def _pump(cmd, rep, recs, out, wait, lat, rate=None) -> int:
                 mine = rs[(rs["source"] == 1) & (rs["source_seq"] >= first_seq)]
                 lat[mine["source_seq"] - first_seq] = now - mine["ts_ns"]
             done = done or bool(((rs["source"] == 1) & (rs["source_seq"] == last_seq)).any())
-        elif pos >= n:
+        elif pos >= n or (not pushed and not rate):
+            # nothing to do until reports come (the command ring is full, or all are sent):
+            # sleep on the reports ring, never spin a core the workers need
             wait.wait_for_data(rep, 1, 0.05)
         elif rate:
             wait.wait_for_data(rep, 1, max(0.0, (start + (pos + 1) * 1e9 / rate - time.monotonic_ns()) / 1e9))
@@ -354,7 +358,7 @@ def main(argv=None) -> int:
             per_cmd = r["journal_bytes"] / (len(setup) + len(timed))
             print(f"  {'ganntec.' + name:34} {per_cmd:5.0f} B/command, {per_cmd * r['rate'] / 1e6:6.0f} MB/s")
             f[f"ganntec.{name}.journal_bytes_per_command"] = per_cmd
-            for k, v in cpu.items():
+            for k, v in r["cpu_ns_per_command"].items():
                 f[f"ganntec.{name}.cpu_ns_per_command.{k}"] = v
     single, multi = f.get("ganntec.single.os.throughput_per_s", 0), f.get("ganntec.per-engine.os.throughput_per_s", 0)
     if single and multi:
