@@ -64,10 +64,14 @@ from ganntec.workers.driver import InProcessDriver
 
 RB = R.RECORD_BYTES
 REPORTS = "reports"
-ORDER_RISK, RISK_MATCHING, MATCHING_ORDER, RISK_POSITION = "order.risk", "risk.matching.0", "matching.0.order", \
-    "risk.position"
+ORDER_RISK = "order.risk"
+RISK_MATCHING = "risk.matching.0"
+MATCHING_ORDER = "matching.0.order"
+RISK_POSITION = "risk.position"
 INTERNAL_RINGS = (ORDER_RISK, RISK_MATCHING, MATCHING_ORDER, RISK_POSITION)
 ORDER_DOORBELL = 1  # cmd.* and matching.0.order: the order engine's inputs
+# The ring whose consumer heartbeat is a downstream worker's (order's and single's: cmd.0).
+FIRST_INPUT = {"risk": ORDER_RISK, "matching": RISK_MATCHING, "position": RISK_POSITION}
 ENGINES = ("order", "risk", "matching", "position")
 
 

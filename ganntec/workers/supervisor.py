@@ -46,13 +46,11 @@ from ganntec.shm.ring import Ring, unlink_doorbells
 from ganntec.shm.segment import remove_stale
 from ganntec.workers.runtime import (
     ENGINES,
+    FIRST_INPUT,
     INTERNAL_RINGS,
     MATCHING_ORDER,
     ORDER_DOORBELL,
-    ORDER_RISK,
     REPORTS,
-    RISK_MATCHING,
-    RISK_POSITION,
     cmd_ring,
     last_reported_seq,
     publish_turn,
@@ -254,8 +252,7 @@ class Supervisor:
     # --- health --------------------------------------------------------------------------
     def _beat_ring(self, engine: str) -> Ring:
         """The ring whose consumer heartbeat is this engine's (its first input)."""
-        return {"engines": self.rings[0], "order": self.rings[0]}.get(engine) or self.internal[
-            {"risk": ORDER_RISK, "matching": RISK_MATCHING, "position": RISK_POSITION}[engine]]
+        return self.rings[0] if engine in ("engines", "order") else self.internal[FIRST_INPUT[engine]]
 
     def _worker_state(self) -> str | None:
         """None while every engine worker is healthy, else which is not and why."""
