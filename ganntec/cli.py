@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -51,7 +52,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
     else:
-        print(format_table(rows))
+        print(format_table(rows, time.monotonic_ns()))
     return 0
 
 

@@ -68,7 +68,17 @@ def snapshot(instance: str | None = None) -> list[dict]:
     return [asdict(view(n)) for n in list_segments(instance)]
 
 
-def format_table(rows: list[dict]) -> str:
+def _beat_age(beat_ns: int, now_ns: int | None) -> str:
+    """How old a heartbeat (CLOCK_MONOTONIC ns) is, or '-' if never beaten."""
+    if not beat_ns or now_ns is None:
+        return "-"
+    return f"{max(0, now_ns - beat_ns) / 1e6:.0f}ms"
+
+
+def format_table(rows: list[dict], now_ns: int | None = None) -> str:
+    """The segments as a table; with `now_ns` (CLOCK_MONOTONIC, the caller's clock: this
+    module reads none), each ring's producer and consumer heartbeat ages too: a worker's
+    heartbeat is its first input ring's consumer heartbeat."""
     if not rows:
         return "no ganntec segments"
     lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'bytes':>12} {'pid':>8}  details"]
@@ -80,6 +90,11 @@ def format_table(rows: list[dict]) -> str:
         if ring:
             extra = (f"cap={ring['capacity']} slot={ring['slot_bytes']} head={ring['head']} tail={ring['tail']} "
                      f"fill={ring['fill']} prod={ring['producer_pid']} cons={ring['consumer_pid']}")
+            if now_ns is not None:
+                extra += (f" prod_beat={_beat_age(ring['producer_heartbeat_ns'], now_ns)}"
+                          f" cons_beat={_beat_age(ring['consumer_heartbeat_ns'], now_ns)}")
+            if ring.get("doorbell"):
+                extra += f" doorbell={ring['doorbell']}"
         lines.append(f"{r['name']:<40} {r['state']:<16} {r['kind']:<9} {r['size_bytes']:>12} {r['creator_pid']:>8}  {extra}")
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@ import sys
 import orjson
 
 from ganntec.cli import main
-from ganntec.shm.ring import Ring
+from ganntec.inspect.segments import format_table, snapshot
+from ganntec.shm.ring import Ring, unlink_doorbells
 from ganntec.shm.segment import list_segments
 
 
@@ -24,7 +25,17 @@ def test_inspect_json_shows_a_live_ring(instance, capsys):
         assert row["state"] == "live" and row["kind"] == "GNTCRING"
         assert (row["ring"]["capacity"], row["ring"]["slot_bytes"], row["ring"]["fill"]) == (16, 128, 3)
         assert main(["inspect", "--instance", instance]) == 0
-        assert "cap=16" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "cap=16" in out and "cons_beat=-" in out  # no consumer has beaten yet
+
+
+def test_inspect_shows_heartbeat_ages_and_the_doorbell(instance):
+    with Ring.create(instance, "cmd.1", 16, 128, doorbell=1, role="consumer") as ring:
+        ring.heartbeat(5_000_000_000)
+        line = format_table(snapshot(instance), now_ns=5_250_000_000).splitlines()[1]
+        assert "cons_beat=250ms" in line and "prod_beat=-" in line and "doorbell=1" in line
+        assert "beat" not in format_table(snapshot(instance))  # no clock given, no ages
+    unlink_doorbells(instance, [1])
 
 
 def test_inspect_shows_a_table(instance, capsys):
