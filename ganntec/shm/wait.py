@@ -16,6 +16,10 @@ Rule for choosing (what `auto` does):
   * spin-block otherwise: fewer cores than processes (e.g. this 2-core host running the
     engines plus a test runner). Spinning there starves the very process being waited for.
 
+Several rings, one consumer (`wait_for_any`, the order engine's commands and results): the
+spin phases check every ring; spin-block arms each ring's flag, re-checks them all, then
+sleeps on the semaphore they share (the ring's doorbell, ring.py).
+
 Sleep/wake handshake (no lost wake-up): the sleeper stores its `*_sleeping` flag with a
 seq_cst exchange, re-checks the counter, and only then blocks; the waker publishes its counter,
 fences (seq_cst), and posts only if it wins the flag back with an exchange. One of the two
