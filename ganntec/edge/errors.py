@@ -1,0 +1,69 @@
+"""Binance error responses: `{"code": -NNNN, "msg": "..."}` with the HTTP status Binance uses
+(400 for request errors; rest-api.md "Error Codes", "HTTP Return Codes"; texts from errors.md).
+Unknown paths are left to aiohttp's plain 404: Binance documents no JSON body for them."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"  # what Binance sends
+
+
+class BinanceError(Exception):
+    """A request refused the way Binance refuses it."""
+
+    def __init__(self, http_status: int, code: int, msg: str):
+        super().__init__(f"{code} {msg}")
+        self.http_status = http_status
+        self.code = code
+        self.msg = msg
+
+    def body(self) -> dict:
+        return {"code": self.code, "msg": self.msg}
+
+
+# errors.md, 11xx "Request issues": the parameterised message of each code.
+def illegal_chars(param: str, legal_range: str) -> BinanceError:
+    return BinanceError(400, -1100, f"Illegal characters found in parameter '{param}'; legal range is '{legal_range}'.")
+
+
+def duplicate_param() -> BinanceError:
+    return BinanceError(400, -1101, "Duplicate values for a parameter detected.")
+
+
+def mandatory_param(param: str) -> BinanceError:
+    return BinanceError(400, -1102, f"Mandatory parameter '{param}' was not sent, was empty/null, or malformed.")
+
+
+def unread_params(read: int, sent: int) -> BinanceError:
+    return BinanceError(400, -1104, f"Not all sent parameters were read; read '{read}' parameter(s) but was sent '{sent}'.")
+
+
+def bad_symbol() -> BinanceError:
+    return BinanceError(400, -1121, "Invalid symbol.")
+
+
+def bad_symbol_status() -> BinanceError:
+    return BinanceError(400, -1122, "Invalid symbolStatus.")
+
+
+def bad_combo() -> BinanceError:
+    return BinanceError(400, -1128, "Combination of optional parameters invalid.")
+
+
+def invalid_param(param: str) -> BinanceError:
+    return BinanceError(400, -1130, f"Data sent for parameter '{param}' is not valid.")
+
+
+def json_response(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers={"Content-Type": JSON_CONTENT_TYPE})
+
+
+@web.middleware
+async def binance_errors(request: web.Request, handler):
+    """Turn a BinanceError raised by any handler into Binance's error body."""
+    try:
+        return await handler(request)
+    except BinanceError as exc:
+        return json_response(exc.body(), exc.http_status)
