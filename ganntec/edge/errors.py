@@ -56,6 +56,38 @@ def invalid_param(param: str) -> BinanceError:
     return BinanceError(400, -1130, f"Data sent for parameter '{param}' is not valid.")
 
 
+# errors.md 10xx "General Server or Network issues": request security (rest-api.md "Timing security").
+def timestamp_outside_window() -> BinanceError:
+    return BinanceError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+
+
+def timestamp_ahead() -> BinanceError:
+    return BinanceError(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+
+
+def bad_signature() -> BinanceError:
+    return BinanceError(400, -1022, "Signature for this request is not valid.")
+
+
+def too_much_precision(param: str) -> BinanceError:
+    return BinanceError(400, -1111, f"Parameter '{param}' has too much precision.")
+
+
+def param_above(param: str, maximum: str) -> BinanceError:
+    # errors.md lists this text under -1102 (the old -1131 BAD_RECV_WINDOW is no longer documented)
+    return BinanceError(400, -1102, f"'{param}' contains unexpected value. Cannot be greater than {maximum}.")
+
+
+# errors.md 20xx "Processing Issues". 401: what Binance answers with -2015 (web-socket-api.md
+# "Authenticate after connection" shows `"status": 401` with it; REST clients see the same).
+def bad_api_key_format() -> BinanceError:
+    return BinanceError(401, -2014, "API-key format invalid.")
+
+
+def rejected_api_key() -> BinanceError:
+    return BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+
+
 def json_response(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, headers={"Content-Type": JSON_CONTENT_TYPE})
 

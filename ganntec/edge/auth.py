@@ -1,0 +1,195 @@
+"""Binance request security for the REST edge: API keys, HMAC-SHA256 signatures and timing
+(binance-spot-api-docs rest-api.md "Request Security", "SIGNED Endpoint security", "Timing
+security", "SIGNED Endpoint Examples for POST /api/v3/order" > "HMAC Keys"; error texts from
+errors.md). Pure: the keys and the current time are inputs, nothing is held at module level.
+
+Wiring (for the routes that will use it): pass the *raw* query string
+(`request.rel_url.raw_query_string`; aiohttp's `request.query_string` is already decoded and
+would not match the client's signature) and the body as received, decoded to str."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from urllib.parse import parse_qsl, unquote_plus
+
+from ganntec.edge import errors as E
+
+__all__ = [
+    "API_KEY_HEADER", "SECURITY_TYPES", "SIGNED_TYPES", "DEFAULT_RECV_WINDOW_MS", "MAX_RECV_WINDOW_MS",
+    "ApiKey", "KeyStore", "authenticate", "signature_payload", "sign", "timestamp_us", "recv_window_us",
+    "check_timing",
+]
+
+API_KEY_HEADER = "X-MBX-APIKEY"
+# rest-api.md "Request Security": TRADE and USER_DATA are SIGNED; USER_STREAM needs only the key
+# (its endpoints said "This request does not require `signature`").
+SECURITY_TYPES = ("TRADE", "USER_DATA", "USER_STREAM")
+SIGNED_TYPES = ("TRADE", "USER_DATA")
+DEFAULT_RECV_WINDOW_MS = 5000   # "If recvWindow is not sent, it defaults to 5000 milliseconds."
+MAX_RECV_WINDOW_MS = 60000      # "Maximum recvWindow is 60000 milliseconds."
+AHEAD_LIMIT_US = 1_000_000      # pseudo-code: timestamp < serverTime + 1 second
+
+# A millisecond timestamp has 13 digits until the year 2286, a microsecond one 16 since 2001:
+# from this magnitude on the value is read as microseconds (the docs accept both units but do not
+# say how they are told apart).
+MICROS_FROM = 10**15
+_TIMESTAMP_RE = re.compile(r"^[0-9]{1,20}$")
+_RECV_WINDOW_RE = re.compile(r"^[0-9]{1,20}(\.[0-9]+)?$")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One HMAC key: its public name, its secret (never in repr), the account it trades for and
+    the security types it may call (rest-api.md "Request Security": keys are scoped by type)."""
+
+    api_key: str
+    secret: str = field(repr=False)
+    account_id: int
+    permissions: frozenset[str] = frozenset(SECURITY_TYPES)
+
+    def __post_init__(self):
+        perms = frozenset(self.permissions)
+        if not self.api_key or not self.secret:
+            raise ValueError("api_key and secret must be non-empty")
+        if not perms <= set(SECURITY_TYPES):
+            raise ValueError(f"unknown permissions {sorted(perms - set(SECURITY_TYPES))}")
+        object.__setattr__(self, "permissions", perms)
+
+
+class KeyStore:
+    """The known keys, by api_key. Built once from a list; read-only afterwards."""
+
+    __slots__ = ("_by_key",)
+
+    def __init__(self, keys: Iterable[ApiKey] = ()):
+        by_key: dict[str, ApiKey] = {}
+        for k in keys:
+            if k.api_key in by_key:
+                raise ValueError(f"duplicate api_key {k.api_key!r}")
+            by_key[k.api_key] = k
+        self._by_key = by_key
+
+    def get(self, api_key: str) -> ApiKey | None:
+        return self._by_key.get(api_key)
+
+    def __contains__(self, api_key: object) -> bool:
+        return api_key in self._by_key
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def sign(secret: str, payload: str) -> str:
+    """HMAC-SHA256 of the payload with the secret, lowercase hex ("HMAC Keys", Step 2)."""
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+def _is_signature(segment: str) -> bool:
+    return unquote_plus(segment.partition("=")[0]) == "signature"
+
+
+def signature_payload(query_string: str, body: str) -> str:
+    """What the client signed: "the query string concatenated without separator to the HTTP body"
+    ("HMAC Keys"), each as sent (still percent-encoded), with the `signature` parameter itself
+    taken out of whichever of the two carries it ("SIGNED Endpoint security": it may be sent in
+    the query string or the request body)."""
+    q = "&".join(s for s in query_string.split("&") if not _is_signature(s))
+    b = "&".join(s for s in body.split("&") if not _is_signature(s))
+    return q + b
+
+
+def _parse(raw: str) -> dict[str, str]:
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    out = dict(pairs)
+    if len(out) != len(pairs):  # the same name twice in one part
+        raise E.duplicate_param()
+    return out
+
+
+def timestamp_us(raw: str | None) -> int:
+    """`timestamp` in microseconds; it may be sent in milliseconds or microseconds (rest-api.md
+    "General API Information", "Timing security")."""
+    if not raw:
+        raise E.mandatory_param("timestamp")
+    if not _TIMESTAMP_RE.match(raw):
+        raise E.mandatory_param("timestamp")  # -1102 covers "malformed"
+    ts = int(raw)
+    return ts if ts >= MICROS_FROM else ts * 1000
+
+
+def recv_window_us(raw: str | None) -> int:
+    """`recvWindow` in microseconds: milliseconds with up to three decimals, default 5000,
+    at most 60000 ("Timing security")."""
+    if raw is None:
+        return DEFAULT_RECV_WINDOW_MS * 1000
+    m = _RECV_WINDOW_RE.match(raw)
+    if not m:
+        raise E.mandatory_param("recvWindow")
+    if m.group(1) and len(m.group(1)) - 1 > 3:
+        raise E.too_much_precision("recvWindow")
+    us = Decimal(raw) * 1000  # exact: at most three decimals
+    if us > MAX_RECV_WINDOW_MS * 1000:
+        raise E.param_above("recvWindow", str(MAX_RECV_WINDOW_MS))
+    return int(us)
+
+
+def check_timing(ts_us: int, window_us: int, now_ms: int) -> None:
+    """The documented check ("Timing security" pseudo-code), to the microsecond:
+    accept iff timestamp < serverTime + 1 second and serverTime - timestamp <= recvWindow.
+    Binance repeats the second half just before the Matching Engine; callers may too."""
+    server_us = now_ms * 1000
+    if ts_us >= server_us + AHEAD_LIMIT_US:
+        raise E.timestamp_ahead()
+    if server_us - ts_us > window_us:
+        raise E.timestamp_outside_window()
+
+
+def _api_key(headers: Mapping[str, str], keys: KeyStore, need: str) -> ApiKey:
+    # Header names are case-insensitive (aiohttp's CIMultiDict already is; a plain dict is not).
+    values = [v for k, v in headers.items() if k.lower() == "x-mbx-apikey"]
+    if len(values) != 1 or not values[0]:
+        raise E.bad_api_key_format()  # errors.md -2014 BAD_API_KEY_FMT
+    key = keys.get(values[0])
+    if key is None or need not in key.permissions:
+        raise E.rejected_api_key()    # errors.md -2015: "Invalid API-key, IP, or permissions for action."
+    return key
+
+
+def authenticate(method: str, query_string: str, body: str, headers: Mapping[str, str], keys: KeyStore,
+                 now_ms: int, need: str) -> tuple[ApiKey, dict[str, str]]:
+    """Authorize one REST request for an endpoint of security type `need`; return its key and its
+    parameters (name -> decoded value, `signature` removed), or raise BinanceError.
+
+    `query_string` and `body` are as received (percent-encoded). The body is read only for
+    POST/PUT/DELETE: "For GET endpoints, parameters must be sent as a query string" (rest-api.md
+    "General Information on Endpoints"); the same section says a parameter sent in both is taken
+    from the query string, so only a name repeated within one part is a duplicate (-1101).
+
+    Order: key (-2014/-2015), duplicates (-1101), signature and timestamp present (-1102),
+    recvWindow (-1102/-1111), signature (-1022), timing (-1021)."""
+    if need not in SECURITY_TYPES:
+        raise ValueError(f"unknown security type {need!r}")
+    key = _api_key(headers, keys, need)
+    if method.upper() == "GET":
+        body = ""
+    params = _parse(body)
+    params.update(_parse(query_string))  # the query string wins
+    signature = params.pop("signature", None)
+    if need not in SIGNED_TYPES:
+        return key, params
+    if not signature:
+        raise E.mandatory_param("signature")
+    ts_us = timestamp_us(params.get("timestamp"))
+    window_us = recv_window_us(params.get("recvWindow"))
+    expected = sign(key.secret, signature_payload(query_string, body))
+    # HMAC signatures "are not case-sensitive" ("Signature Case Sensitivity"); compare in constant
+    # time so response timing does not reveal how much of a forged signature was right.
+    if not hmac.compare_digest(signature.lower().encode(), expected.encode()):
+        raise E.bad_signature()
+    check_timing(ts_us, window_us, now_ms)
+    return key, params
