@@ -1,6 +1,8 @@
-"""The edge's aiohttp application: Binance Spot REST, public engine-independent endpoints
-(rest-api.md "General endpoints": Test connectivity, Check server time, Exchange information).
-Time is an input (`clock_ms`), so tests run with a fixed clock."""
+"""The edge's aiohttp application: Binance Spot REST. The general endpoints (rest-api.md
+"General endpoints": Test connectivity, Check server time, Exchange information) are here;
+market data in market.py, trading and account in trading.py. Time is an input (`clock_ms`), so
+tests run with a fixed clock; the engines are reached through a Gateway (gateway.py) and
+known through an EdgeState (state.py), both given to the factory."""
 
 from __future__ import annotations
 
@@ -11,10 +13,14 @@ from aiohttp import web
 
 from ganntec.config import Config
 from ganntec.edge import errors as E
+from ganntec.edge import market, trading
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
+from ganntec.edge.state import EdgeState
+from ganntec.edge.units import SymbolUnits
 
-CONFIG = web.AppKey("config", Config)
-CLOCK_MS = web.AppKey("clock_ms", Callable[[], int])
+__all__ = ["make_app", "wall_clock_ms", "CONFIG", "CLOCK_MS", "KEYS", "STATE", "GATEWAY", "SYMBOLS", "SYMBOLS_BY_ID"]
 
 
 def wall_clock_ms() -> int:
@@ -42,11 +48,22 @@ async def exchange_info(request: web.Request) -> web.Response:
     return E.json_response(query_exchange_info(app[CONFIG], app[CLOCK_MS](), request.query))
 
 
-def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms) -> web.Application:
+def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: KeyStore | None = None,
+             state: EdgeState | None = None, gateway=None) -> web.Application:
+    """The edge's app. Without a gateway the trading endpoints answer -1007 (no backend);
+    without a state the market endpoints show empty books."""
     app = web.Application(middlewares=[E.binance_errors])
     app[CONFIG] = cfg
     app[CLOCK_MS] = clock_ms
+    app[KEYS] = keys if keys is not None else KeyStore()
+    app[STATE] = state if state is not None else EdgeState(len(cfg.symbols))
+    app[GATEWAY] = gateway
+    units = [SymbolUnits(s) for s in cfg.symbols]
+    app[SYMBOLS] = {u.name: u for u in units}
+    app[SYMBOLS_BY_ID] = units
     app.router.add_get("/api/v3/ping", ping)
     app.router.add_get("/api/v3/time", server_time)
     app.router.add_get("/api/v3/exchangeInfo", exchange_info)
+    market.add_routes(app)
+    trading.add_routes(app)
     return app

@@ -88,6 +88,66 @@ def rejected_api_key() -> BinanceError:
     return BinanceError(401, -2015, "Invalid API-key, IP, or permissions for action.")
 
 
+# Order parameters (errors.md 11xx) and the matching engine's refusals (-1013, -2010, -2011, -2013).
+def param_not_required(param: str) -> BinanceError:
+    return BinanceError(400, -1106, f"Parameter '{param}' sent when not required.")
+
+
+def param_overflow(param: str) -> BinanceError:
+    return BinanceError(400, -1108, f"Parameter '{param}' overflowed.")
+
+
+def invalid_tif() -> BinanceError:
+    return BinanceError(400, -1115, "Invalid timeInForce.")
+
+
+def invalid_order_type() -> BinanceError:
+    return BinanceError(400, -1116, "Invalid orderType.")
+
+
+def invalid_side() -> BinanceError:
+    return BinanceError(400, -1117, "Invalid side.")
+
+
+def empty_new_client_id() -> BinanceError:
+    return BinanceError(400, -1118, "New client order ID was empty.")
+
+
+def empty_orig_client_id() -> BinanceError:
+    return BinanceError(400, -1119, "Original client order ID was empty.")
+
+
+def either_param(a: str, b: str) -> BinanceError:
+    return BinanceError(400, -1102, f"Param '{a}' or '{b}' must be sent, but both were empty/null!")
+
+
+def invalid_cancel_restrictions() -> BinanceError:
+    return BinanceError(400, -1145, "Invalid cancelRestrictions")
+
+
+def filter_failure(name: str) -> BinanceError:
+    return BinanceError(400, -1013, f"Filter failure: {name}")
+
+
+def engine_refusal(code: int, msg: str) -> BinanceError:
+    """A refusal the engines made (records.REASON_ERRORS), as Binance reports it."""
+    return BinanceError(400, code, msg)
+
+
+def unknown_order_cancel() -> BinanceError:
+    return BinanceError(400, -2011, "Unknown order sent.")
+
+
+def no_such_order() -> BinanceError:
+    return BinanceError(400, -2013, "Order does not exist.")
+
+
+def backend_timeout() -> BinanceError:
+    # 5XX: "the execution status is UNKNOWN and could have been a success" (rest-api.md)
+    return BinanceError(503, -1007, "Timeout waiting for response from backend server. Send status unknown; "
+                                    "execution status unknown.")
+
+
 def json_response(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, headers={"Content-Type": JSON_CONTENT_TYPE})
 

@@ -176,8 +176,10 @@ Record types by payload:
 
 from __future__ import annotations
 
+import collections
 import enum
 import re
+import struct
 
 import numpy as np
 
@@ -593,4 +595,37 @@ def empty(record_type: int, n: int = 1) -> np.ndarray:
     """`n` zeroed records of the type's dtype with `type` set."""
     out = np.zeros(n, dtype=dtype_of(record_type))
     out["type"] = int(record_type)
+    return out
+
+
+# --- struct decoding (the edge reads records one at a time in Python: a struct unpack of the
+# header and payload costs a fraction of numpy's per-field access) ---------------------------
+_STRUCT_CODES = {"<i8": "q", "<u4": "I", "<i4": "i", "<u2": "H", "u1": "B", "S36": "36s"}
+
+
+def _struct_format(fields) -> tuple[str, list[str]]:
+    fmt, names = "<", []
+    for name, f in fields:
+        if name is None:
+            fmt += f"{f}x"
+        elif isinstance(f, tuple):  # a sub-array (KEY's key_sha256): raw bytes
+            fmt += f"{f[1][0]}s"
+            names.append(name)
+        else:
+            fmt += _STRUCT_CODES[f]
+            names.append(name)
+    return fmt, names
+
+
+def record_tuples() -> dict[int, tuple[struct.Struct, type]]:
+    """For each record type: a Struct over the whole 128-byte record and a namedtuple class
+    with the dtype's field names (header first), built from the field lists above."""
+    out = {}
+    for rtype, payload in PAYLOAD_OF.items():
+        groups = [HEADER_FIELDS] + ([PAYLOAD_FIELDS[payload]] if payload else [])
+        fmt, names = _struct_format([f for g in groups for f in g])
+        st = struct.Struct(fmt)
+        if st.size > RECORD_BYTES:
+            raise AssertionError(f"{rtype.name}: struct of {st.size} bytes")
+        out[int(rtype)] = (st, collections.namedtuple(f"{rtype.name.title().replace('_', '')}Record", names))
     return out

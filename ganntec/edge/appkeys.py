@@ -1,0 +1,20 @@
+"""The typed keys of the edge's aiohttp application (one place, so route modules and the app
+factory share them without importing each other)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ganntec.config import Config
+from ganntec.edge.auth import KeyStore
+from ganntec.edge.units import SymbolUnits
+
+CONFIG = web.AppKey("config", Config)
+CLOCK_MS = web.AppKey("clock_ms", Callable[[], int])
+KEYS = web.AppKey("keys", KeyStore)
+SYMBOLS = web.AppKey("symbols", dict[str, SymbolUnits])        # by name
+SYMBOLS_BY_ID = web.AppKey("symbols_by_id", list[SymbolUnits])  # by symbol_id
+STATE = web.AppKey("state", object)      # edge.state.EdgeState
+GATEWAY = web.AppKey("gateway", object)  # edge.gateway.Gateway

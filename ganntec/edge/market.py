@@ -1,0 +1,119 @@
+"""Binance Spot market data endpoints served from the edge's projection (rest-api.md "Market
+Data endpoints"): depth, recent trades, ticker/price, ticker/bookTicker. Public: no key.
+
+`limit` above the maximum is cut to it, as Binance documents for depth ("If limit > 5000, only
+5000 entries will be returned"); below 1 or not a number is refused."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from ganntec.edge import errors as E
+from ganntec.edge.appkeys import STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
+from ganntec.shm.records import Side
+
+MAX_DEPTH = 5000
+MAX_TRADES = 1000
+
+
+def _symbol(request: web.Request, mandatory: bool = True):
+    raw = request.query.get("symbol")
+    if raw is None or raw == "":
+        if mandatory:
+            raise E.mandatory_param("symbol")
+        return None
+    u = request.app[SYMBOLS].get(raw)
+    if u is None:
+        raise E.bad_symbol()
+    return u
+
+
+def _symbols(request: web.Request) -> list:
+    """`symbol` (one), `symbols` (a JSON list) or neither (all), for the ticker endpoints."""
+    one, many = request.query.get("symbol"), request.query.get("symbols")
+    if one is not None and many is not None:
+        raise E.bad_combo()
+    if many is not None:
+        try:
+            names = orjson.loads(many)
+        except orjson.JSONDecodeError:
+            raise E.illegal_chars("symbols", SYMBOLS_RANGE) from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise E.illegal_chars("symbols", SYMBOLS_RANGE)
+        out = []
+        for n in names:
+            u = request.app[SYMBOLS].get(n)
+            if u is None:
+                raise E.bad_symbol()
+            out.append(u)
+        return out
+    if one is not None:
+        if one == "":
+            raise E.illegal_chars("symbol", SYMBOL_RANGE)
+        return [_symbol(request)]
+    return list(request.app[SYMBOLS_BY_ID])
+
+
+def _limit(request: web.Request, default: int, maximum: int) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise E.invalid_param("limit")
+    return min(int(raw), maximum)
+
+
+async def depth(request: web.Request) -> web.Response:
+    u = _symbol(request)
+    limit = _limit(request, 100, MAX_DEPTH)
+    book = request.app[STATE].books[u.symbol_id]
+    return E.json_response({
+        "lastUpdateId": book.last_update_id,
+        "bids": [[u.price(p), u.qty(q)] for p, q in book.top(Side.BUY, limit)],
+        "asks": [[u.price(p), u.qty(q)] for p, q in book.top(Side.SELL, limit)],
+    })
+
+
+async def trades(request: web.Request) -> web.Response:
+    u = _symbol(request)
+    limit = _limit(request, 500, MAX_TRADES)
+    recent = list(request.app[STATE].trades[u.symbol_id])[-limit:]
+    return E.json_response([{"id": t.trade_id, "price": u.price(t.price_tick), "qty": u.qty(t.qty_lot),
+                             "quoteQty": u.quote_amount(t.quote_minor), "time": t.ts_ns // 1_000_000,
+                             "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True} for t in recent])
+
+
+def _one_or_list(request: web.Request, rows: list) -> web.Response:
+    single = request.query.get("symbol") is not None
+    return E.json_response(rows[0] if single else rows)
+
+
+async def ticker_price(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rows = []
+    for u in _symbols(request):
+        last = state.last_trade[u.symbol_id]
+        rows.append({"symbol": u.name, "price": u.price(last.price_tick if last else 0)})
+    return _one_or_list(request, rows)
+
+
+async def book_ticker(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rows = []
+    for u in _symbols(request):
+        book = state.books[u.symbol_id]
+        bid = book.top(Side.BUY, 1) or [(0, 0)]
+        ask = book.top(Side.SELL, 1) or [(0, 0)]
+        rows.append({"symbol": u.name, "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
+                     "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1])})
+    return _one_or_list(request, rows)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v3/depth", depth)
+    r.add_get("/api/v3/trades", trades)
+    r.add_get("/api/v3/ticker/price", ticker_price)
+    r.add_get("/api/v3/ticker/bookTicker", book_ticker)

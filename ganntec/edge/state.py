@@ -1,0 +1,382 @@
+"""What the edge knows: a projection of the report stream (orders, balances, books, trades),
+and the commands it has sent that still wait for their results.
+
+The projection is a pure function of the records applied, in journal order: it reads no clock
+and no engine memory. It starts from a `Bootstrap` (the recovered engines' balances and books,
+and the journal's order history; see `bootstrap`) and then takes the reports ring's records
+whose sequence is above the bootstrap's.
+
+Which results answer which command (results from matching carry matching's source, not the
+edge's, so the edge matches them by content, in the order the engines made them):
+  NEW_ORDER     the ORDER_ACCEPTED / ORDER_REJECTED of the same (account, client order id);
+                the edge always sends a client order id (it makes one when the client did not)
+  CANCEL        ORDER_CANCELED / CANCEL_REJECTED of the same (account, order id); the edge
+                resolves origClientOrderId to an order id itself
+  CANCEL_ALL    the first ORDER_CANCELED (CANCELED_BY_USER) of the account on the symbol, or a
+                CANCEL_REJECTED with order id 0
+Each waiter is first in line for its key (FIFO: one edge ring keeps its commands in order).
+The result that answers a command opens it; every later record from the same source belongs
+to it until the one with FLAG_END (matching emits one command's results together), so a
+NEW's fills and its expiry arrive with it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ganntec.shm import records as R
+from ganntec.shm.records import OrderStatus, RecordType, Side
+
+T = RecordType
+_DECODE = R.record_tuples()
+RB = R.RECORD_BYTES
+OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+ENDED = frozenset((OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED,
+                   OrderStatus.EXPIRED_IN_MATCH))
+STOP_TYPES = frozenset((R.OrderType.STOP_LOSS, R.OrderType.STOP_LOSS_LIMIT, R.OrderType.TAKE_PROFIT,
+                        R.OrderType.TAKE_PROFIT_LIMIT))
+
+
+def decode(raw: bytes | memoryview, offset: int = 0):
+    """One 128-byte record as a namedtuple of its type's fields."""
+    rtype = int.from_bytes(raw[offset:offset + 2], "little")
+    st, cls = _DECODE[rtype]
+    return cls._make(st.unpack_from(raw, offset))
+
+
+def cid_text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("ascii")
+
+
+@dataclass(slots=True)
+class Order:
+    order_id: int
+    account_id: int
+    symbol_id: int
+    side: int
+    order_type: int
+    time_in_force: int
+    price_tick: int
+    qty_lot: int
+    stop_price_tick: int
+    client_order_id: str
+    time_ns: int
+    status: int = OrderStatus.NEW
+    executed_lot: int = 0
+    cum_quote_minor: int = 0
+    update_ns: int = 0
+    working_ns: int = -1  # when it entered the book (a stop: when it triggered)
+    # what the NEW_ORDER said that no result carries
+    quote_qty_minor: int = 0
+    iceberg_lot: int = 0
+    trailing_delta_bips: int = 0
+    stp_mode: int = 0
+    prevented_lot: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+@dataclass(slots=True)
+class Trade:
+    trade_id: int
+    symbol_id: int
+    price_tick: int
+    qty_lot: int
+    quote_minor: int
+    ts_ns: int
+    buyer_is_maker: bool
+
+
+@dataclass(slots=True)
+class OwnTrade:
+    trade: Trade
+    order_id: int
+    is_buyer: bool
+    is_maker: bool
+    commission_minor: int
+    commission_asset_id: int
+
+
+@dataclass
+class Book:
+    bids: dict[int, int] = field(default_factory=dict)  # price_tick -> visible qty_lot
+    asks: dict[int, int] = field(default_factory=dict)
+    last_update_id: int = 0
+
+    def side(self, side: int) -> dict[int, int]:
+        return self.bids if side == Side.BUY else self.asks
+
+    def top(self, side: int, limit: int) -> list[tuple[int, int]]:
+        levels = self.side(side)
+        if not levels:
+            return []
+        if limit == 1:
+            best = max(levels) if side == Side.BUY else min(levels)
+            return [(best, levels[best])]
+        prices = sorted(levels, reverse=(side == Side.BUY))[:limit]
+        return [(p, levels[p]) for p in prices]
+
+
+@dataclass
+class Extras:
+    """A NEW_ORDER's fields that its results do not carry."""
+
+    quote_qty_minor: int = 0
+    iceberg_lot: int = 0
+    trailing_delta_bips: int = 0
+    stp_mode: int = 0
+
+
+class Waiter:
+    """A command that waits for its results; `done(records)` is called once, with the records
+    from the one that answered it to the one with FLAG_END."""
+
+    __slots__ = ("done", "records", "extras")
+
+    def __init__(self, done: Callable[[list], None], extras: Extras | None = None):
+        self.done, self.records, self.extras = done, [], extras
+
+
+@dataclass
+class Bootstrap:
+    """Where the projection starts: the sequence it includes, balances (account, asset) ->
+    (free, locked), books by symbol, and the journal's records up to `seq` (order history)."""
+
+    seq: int = 0
+    balances: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    books: dict[int, Book] = field(default_factory=dict)
+    journal: np.ndarray | None = None
+
+
+class EdgeState:
+    def __init__(self, n_symbols: int, keep_closed: int = 200_000, keep_trades: int = 1000,
+                 keep_own_trades: int = 100_000):
+        self.seq = 0    # the last sequence applied
+        self.floor = 0  # records at or below it are skipped (the bootstrap has them)
+        self.orders: dict[int, Order] = {}
+        self.open_by_account: dict[int, dict[int, Order]] = collections.defaultdict(dict)
+        self.by_client_id: dict[tuple[int, str], int] = {}
+        self.closed: collections.deque[int] = collections.deque()
+        self.keep_closed = keep_closed
+        self.balances: dict[tuple[int, int], tuple[int, int]] = {}
+        self.balance_update_ns: dict[int, int] = {}
+        self.books = [Book() for _ in range(n_symbols)]
+        self.trades = [collections.deque(maxlen=keep_trades) for _ in range(n_symbols)]
+        self.last_trade = [None] * n_symbols  # Trade, per symbol
+        self.own_trades: dict[tuple[int, int], collections.deque] = collections.defaultdict(
+            lambda: collections.deque(maxlen=keep_own_trades))
+        self._extras: dict[int, Extras] = {}  # order id -> a journaled NEW's extras (bootstrap)
+        self.waiting_new: dict[tuple[int, str], collections.deque[Waiter]] = collections.defaultdict(collections.deque)
+        self.waiting_cancel: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
+            collections.deque)
+        self.waiting_cancel_all: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
+            collections.deque)
+        self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
+        self.listeners: list[Callable] = []  # called with each decoded record after it is applied
+
+    # --- start ----------------------------------------------------------------------------
+    def start_from(self, boot: Bootstrap) -> None:
+        if boot.journal is not None and len(boot.journal):
+            self.apply(boot.journal, notify=False)
+        self.balances = dict(boot.balances)
+        for sid, book in boot.books.items():
+            self.books[sid] = book
+        self.seq = self.floor = boot.seq
+
+    # --- waiting --------------------------------------------------------------------------
+    def expect_new(self, account: int, cid: str, waiter: Waiter) -> None:
+        self.waiting_new[(account, cid)].append(waiter)
+
+    def expect_cancel(self, account: int, order_id: int, waiter: Waiter) -> None:
+        self.waiting_cancel[(account, order_id)].append(waiter)
+
+    def expect_cancel_all(self, account: int, symbol_id: int, waiter: Waiter) -> None:
+        self.waiting_cancel_all[(account, symbol_id)].append(waiter)
+
+    @staticmethod
+    def _take(queues: dict, key) -> Waiter | None:
+        q = queues.get(key)
+        if not q:
+            return None
+        w = q.popleft()
+        if not q:
+            del queues[key]
+        return w
+
+    # --- queries --------------------------------------------------------------------------
+    def order_by_client_id(self, account: int, cid: str) -> Order | None:
+        oid = self.by_client_id.get((account, cid))
+        return self.orders.get(oid) if oid is not None else None
+
+    def open_orders(self, account: int, symbol_id: int | None = None) -> list[Order]:
+        orders = self.open_by_account.get(account, {}).values()
+        return [o for o in orders if symbol_id is None or o.symbol_id == symbol_id]
+
+    def account_balances(self, account: int) -> dict[int, tuple[int, int]]:
+        return {asset: v for (acc, asset), v in self.balances.items() if acc == account}
+
+    # --- applying records -----------------------------------------------------------------
+    def apply(self, records: np.ndarray, notify: bool = True) -> None:
+        """Apply records (RECORD_DTYPE or (n, 128) bytes) in journal order. Records at or
+        below the bootstrap's sequence are in already (reports published before the edge
+        started); the reports ring never repeats a record otherwise (the supervisor
+        republishes only what no publish reached)."""
+        raw = np.ascontiguousarray(records).view(np.uint8).reshape(-1, RB)
+        if not len(raw):
+            return
+        buf = raw.tobytes()
+        listeners = self.listeners if notify else ()
+        floor = self.floor
+        for i in range(len(raw)):
+            r = decode(buf, i * RB)
+            if r.seq <= floor:
+                continue
+            self.seq = r.seq
+            handler = _HANDLERS.get(r.type)
+            if handler is not None:
+                handler(self, r)
+            self._collect(r)
+            for fn in listeners:
+                fn(r)
+
+    def _collect(self, r) -> None:
+        w = self._open_cmd.get(r.source)
+        if w is None:
+            return
+        w.records.append(r)
+        if r.flags & R.FLAG_END:
+            del self._open_cmd[r.source]
+            w.done(w.records)
+
+    def _answer(self, r, w: Waiter | None) -> None:
+        if w is not None:
+            if r.source in self._open_cmd:  # a command without FLAG_END (never a client's) was open
+                del self._open_cmd[r.source]
+            self._open_cmd[r.source] = w
+
+    def _on_new(self, r) -> None:  # a journaled command (bootstrap): remember what results lack
+        if r.flags & R.FLAG_DEFERRED:
+            return
+        self._extras[r.seq] = Extras(r.quote_qty_minor, r.iceberg_qty_lot, r.trailing_delta_bips, r.stp_mode)
+
+    def _on_accepted(self, r) -> None:
+        cid = cid_text(r.client_order_id)
+        w = self._take(self.waiting_new, (r.account_id, cid)) if cid else None
+        ex = (w.extras if w is not None else None) or self._extras.pop(r.order_id, None) or Extras()
+        o = Order(r.order_id, r.account_id, r.symbol_id, r.side, r.order_type, r.time_in_force, r.price_tick,
+                  r.qty_lot, r.stop_price_tick, cid, r.ts_ns, r.status, r.executed_qty_lot, r.cum_quote_minor,
+                  r.ts_ns, -1 if r.order_type in STOP_TYPES else r.ts_ns, ex.quote_qty_minor, ex.iceberg_lot,
+                  ex.trailing_delta_bips, ex.stp_mode)
+        self.orders[o.order_id] = o
+        if cid:
+            self.by_client_id[(o.account_id, cid)] = o.order_id
+        self.open_by_account[o.account_id][o.order_id] = o
+        self._answer(r, w)
+
+    def _on_rejected(self, r) -> None:
+        self._extras.pop(r.order_id, None)
+        cid = cid_text(r.client_order_id)
+        self._answer(r, self._take(self.waiting_new, (r.account_id, cid)) if cid else None)
+
+    def _on_event(self, r) -> None:
+        """ORDER_EXPIRED / CANCELED / AMENDED / TRIGGERED: the order's state after it."""
+        o = self.orders.get(r.order_id)
+        if o is not None:
+            o.status, o.executed_lot, o.cum_quote_minor = r.status, r.executed_qty_lot, r.cum_quote_minor
+            o.price_tick, o.qty_lot, o.update_ns = r.price_tick, r.qty_lot, r.ts_ns
+            if r.type == T.ORDER_TRIGGERED:
+                o.working_ns = r.ts_ns
+            elif r.type == T.ORDER_AMENDED and r.client_order_id.rstrip(b"\0"):
+                self.by_client_id.pop((o.account_id, o.client_order_id), None)
+                o.client_order_id = cid_text(r.client_order_id)
+                self.by_client_id[(o.account_id, o.client_order_id)] = o.order_id
+            if o.status in ENDED:
+                self._ended(o)
+        if r.type == T.ORDER_CANCELED and r.source not in self._open_cmd:
+            w = self._take(self.waiting_cancel, (r.account_id, r.order_id))
+            if w is None and r.reason == R.Reason.CANCELED_BY_USER:
+                w = self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id))
+            self._answer(r, w)
+
+    def _on_cancel_rejected(self, r) -> None:
+        if r.order_id:
+            w = self._take(self.waiting_cancel, (r.account_id, r.order_id))
+        else:
+            w = self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id))
+        self._answer(r, w)
+
+    def _ended(self, o: Order) -> None:
+        self.open_by_account.get(o.account_id, {}).pop(o.order_id, None)
+        self.closed.append(o.order_id)
+        while len(self.closed) > self.keep_closed:
+            old = self.orders.pop(self.closed.popleft(), None)
+            if old is not None and self.by_client_id.get((old.account_id, old.client_order_id)) == old.order_id:
+                del self.by_client_id[(old.account_id, old.client_order_id)]
+
+    def _on_fill(self, r) -> None:
+        taker_buys = r.taker_side == Side.BUY
+        trade = Trade(r.trade_id, r.symbol_id, r.price_tick, r.qty_lot, r.quote_qty_minor, r.ts_ns, not taker_buys)
+        self.trades[r.symbol_id].append(trade)
+        self.last_trade[r.symbol_id] = trade
+        for oid, leaves, done_flag in ((r.taker_order_id, r.taker_leaves_qty_lot, R.FLAG_TAKER_DONE),
+                                       (r.maker_order_id, r.maker_leaves_qty_lot, R.FLAG_MAKER_DONE)):
+            o = self.orders.get(oid)
+            if o is None:
+                continue
+            o.executed_lot += r.qty_lot
+            o.cum_quote_minor += r.quote_qty_minor
+            o.update_ns = r.ts_ns
+            if o.working_ns < 0:
+                o.working_ns = r.ts_ns
+            o.status = OrderStatus.FILLED if r.flags & done_flag else OrderStatus.PARTIALLY_FILLED
+            if o.status == OrderStatus.FILLED:
+                self._ended(o)
+        # each side's fee is in what it receives: the buyer gets base, the seller quote
+        self.own_trades[(r.account_id, r.symbol_id)].append(
+            OwnTrade(trade, r.taker_order_id, taker_buys, False, r.taker_fee_minor, -1 if taker_buys else -2))
+        self.own_trades[(r.maker_account_id, r.symbol_id)].append(
+            OwnTrade(trade, r.maker_order_id, not taker_buys, True, r.maker_fee_minor, -2 if taker_buys else -1))
+
+    def _on_prevented(self, r) -> None:
+        for oid, lots in ((r.taker_order_id, r.taker_prevented_lot), (r.maker_order_id, r.maker_prevented_lot)):
+            o = self.orders.get(oid)
+            if o is not None:
+                o.prevented_lot += lots
+
+    def _on_book(self, r) -> None:
+        book = self.books[r.symbol_id]
+        levels = book.side(r.side)
+        if r.level_qty_lot:
+            levels[r.price_tick] = r.level_qty_lot
+        else:
+            levels.pop(r.price_tick, None)
+        book.last_update_id = r.book_update_id
+
+    def _on_balance(self, r) -> None:
+        self.balances[(r.account_id, r.asset_id)] = (r.free_minor, r.locked_minor)
+        self.balance_update_ns[r.account_id] = r.ts_ns
+
+
+# commission_asset_id -1 / -2: the symbol's base / quote (resolved by whoever formats it)
+BASE_ASSET, QUOTE_ASSET = -1, -2
+
+_HANDLERS = {
+    int(T.NEW_ORDER): EdgeState._on_new,
+    int(T.ORDER_ACCEPTED): EdgeState._on_accepted,
+    int(T.ORDER_REJECTED): EdgeState._on_rejected,
+    int(T.ORDER_EXPIRED): EdgeState._on_event,
+    int(T.ORDER_CANCELED): EdgeState._on_event,
+    int(T.ORDER_AMENDED): EdgeState._on_event,
+    int(T.ORDER_TRIGGERED): EdgeState._on_event,
+    int(T.CANCEL_REJECTED): EdgeState._on_cancel_rejected,
+    int(T.FILL): EdgeState._on_fill,
+    int(T.TRADE_PREVENTED): EdgeState._on_prevented,
+    int(T.BOOK_UPDATE): EdgeState._on_book,
+    int(T.BALANCE): EdgeState._on_balance,
+}

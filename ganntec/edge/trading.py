@@ -1,0 +1,459 @@
+"""Binance Spot trading and account endpoints (rest-api.md "Trading endpoints", "Account
+endpoints"): parameters to command records, results to Binance's JSON.
+
+  POST   /api/v3/order          new order (every single-order type), ACK / RESULT / FULL
+  POST   /api/v3/order/test     the same checks, nothing sent
+  GET    /api/v3/order          query by orderId or origClientOrderId
+  DELETE /api/v3/order          cancel (cancelRestrictions, newClientOrderId)
+  GET    /api/v3/openOrders     one symbol or all
+  DELETE /api/v3/openOrders     cancel every open order on a symbol
+  GET    /api/v3/allOrders      the orders the edge knows (open and recently ended)
+  GET    /api/v3/myTrades       the account's trades on a symbol
+  GET    /api/v3/account        balances (free, locked) and commission rates
+
+Parameter checks that need no engine state happen here with Binance's codes; everything else
+(filters, balances, duplicates, STP, ...) is the engines' refusal, mapped by
+records.REASON_ERRORS."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from decimal import Decimal
+
+import numpy as np
+from aiohttp import web
+
+from ganntec.edge import auth as A
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge import errors as E
+from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
+from ganntec.edge.units import AssetUnits, SymbolUnits
+from ganntec.shm import records as R
+from ganntec.shm.records import OrderType, RecordType, RespType, Side, StpMode, TimeInForce
+
+NEEDS_TIF = frozenset((OrderType.LIMIT, OrderType.STOP_LOSS_LIMIT, OrderType.TAKE_PROFIT_LIMIT))
+NEEDS_PRICE = NEEDS_TIF | {OrderType.LIMIT_MAKER}
+MARKET_LIKE = frozenset((OrderType.MARKET, OrderType.STOP_LOSS, OrderType.TAKE_PROFIT))
+_CID_ALPHABET = string.ascii_letters + string.digits
+MAX_LIMIT = 1000
+
+
+def new_client_order_id() -> str:
+    """What Binance makes when the client sends none: 22 letters and digits."""
+    return "".join(secrets.choice(_CID_ALPHABET) for _ in range(22))
+
+
+# --- parameters ---------------------------------------------------------------------------------
+def _enum(params: dict, name: str, enum_cls, error, mandatory: bool = True, exclude=()):
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if mandatory:
+            raise E.mandatory_param(name)
+        return None
+    try:
+        value = enum_cls[raw]
+    except KeyError:
+        raise error() from None
+    if value in exclude:
+        raise error()
+    return value
+
+
+def symbol_of(request: web.Request, params: dict, mandatory: bool = True) -> SymbolUnits | None:
+
+    raw = params.get("symbol")
+    if not raw:
+        if mandatory:
+            raise E.mandatory_param("symbol")
+        return None
+    units = request.app[SYMBOLS].get(raw)
+    if units is None:
+        raise E.bad_symbol()
+    return units
+
+
+def _long(params: dict, name: str, default: int | None = None, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise E.illegal_chars(name, "^[0-9]{1,20}$")
+    v = int(raw)
+    if v > hi:
+        raise E.param_above(name, str(hi)) if hi < (1 << 63) - 1 else E.param_overflow(name)
+    if v < lo:
+        raise E.invalid_param(name)
+    return v
+
+
+def _limit(params: dict, default: int = 500, hi: int = MAX_LIMIT) -> int:
+    return _long(params, "limit", default, 1, hi)
+
+
+def _client_id(params: dict, name: str) -> str | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    if raw == "":
+        raise E.empty_new_client_id() if name == "newClientOrderId" else E.empty_orig_client_id()
+    try:
+        R.encode_client_id(name, raw)
+    except ValueError:
+        raise E.illegal_chars(name, "^[a-zA-Z0-9-_.:/]{1,36}$") from None
+    return raw
+
+
+def new_order_command(params: dict, u: SymbolUnits, account: int) -> tuple[np.ndarray, Extras, RespType, str]:
+    """POST /api/v3/order's parameters as one NEW_ORDER record (source fields unset)."""
+    side = _enum(params, "side", Side, E.invalid_side)
+    otype = _enum(params, "type", OrderType, E.invalid_order_type)
+    tif = _enum(params, "timeInForce", TimeInForce, E.invalid_tif, mandatory=False)
+    if otype in NEEDS_TIF and tif is None:
+        raise E.mandatory_param("timeInForce")
+    if otype not in NEEDS_TIF and tif is not None:
+        raise E.param_not_required("timeInForce")
+    rec = R.empty(RecordType.NEW_ORDER)
+    rec["account_id"], rec["symbol_id"] = account, u.symbol_id
+    rec["side"], rec["order_type"] = int(side), int(otype)
+    rec["time_in_force"] = int(tif or TimeInForce.GTC)
+    qty, quote = params.get("quantity"), params.get("quoteOrderQty")
+    if otype == OrderType.MARKET:
+        if qty and quote:
+            raise E.param_not_required("quoteOrderQty")
+        if not qty and not quote:
+            raise E.either_param("quantity", "quoteOrderQty")
+        if quote:
+            rec["quote_qty_minor"] = u.quote_minor("quoteOrderQty", quote)
+    else:
+        if quote:
+            raise E.param_not_required("quoteOrderQty")
+        if not qty:
+            raise E.mandatory_param("quantity")
+    if qty:
+        rec["qty_lot"] = u.qty_lot("quantity", qty, market=otype in MARKET_LIKE)
+    price = params.get("price")
+    if otype in NEEDS_PRICE:
+        if not price:
+            raise E.mandatory_param("price")
+        rec["price_tick"] = u.price_tick("price", price)
+    elif price:
+        raise E.param_not_required("price")
+    stop, trailing = params.get("stopPrice"), params.get("trailingDelta")
+    if otype in STOP_TYPES:
+        if not stop and not trailing:
+            raise E.either_param("stopPrice", "trailingDelta")
+        if stop:
+            rec["stop_price_tick"] = u.price_tick("stopPrice", stop)
+        if trailing:
+            rec["trailing_delta_bips"] = _long(params, "trailingDelta", hi=(1 << 31) - 1)
+    elif stop:
+        raise E.param_not_required("stopPrice")
+    elif trailing:
+        raise E.param_not_required("trailingDelta")
+    iceberg = params.get("icebergQty")
+    if iceberg:
+        rec["iceberg_qty_lot"] = u.qty_lot("icebergQty", iceberg)
+    stp = _enum(params, "selfTradePreventionMode", StpMode, lambda: E.invalid_param("selfTradePreventionMode"),
+                mandatory=False, exclude=(StpMode.DEFAULT,))
+    rec["stp_mode"] = int(stp or StpMode.DEFAULT)
+    resp = _enum(params, "newOrderRespType", RespType, lambda: E.invalid_param("newOrderRespType"),
+                 mandatory=False, exclude=(RespType.DEFAULT,))
+    if resp is None:
+        resp = RespType.FULL if otype in (OrderType.LIMIT, OrderType.MARKET) else RespType.ACK
+    rec["resp_type"] = int(resp)
+    cid = _client_id(params, "newClientOrderId") or new_client_order_id()
+    rec["client_order_id"] = cid.encode("ascii")
+    extras = Extras(int(rec["quote_qty_minor"][0]), int(rec["iceberg_qty_lot"][0]),
+                    int(rec["trailing_delta_bips"][0]), int(rec["stp_mode"][0]))
+    return rec, extras, resp, cid
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+def _ms(ts_ns: int) -> int:
+    return ts_ns // 1_000_000
+
+
+def _stp_name(o: Order, u: SymbolUnits) -> str:
+    mode = o.stp_mode or int(u.symbol.default_stp)
+    return StpMode(mode).name
+
+
+def order_fields(o: Order, u: SymbolUnits) -> dict:
+    """The fields every order response shares (rest-api.md "Query order")."""
+    d = {
+        "symbol": u.name, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_order_id,
+        "price": u.price(o.price_tick), "origQty": u.qty(o.qty_lot), "executedQty": u.qty(o.executed_lot),
+        "cummulativeQuoteQty": u.quote_amount(o.cum_quote_minor), "status": R.OrderStatus(o.status).name,
+        "timeInForce": TimeInForce(o.time_in_force).name, "type": OrderType(o.order_type).name,
+        "side": Side(o.side).name,
+    }
+    if o.order_type in STOP_TYPES:
+        d["stopPrice"] = u.price(o.stop_price_tick)
+    if o.trailing_delta_bips:
+        d["trailingDelta"] = o.trailing_delta_bips
+    if o.iceberg_lot:
+        d["icebergQty"] = u.qty(o.iceberg_lot)
+    return d
+
+
+def order_json(o: Order, u: SymbolUnits) -> dict:
+    d = order_fields(o, u)
+    d.update({"time": _ms(o.time_ns), "updateTime": _ms(o.update_ns), "isWorking": o.working_ns >= 0,
+              "workingTime": _ms(o.working_ns) if o.working_ns >= 0 else -1,
+              "origQuoteOrderQty": u.quote_amount(o.quote_qty_minor), "selfTradePreventionMode": _stp_name(o, u)})
+    return d
+
+
+def _commission_asset(u: SymbolUnits, which: int) -> str:
+    return u.base.name if which == BASE_ASSET else u.quote.name
+
+
+def _commission(u: SymbolUnits, which: int, minor: int) -> str:
+    return (u.base if which == BASE_ASSET else u.quote).fmt(minor)
+
+
+def new_order_response(o: Order, u: SymbolUnits, resp: RespType, records: list, transact_ns: int) -> dict:
+    d = {"symbol": u.name, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_order_id,
+         "transactTime": _ms(transact_ns)}
+    if resp == RespType.ACK:
+        return d
+    f = order_fields(o, u)
+    d.update({k: f[k] for k in ("price", "origQty", "executedQty")})
+    d["origQuoteOrderQty"] = u.quote_amount(o.quote_qty_minor)
+    d.update({k: f[k] for k in f if k in ("cummulativeQuoteQty", "status", "timeInForce", "type", "side",
+                                           "stopPrice", "trailingDelta", "icebergQty")})
+    d["workingTime"] = _ms(o.working_ns) if o.working_ns >= 0 else -1
+    d["selfTradePreventionMode"] = _stp_name(o, u)
+    if resp == RespType.FULL:
+        fills = []
+        for r in records:
+            if r.type == RecordType.FILL and r.taker_order_id == o.order_id:
+                which = BASE_ASSET if r.taker_side == Side.BUY else -2
+                fills.append({"price": u.price(r.price_tick), "qty": u.qty(r.qty_lot),
+                              "commission": _commission(u, which, r.taker_fee_minor),
+                              "commissionAsset": _commission_asset(u, which), "tradeId": r.trade_id})
+        d["fills"] = fills
+    return d
+
+
+def cancel_json(o: Order, u: SymbolUnits, cancel_cid: str, transact_ns: int) -> dict:
+    f = order_fields(o, u)
+    d = {"symbol": u.name, "origClientOrderId": o.client_order_id, "orderId": o.order_id, "orderListId": -1,
+         "clientOrderId": cancel_cid, "transactTime": _ms(transact_ns)}
+    for k in ("price", "origQty", "executedQty"):
+        d[k] = f[k]
+    d["origQuoteOrderQty"] = u.quote_amount(o.quote_qty_minor)
+    for k in ("cummulativeQuoteQty", "status", "timeInForce", "type", "side", "stopPrice", "trailingDelta",
+              "icebergQty"):
+        if k in f:
+            d[k] = f[k]
+    d["selfTradePreventionMode"] = _stp_name(o, u)
+    return d
+
+
+def refusal(r) -> E.BinanceError:
+    code, msg = R.REASON_ERRORS.get(R.Reason(r.reason), (-1000, "An unknown error occurred while processing the request."))
+    return E.engine_refusal(code, msg)
+
+
+# --- handlers -----------------------------------------------------------------------------------
+async def _auth(request: web.Request, need: str) -> tuple[A.ApiKey, dict]:
+
+    body = await request.text() if request.can_read_body else ""
+    return A.authenticate(request.method, request.rel_url.raw_query_string, body, request.headers,
+                          request.app[KEYS], request.app[CLOCK_MS](), need)
+
+
+def _state(request: web.Request) -> EdgeState:
+
+    return request.app[STATE]
+
+
+def _gateway(request: web.Request):
+
+    return request.app[GATEWAY]
+
+
+async def new_order(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "TRADE")
+    u = symbol_of(request, params)
+    rec, extras, resp, cid = new_order_command(params, u, key.account_id)
+    state = _state(request)
+
+    def expect(w: Waiter) -> None:
+        w.extras = extras
+        state.expect_new(key.account_id, cid, w)
+
+    records = await _gateway(request).submit(rec, expect)
+    head = records[0]
+    if head.type != RecordType.ORDER_ACCEPTED:
+        raise refusal(head)
+    o = state.orders[head.order_id]
+    return E.json_response(new_order_response(o, u, resp, records, head.ts_ns))
+
+
+async def test_order(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "TRADE")
+    u = symbol_of(request, params)
+    new_order_command(params, u, key.account_id)
+    return E.json_response({})
+
+
+def _find_order(request: web.Request, params: dict, account: int, u: SymbolUnits, missing) -> Order:
+    oid = _long(params, "orderId")
+    cid = _client_id(params, "origClientOrderId")
+    if oid is None and cid is None:
+        raise E.either_param("orderId", "origClientOrderId")
+    state = _state(request)
+    o = state.orders.get(oid) if oid is not None else state.order_by_client_id(account, cid)
+    if o is None or o.account_id != account or o.symbol_id != u.symbol_id:
+        raise missing()
+    if oid is not None and cid is not None and o.client_order_id != cid:
+        raise missing()
+    return o
+
+
+async def query_order(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "USER_DATA")
+    u = symbol_of(request, params)
+    return E.json_response(order_json(_find_order(request, params, key.account_id, u, E.no_such_order), u))
+
+
+def _cancel_restrictions(params: dict) -> int:
+    raw = params.get("cancelRestrictions")
+    if raw is None:
+        return int(R.CancelRestriction.NONE)
+    if raw not in ("ONLY_NEW", "ONLY_PARTIALLY_FILLED"):
+        raise E.invalid_cancel_restrictions()
+    return int(R.CancelRestriction[raw])
+
+
+async def cancel_order(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "TRADE")
+    u = symbol_of(request, params)
+    o = _find_order(request, params, key.account_id, u, E.unknown_order_cancel)
+    restrictions = _cancel_restrictions(params)
+    cancel_cid = _client_id(params, "newClientOrderId") or new_client_order_id()
+    if not o.is_open:
+        raise E.unknown_order_cancel()
+    rec = R.empty(RecordType.CANCEL)
+    rec["account_id"], rec["symbol_id"], rec["order_id"] = key.account_id, u.symbol_id, o.order_id
+    rec["new_client_order_id"] = cancel_cid.encode("ascii")
+    rec["cancel_restrictions"] = restrictions
+    state = _state(request)
+    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel(key.account_id, o.order_id, w))
+    head = records[0]
+    if head.type != RecordType.ORDER_CANCELED:
+        raise refusal(head)
+    return E.json_response(cancel_json(o, u, cancel_cid, head.ts_ns))
+
+
+async def cancel_open_orders(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "TRADE")
+    u = symbol_of(request, params)
+    rec = R.empty(RecordType.CANCEL_ALL)
+    rec["account_id"], rec["symbol_id"] = key.account_id, u.symbol_id
+    state = _state(request)
+    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel_all(key.account_id, u.symbol_id, w))
+    if records[0].type != RecordType.ORDER_CANCELED:
+        raise refusal(records[0])
+    out = []
+    for r in records:
+        if r.type == RecordType.ORDER_CANCELED and r.account_id == key.account_id and r.symbol_id == u.symbol_id:
+            o = state.orders.get(r.order_id)
+            if o is not None:
+                out.append(cancel_json(o, u, new_client_order_id(), r.ts_ns))
+    return E.json_response(out)
+
+
+async def open_orders(request: web.Request) -> web.Response:
+
+    key, params = await _auth(request, "USER_DATA")
+    u = symbol_of(request, params, mandatory=False)
+    by_id = request.app[SYMBOLS_BY_ID]
+    orders = _state(request).open_orders(key.account_id, u.symbol_id if u else None)
+    return E.json_response([order_json(o, by_id[o.symbol_id]) for o in orders])
+
+
+def _time_range(params: dict) -> tuple[int, int]:
+    start, end = _long(params, "startTime"), _long(params, "endTime")
+    if start is not None and end is not None and end < start:
+        raise E.bad_combo()
+    return ((start or 0) * 1_000_000, (end + 1) * 1_000_000 if end is not None else 1 << 62)
+
+
+async def all_orders(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "USER_DATA")
+    u = symbol_of(request, params)
+    from_id, limit = _long(params, "orderId"), _limit(params)
+    t0, t1 = _time_range(params)
+    orders = sorted((o for o in _state(request).orders.values()
+                     if o.account_id == key.account_id and o.symbol_id == u.symbol_id
+                     and (from_id is None or o.order_id >= from_id) and t0 <= o.time_ns < t1),
+                    key=lambda o: o.order_id)
+    orders = orders[:limit] if from_id is not None else orders[-limit:]
+    return E.json_response([order_json(o, u) for o in orders])
+
+
+async def my_trades(request: web.Request) -> web.Response:
+    key, params = await _auth(request, "USER_DATA")
+    u = symbol_of(request, params)
+    order_id, from_id, limit = _long(params, "orderId"), _long(params, "fromId"), _limit(params)
+    t0, t1 = _time_range(params)
+    own = _state(request).own_trades.get((key.account_id, u.symbol_id), ())
+    rows = [t for t in own if (order_id is None or t.order_id == order_id)
+            and (from_id is None or t.trade.trade_id >= from_id) and t0 <= t.trade.ts_ns < t1]
+    rows = rows[:limit] if from_id is not None else rows[-limit:]
+    return E.json_response([{
+        "symbol": u.name, "id": t.trade.trade_id, "orderId": t.order_id, "orderListId": -1,
+        "price": u.price(t.trade.price_tick), "qty": u.qty(t.trade.qty_lot), "quoteQty": u.quote_amount(t.trade.quote_minor),
+        "commission": _commission(u, t.commission_asset_id, t.commission_minor),
+        "commissionAsset": _commission_asset(u, t.commission_asset_id), "time": _ms(t.trade.ts_ns),
+        "isBuyer": t.is_buyer, "isMaker": t.is_maker, "isBestMatch": True} for t in rows])
+
+
+def _rate(fee: str) -> str:
+    return format(Decimal(fee).quantize(Decimal("1E-8")), "f")
+
+
+async def account(request: web.Request) -> web.Response:
+
+    key, params = await _auth(request, "USER_DATA")
+    omit = params.get("omitZeroBalances", "false")
+    if omit not in ("true", "false"):
+        raise E.invalid_param("omitZeroBalances")
+    cfg = request.app[CONFIG]
+    state = _state(request)
+    held = state.account_balances(key.account_id)
+    balances = []
+    for asset in cfg.assets:
+        free, locked = held.get(asset.asset_id, (0, 0))
+        if omit == "true" and free == 0 and locked == 0:
+            continue
+        units = AssetUnits(asset)
+        balances.append({"asset": asset.name, "free": units.fmt(free), "locked": units.fmt(locked)})
+    sym = cfg.symbols[0] if cfg.symbols else None
+    maker, taker = (sym.maker_fee, sym.taker_fee) if sym else ("0", "0")
+    return E.json_response({
+        "makerCommission": int(Decimal(maker) * 10000), "takerCommission": int(Decimal(taker) * 10000),
+        "buyerCommission": 0, "sellerCommission": 0,
+        "commissionRates": {"maker": _rate(maker), "taker": _rate(taker), "buyer": _rate("0"), "seller": _rate("0")},
+        "canTrade": "TRADE" in key.permissions, "canWithdraw": False, "canDeposit": False, "brokered": False,
+        "requireSelfTradePrevention": False, "preventSor": False,
+        "updateTime": _ms(state.balance_update_ns.get(key.account_id, 0)), "accountType": "SPOT",
+        "balances": balances, "permissions": ["SPOT"], "uid": key.account_id,
+    })
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v3/order", new_order)
+    r.add_post("/api/v3/order/test", test_order)
+    r.add_get("/api/v3/order", query_order)
+    r.add_delete("/api/v3/order", cancel_order)
+    r.add_get("/api/v3/openOrders", open_orders)
+    r.add_delete("/api/v3/openOrders", cancel_open_orders)
+    r.add_get("/api/v3/allOrders", all_orders)
+    r.add_get("/api/v3/myTrades", my_trades)
+    r.add_get("/api/v3/account", account)
