@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 import time
@@ -22,6 +23,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load(args.config, args.data_dir)
+        if args.port is not None:
+            if not 0 <= args.port <= 65535:
+                raise ConfigError([f"--port={args.port} (0 .. 65535)"])
+            cfg = dataclasses.replace(cfg, edge=dataclasses.replace(cfg.edge, port=args.port))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"ganntec run: {problem}", file=sys.stderr)
@@ -79,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the exchange (the embedded demo config unless --config)")
     run.add_argument("--config", help="TOML config file (default: the demo config, see ganntec.config)")
     run.add_argument("--data-dir", help="journal and snapshots here (overrides instance.data_dir)")
+    run.add_argument("--port", type=int, help="the edge's REST/WebSocket port (overrides edge.port; 0 = any free)")
     run.set_defaults(func=_cmd_run)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")

@@ -85,6 +85,33 @@ async def trades(request: web.Request) -> web.Response:
                              "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True} for t in recent])
 
 
+async def agg_trades(request: web.Request) -> web.Response:
+    """rest-api.md "Compressed/Aggregate trades list": the edge keeps the recent ones."""
+    u = _symbol(request)
+    limit = _limit(request, 500, MAX_TRADES)
+    q = request.query
+    from_id = _int(q, "fromId")
+    start, end = _int(q, "startTime"), _int(q, "endTime")
+    if start is not None and end is not None and end < start:
+        raise E.bad_combo()
+    rows = [a for a in request.app[STATE].agg_trades[u.symbol_id]
+            if (from_id is None or a.agg_id >= from_id)
+            and (start is None or a.ts_ns >= start * 1_000_000) and (end is None or a.ts_ns <= end * 1_000_000 + 999_999)]
+    rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
+    return E.json_response([{"a": a.agg_id, "p": u.price(a.price_tick), "q": u.qty(a.qty_lot), "f": a.first_trade_id,
+                             "l": a.last_trade_id, "T": a.ts_ns // 1_000_000, "m": a.buyer_is_maker, "M": True}
+                            for a in rows])
+
+
+def _int(query, name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise E.illegal_chars(name, "^[0-9]{1,20}$")
+    return int(raw)
+
+
 def _one_or_list(request: web.Request, rows: list) -> web.Response:
     single = request.query.get("symbol") is not None
     return E.json_response(rows[0] if single else rows)
@@ -115,5 +142,6 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v3/depth", depth)
     r.add_get("/api/v3/trades", trades)
+    r.add_get("/api/v3/aggTrades", agg_trades)
     r.add_get("/api/v3/ticker/price", ticker_price)
     r.add_get("/api/v3/ticker/bookTicker", book_ticker)

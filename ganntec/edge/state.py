@@ -2,9 +2,8 @@
 and the commands it has sent that still wait for their results.
 
 The projection is a pure function of the records applied, in journal order: it reads no clock
-and no engine memory. It starts from a `Bootstrap` (the recovered engines' balances and books,
-and the journal's order history; see `bootstrap`) and then takes the reports ring's records
-whose sequence is above the bootstrap's.
+and no engine memory. An edge process builds it by replaying the journal (server.bootstrap),
+then takes the reports ring's records whose sequence is above that replay's (`floor`).
 
 Which results answer which command (results from matching carry matching's source, not the
 edge's, so the edge matches them by content, in the order the engines made them):
@@ -94,6 +93,20 @@ class Trade:
 
 
 @dataclass(slots=True)
+class AggTrade:
+    """Binance's aggregate trade: the fills of one taker order at one price."""
+
+    agg_id: int
+    price_tick: int
+    qty_lot: int
+    first_trade_id: int
+    last_trade_id: int
+    ts_ns: int
+    buyer_is_maker: bool
+    taker_order_id: int
+
+
+@dataclass(slots=True)
 class OwnTrade:
     trade: Trade
     order_id: int
@@ -143,17 +156,6 @@ class Waiter:
         self.done, self.records, self.extras = done, [], extras
 
 
-@dataclass
-class Bootstrap:
-    """Where the projection starts: the sequence it includes, balances (account, asset) ->
-    (free, locked), books by symbol, and the journal's records up to `seq` (order history)."""
-
-    seq: int = 0
-    balances: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
-    books: dict[int, Book] = field(default_factory=dict)
-    journal: np.ndarray | None = None
-
-
 class EdgeState:
     def __init__(self, n_symbols: int, keep_closed: int = 200_000, keep_trades: int = 1000,
                  keep_own_trades: int = 100_000):
@@ -168,6 +170,8 @@ class EdgeState:
         self.balance_update_ns: dict[int, int] = {}
         self.books = [Book() for _ in range(n_symbols)]
         self.trades = [collections.deque(maxlen=keep_trades) for _ in range(n_symbols)]
+        self.agg_trades = [collections.deque(maxlen=keep_trades) for _ in range(n_symbols)]
+        self.agg_count = [0] * n_symbols
         self.last_trade = [None] * n_symbols  # Trade, per symbol
         self.own_trades: dict[tuple[int, int], collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=keep_own_trades))
@@ -179,15 +183,6 @@ class EdgeState:
             collections.deque)
         self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
-
-    # --- start ----------------------------------------------------------------------------
-    def start_from(self, boot: Bootstrap) -> None:
-        if boot.journal is not None and len(boot.journal):
-            self.apply(boot.journal, notify=False)
-        self.balances = dict(boot.balances)
-        for sid, book in boot.books.items():
-            self.books[sid] = book
-        self.seq = self.floor = boot.seq
 
     # --- waiting --------------------------------------------------------------------------
     def expect_new(self, account: int, cid: str, waiter: Waiter) -> None:
@@ -244,6 +239,14 @@ class EdgeState:
             self._collect(r)
             for fn in listeners:
                 fn(r)
+
+    def remember_commands(self, journal: np.ndarray) -> None:
+        """Journaled NEW_ORDERs (a replay's input): what their results will not say (iceberg
+        quantity, quote amount, trailing delta, STP mode), kept for their ORDER_ACCEPTED."""
+        raw = np.ascontiguousarray(journal).view(np.uint8).reshape(-1, RB)
+        types = raw.view(R.RECORD_DTYPE).reshape(-1)["type"]
+        for i in np.flatnonzero(types == int(T.NEW_ORDER)):
+            self._on_new(decode(raw[i].tobytes()))
 
     def _collect(self, r) -> None:
         w = self._open_cmd.get(r.source)
@@ -324,6 +327,16 @@ class EdgeState:
         trade = Trade(r.trade_id, r.symbol_id, r.price_tick, r.qty_lot, r.quote_qty_minor, r.ts_ns, not taker_buys)
         self.trades[r.symbol_id].append(trade)
         self.last_trade[r.symbol_id] = trade
+        aggs = self.agg_trades[r.symbol_id]
+        last = aggs[-1] if aggs else None
+        if last is not None and last.taker_order_id == r.taker_order_id and last.price_tick == r.price_tick \
+                and last.last_trade_id == r.trade_id - 1:
+            last.qty_lot += r.qty_lot
+            last.last_trade_id = r.trade_id
+        else:
+            self.agg_count[r.symbol_id] += 1
+            aggs.append(AggTrade(self.agg_count[r.symbol_id], r.price_tick, r.qty_lot, r.trade_id, r.trade_id,
+                                 r.ts_ns, not taker_buys, r.taker_order_id))
         for oid, leaves, done_flag in ((r.taker_order_id, r.taker_leaves_qty_lot, R.FLAG_TAKER_DONE),
                                        (r.maker_order_id, r.maker_leaves_qty_lot, R.FLAG_MAKER_DONE)):
             o = self.orders.get(oid)

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganntec.config import Config
+from ganntec.edge.auth import KeyStore
+from ganntec.edge.keys import account_keys
+from ganntec.edge.server import edge_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
@@ -59,6 +62,11 @@ from ganntec.workers.runtime import (
 )
 
 PR_SET_PDEATHSIG = 1
+EDGE_SOURCE = 1  # the edge's command ring is cmd.1
+# An edge that exits this soon after its start, this many times in a row, is not restarted
+# again (a bug or a bad environment, not a crash recovery can cure): the supervisor stops.
+EDGE_QUICK_FAILURE_S = 10
+EDGE_QUICK_FAILURES = 3
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -139,6 +147,9 @@ class Supervisor:
         self.report_floor = 0  # reports of sequences up to here belong to an earlier run
         self.stop_requests = 0
         self.restarts = 0
+        self.edge_pid = 0
+        self.edge_started, self.edge_quick_failures = 0.0, 0
+        self.keys_path, self.keys = "", []
         self.snapshotter = Snapshotter(cfg, self.paths)
         self.wait_name = cfg.runtime.wait
         # Processes that want a CPU, for `auto`: the engine workers, the supervisor (snapshots), edges.
@@ -160,13 +171,18 @@ class Supervisor:
                                               doorbell=ORDER_DOORBELL))
             self.reports = Ring.create(self.instance, REPORTS, cap, lock_memory=False)
             os.makedirs(self.paths.journal, exist_ok=True)
-            self._start_engines(first=True)
+            if self.cfg.edge.enabled:
+                self.keys_path, self.keys = account_keys(self.cfg.instance.data_dir, [a.id for a in self.cfg.accounts])
+            rp = self._start_engines(first=True)
+            if self.cfg.edge.enabled:
+                self._start_edge(rp)
         except BaseException:
+            self._kill_edge()
             self._kill_workers()
             self._unlink()
             raise
 
-    def _start_engines(self, first: bool) -> None:
+    def _start_engines(self, first: bool) -> Replayer:
         cfg = self.cfg
         writer = JournalWriter(self.paths.journal, cfg.journal.durability, cfg.journal.segment_bytes)
         try:
@@ -210,6 +226,7 @@ class Supervisor:
                 self.pids[engine] = self._fork_worker(engine, rp, writer, cpus[-1 - k % len(cpus)] if pinned else None)
         finally:
             writer.detach()  # the sequencing worker writes the journal now
+        return rp
 
     def _make_internal_rings(self) -> None:
         """Fresh rings between the engines (whatever the old ones held is in the journal)."""
@@ -248,6 +265,65 @@ class Supervisor:
             print(f"ganntec {engine} worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
+
+    # --- the edge -------------------------------------------------------------------------
+    def _start_edge(self, rp: Replayer) -> None:
+        """Fork the edge (one process; it stays up while the engines restart)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        pid = os.fork()
+        if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.edge_pid, self.edge_started = pid, time.monotonic()
+            return
+        code = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() == 1:
+                os._exit(1)
+            for r in self.rings + [self.reports] + list(self.internal.values()):
+                r.close(unlink=False)
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the edge's loop handles them
+            code = edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys), EDGE_SOURCE, self.wait_name,
+                             self.waiters, self.cfg.edge.port)
+        except BaseException as exc:  # noqa: BLE001
+            print(f"ganntec edge: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+
+    def _kill_edge(self) -> None:
+        if self.edge_pid:
+            os.kill(self.edge_pid, signal.SIGKILL)
+            os.waitpid(self.edge_pid, 0)
+            self.edge_pid = 0
+
+    def _stop_edge(self) -> None:
+        """SIGTERM: the edge closes its sockets and rings; a hung one is killed."""
+        if not self.edge_pid:
+            return
+        os.kill(self.edge_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pid, _ = os.waitpid(self.edge_pid, os.WNOHANG)
+            if pid:
+                self.edge_pid = 0
+                return
+            if self.stop_requests > 1:
+                break
+            time.sleep(0.01)
+        self._kill_edge()
+
+    def _edge_state(self) -> str | None:
+        if not self.edge_pid:
+            return None
+        pid, status = os.waitpid(self.edge_pid, os.WNOHANG)
+        if pid:
+            self.edge_pid = 0
+            return f"edge {pid} exited ({_describe(status)})"
+        return None
 
     # --- health --------------------------------------------------------------------------
     def _beat_ring(self, engine: str) -> Ring:
@@ -295,7 +371,12 @@ class Supervisor:
         self.log(f"instance {self.instance!r} running: placement {self.placement}, engine workers: {self._pid_list()}; "
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
                  f"{', '.join(r.name for r in rings)}")
-        self.log("the Binance-compatible edge comes with issue 4/7; clients use the command rings until then")
+        if self.cfg.edge.enabled:
+            self.log(f"demo accounts and their API keys (also in {self.keys_path}, mode 0600):")
+            for k in self.keys:
+                self.log(f"  account {k.account_id}: api_key {k.api_key} api_secret {k.secret}")
+        else:
+            self.log("edge disabled (edge.enabled = false): clients use the command rings cmd.1.. and reports")
         tick = self.cfg.runtime.heartbeat_ms / 4000
         code = 0
         try:
@@ -305,14 +386,29 @@ class Supervisor:
                 if why and self.stop_requests == 0:
                     self._restart(why)
                     continue
+                why = self._edge_state()
+                if why and self.stop_requests == 0:
+                    quick = time.monotonic() - self.edge_started < EDGE_QUICK_FAILURE_S
+                    self.edge_quick_failures = self.edge_quick_failures + 1 if quick else 0
+                    if self.edge_quick_failures >= EDGE_QUICK_FAILURES:
+                        self.log(f"{why}: the edge failed {self.edge_quick_failures} times within "
+                                 f"{EDGE_QUICK_FAILURE_S} s of its start; stopping (see its error above)")
+                        code = 1
+                        break
+                    self.log(f"{why}: restarting the engines and the edge (its state is rebuilt by recovery)")
+                    self._kill_workers()
+                    self.restarts += 1
+                    self._start_edge(self._start_engines(first=False))
+                    continue
                 made = self.snapshotter.poll()
                 if made:
                     self.log(f"snapshot {made}")
                 if self.cfg.journal.archive:
                     for archive in archive_rolled(self.paths.journal):
                         self.log(f"journal: archived {archive}")
-            code = self._stop()
+            code = self._stop() or code
         finally:
+            self._kill_edge()
             self._kill_workers()
             self._unlink()
         return code
@@ -320,6 +416,7 @@ class Supervisor:
     def _stop(self) -> int:
         """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
+        self._stop_edge()  # clients first: no new commands while the engines finish
         for pid in self.pids.values():
             os.kill(pid, signal.SIGTERM)
         while self.pids:

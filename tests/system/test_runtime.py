@@ -47,6 +47,8 @@ heartbeat_ms = {heartbeat_ms}
 snapshot_every = 300
 ring_capacity = 4096
 max_in_flight = 1024
+[edge]
+enabled = false
 [[assets]]
 name = "BTC"
 precision = 8

@@ -64,7 +64,7 @@ def test_defaults_fill_every_section_left_out():
 ])
 def test_auto_placement_wants_a_core_per_engine_and_edge_process(monkeypatch, cpus, edges, placement):
     monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    cfg = C.parse(MINIMAL + f"\n[edge]\nprocesses = {edges}\n")
+    cfg = C.parse(MINIMAL + f"\n[edge]\nenabled = false\nprocesses = {edges}\n")
     assert cfg.placement() == placement
     assert C.parse(MINIMAL + '\n[runtime]\nplacement = "per-engine"\n').placement() == "per-engine"
 

@@ -1,0 +1,108 @@
+"""The edge process: forked by the supervisor after recovery, it serves the Binance dialect on
+`edge.host:port` (uvloop, SO_REUSEPORT) and reaches the engines through the rings.
+
+Its projection starts from a replay of the journal up to the sequence of the recovered engines
+it inherits through the fork (every report they made, applied as the live stream would
+have delivered it), then follows the `reports` ring. It stays up while the supervisor restarts the engines: commands wait in its
+ring, and the reports the stopped engines owed are republished. Its edge sequence starts
+above both what the order engine journaled and what still waits in its ring (a restarted
+edge must not reuse the sequence of a command its predecessor sent).
+
+Signals only record: SIGTERM/SIGINT set the stop event; the server then closes its sockets,
+its reader thread and its rings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from ganntec.config import Config
+from ganntec.edge.app import make_app
+from ganntec.edge.auth import KeyStore
+from ganntec.edge.gateway import RingGateway
+from ganntec.edge.state import EdgeState
+from ganntec.journal.journal import JournalReader
+from ganntec.shm import records as R
+from ganntec.shm import wait as W
+from ganntec.shm.ring import Ring
+
+def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) -> int:
+    """Build the projection from the journal: replay it (up to `upto_seq`, where the engines
+    the edge was forked with stand) through fresh engines and apply every report they make,
+    exactly as the live stream would have delivered them. Returns the records replayed."""
+    replayed = 0
+    if upto_seq:
+        rp = make_replayer()
+        for batch in JournalReader(journal_dir).batches():
+            seqs = batch.view(R.RECORD_DTYPE).reshape(-1)["seq"]
+            take = int(np.searchsorted(seqs, upto_seq, side="right"))
+            if take:
+                state.remember_commands(batch[:take])
+                state.apply(rp.feed(batch[:take]), notify=False)
+                replayed += take
+            if take < len(batch):
+                break
+    state.seq = state.floor = upto_seq
+    return replayed
+
+
+def last_queued_source_seq(instance: str, source: int) -> int:
+    """The edge sequence of the last command ever published on cmd.<source> (0: none)."""
+    ring = Ring.attach(instance, f"cmd.{source}")
+    try:
+        head = ring.stats().head
+        if head == 0:
+            return 0
+        return int(ring.slots_view(R.RECORD_DTYPE)[(head - 1) & ring.mask]["source_seq"])
+    finally:
+        ring.close(unlink=False)
+
+
+async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wait,
+                port: int, log=print) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    t0 = time.monotonic()
+    state = EdgeState(len(cfg.symbols))
+    replayed = bootstrap(state, make_replayer, journal_dir, int(engines.order.seq))
+    next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(cfg.instance.name, source)) + 1
+    gateway = RingGateway(state, cfg.instance.name, source, next_seq, wait, loop)
+    app = make_app(cfg, keys=keys, state=state, gateway=gateway)
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.edge.host, port, reuse_port=True)
+        await site.start()
+        host, bound = runner.addresses[0][:2]
+        log(f"edge {source} (pid {os.getpid()}) listening on http://{host}:{bound} "
+            f"(REST /api/v3; state at sequence {state.seq} from {replayed} journal records replayed, "
+            f"{len(state.orders)} orders, {time.monotonic() - t0:.2f} s)")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        gateway.close()
+
+
+def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wait_name: str,
+              waiters: int, port: int) -> int:
+    """Body of the forked edge process."""
+    import uvloop
+
+    wait = W.make(wait_name, processes=waiters)
+    del wait_name
+    try:
+        uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wait, port,
+                         log=lambda msg: print(f"ganntec: {msg}", flush=True)))
+    except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
+        print(f"ganntec edge {source}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
