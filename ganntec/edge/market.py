@@ -1,21 +1,28 @@
 """Binance Spot market data endpoints served from the edge's projection (rest-api.md "Market
-Data endpoints"): depth, recent trades, ticker/price, ticker/bookTicker. Public: no key.
+Data endpoints"): depth, trades, aggTrades, klines, avgPrice, ticker/24hr, ticker/price,
+ticker/bookTicker. Public: no key. Trades and aggTrades hold the most recent 1000 per symbol;
+klines every minute since the journal began; ticker/24hr the last 24 hours.
 
 `limit` above the maximum is cut to it, as Binance documents for depth ("If limit > 5000, only
 5000 entries will be returned"); below 1 or not a number is refused."""
 
 from __future__ import annotations
 
+from decimal import Context, Decimal
+
 import orjson
 from aiohttp import web
 
 from ganntec.edge import errors as E
-from ganntec.edge.appkeys import STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import CLOCK_MS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.stats import INTERVALS, next_bucket
 from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
 from ganntec.shm.records import Side
 
 MAX_DEPTH = 5000
 MAX_TRADES = 1000
+AVG_PRICE_MINS = 5
+_CTX = Context(prec=60)
 
 
 def _symbol(request: web.Request, mandatory: bool = True):
@@ -112,6 +119,94 @@ def _int(query, name: str) -> int | None:
     return int(raw)
 
 
+def _ratio(num: Decimal, den: Decimal, places: int) -> str:
+    if den == 0:
+        return format(Decimal(0).quantize(Decimal(1).scaleb(-places)), "f")
+    return format((num / den).quantize(Decimal(1).scaleb(-places), context=_CTX), "f")
+
+
+def _price_dec(u, tick: int) -> Decimal:
+    return Decimal(tick) * Decimal(u.symbol.tick_size)
+
+
+async def ticker_24hr(request: web.Request) -> web.Response:
+    """rest-api.md "24hr ticker price change statistics" (type FULL, or MINI)."""
+    kind = request.query.get("type", "FULL")
+    if kind not in ("FULL", "MINI"):
+        raise E.BinanceError(400, -1139, "Invalid ticker type.")
+    state, now_ns = request.app[STATE], request.app[CLOCK_MS]() * 1_000_000
+    rows = []
+    for u in _symbols(request):
+        window = state.stats[u.symbol_id].last_24h(now_ns)
+        book = state.books[u.symbol_id]
+        bid = book.top(Side.BUY, 1) or [(0, 0)]
+        ask = book.top(Side.SELL, 1) or [(0, 0)]
+        vol = sum(t[2] for t in window)
+        quote = sum(t[3] for t in window)
+        if window:
+            first, last = window[0], window[-1]
+            open_t, last_t, high, low = first[1], last[1], max(t[1] for t in window), min(t[1] for t in window)
+            ids, times, last_qty = (first[4], last[4]), (first[0] // 1_000_000, last[0] // 1_000_000), last[2]
+        else:
+            open_t = last_t = high = low = last_qty = 0
+            ids, times = (-1, -1), (now_ns // 1_000_000 - 86_400_000, now_ns // 1_000_000)
+        volume_dec = Decimal(vol) * Decimal(u.symbol.step_size)
+        quote_dec = Decimal(quote).scaleb(-u.symbol.quote.precision)
+        change = _price_dec(u, last_t) - _price_dec(u, open_t)
+        row = {"symbol": u.name, "openPrice": u.price(open_t), "highPrice": u.price(high), "lowPrice": u.price(low),
+               "lastPrice": u.price(last_t), "volume": u.qty(vol), "quoteVolume": u.quote_amount(quote),
+               "openTime": times[0], "closeTime": times[1], "firstId": ids[0], "lastId": ids[1],
+               "count": len(window)}
+        if kind == "FULL":
+            row = {"symbol": u.name, "priceChange": u.price(last_t - open_t) if last_t >= open_t else
+                   "-" + u.price(open_t - last_t),
+                   "priceChangePercent": _ratio(change * 100, _price_dec(u, open_t), 3),
+                   "weightedAvgPrice": _ratio(quote_dec, volume_dec, 8),
+                   "prevClosePrice": u.price(state.stats[u.symbol_id].before_window_tick),
+                   "lastPrice": row["lastPrice"], "lastQty": u.qty(last_qty),
+                   "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
+                   "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1]),
+                   **{k: row[k] for k in ("openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime",
+                                          "closeTime", "firstId", "lastId", "count")}}
+        rows.append(row)
+    return _one_or_list(request, rows)
+
+
+async def avg_price(request: web.Request) -> web.Response:
+    """rest-api.md "Current average price": volume-weighted over the last 5 minutes."""
+    u = _symbol(request)
+    state, now_ns = request.app[STATE], request.app[CLOCK_MS]() * 1_000_000
+    recent = [t for t in state.stats[u.symbol_id].last_24h(now_ns) if t[0] > now_ns - AVG_PRICE_MINS * 60 * 10**9]
+    vol = Decimal(sum(t[2] for t in recent)) * Decimal(u.symbol.step_size)
+    quote = Decimal(sum(t[3] for t in recent)).scaleb(-u.symbol.quote.precision)
+    last = recent[-1][0] // 1_000_000 if recent else now_ns // 1_000_000
+    return E.json_response({"mins": AVG_PRICE_MINS, "price": _ratio(quote, vol, 8), "closeTime": last})
+
+
+async def klines(request: web.Request) -> web.Response:
+    """rest-api.md "Kline/Candlestick data" (UTC; timeZone 0 only)."""
+    u = _symbol(request)
+    interval = request.query.get("interval")
+    if not interval:
+        raise E.mandatory_param("interval")
+    if interval not in INTERVALS:
+        raise E.BinanceError(400, -1120, "Invalid interval.")
+    tz = request.query.get("timeZone", "0")
+    if tz not in ("0", "+0", "-0", "0:00", "+00:00", "-00:00"):
+        raise E.invalid_param("timeZone")
+    limit = _limit(request, 500, MAX_TRADES)
+    start, end = _int(request.query, "startTime"), _int(request.query, "endTime")
+    if start is not None and end is not None and end < start:
+        raise E.bad_combo()
+    out = []
+    for c in request.app[STATE].stats[u.symbol_id].klines(interval, start, end, limit):
+        close_ms = next_bucket(interval, c.open_ms) - 1
+        out.append([c.open_ms, u.price(c.open_tick), u.price(c.high_tick), u.price(c.low_tick), u.price(c.close_tick),
+                    u.qty(c.volume_lot), close_ms, u.quote_amount(c.quote_minor), c.trades, u.qty(c.taker_buy_lot),
+                    u.quote_amount(c.taker_buy_quote_minor), "0"])
+    return E.json_response(out)
+
+
 def _one_or_list(request: web.Request, rows: list) -> web.Response:
     single = request.query.get("symbol") is not None
     return E.json_response(rows[0] if single else rows)
@@ -144,4 +239,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v3/trades", trades)
     r.add_get("/api/v3/aggTrades", agg_trades)
     r.add_get("/api/v3/ticker/price", ticker_price)
+    r.add_get("/api/v3/ticker/24hr", ticker_24hr)
+    r.add_get("/api/v3/avgPrice", avg_price)
+    r.add_get("/api/v3/klines", klines)
     r.add_get("/api/v3/ticker/bookTicker", book_ticker)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ganntec.edge.stats import SymbolStats
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderStatus, RecordType, Side
 
@@ -170,6 +171,7 @@ class EdgeState:
         self.balance_update_ns: dict[int, int] = {}
         self.books = [Book() for _ in range(n_symbols)]
         self.trades = [collections.deque(maxlen=keep_trades) for _ in range(n_symbols)]
+        self.stats = [SymbolStats() for _ in range(n_symbols)]
         self.agg_trades = [collections.deque(maxlen=keep_trades) for _ in range(n_symbols)]
         self.agg_count = [0] * n_symbols
         self.last_trade = [None] * n_symbols  # Trade, per symbol
@@ -327,6 +329,7 @@ class EdgeState:
         trade = Trade(r.trade_id, r.symbol_id, r.price_tick, r.qty_lot, r.quote_qty_minor, r.ts_ns, not taker_buys)
         self.trades[r.symbol_id].append(trade)
         self.last_trade[r.symbol_id] = trade
+        self.stats[r.symbol_id].on_trade(r.ts_ns, r.price_tick, r.qty_lot, r.quote_qty_minor, taker_buys, r.trade_id)
         aggs = self.agg_trades[r.symbol_id]
         last = aggs[-1] if aggs else None
         if last is not None and last.taker_order_id == r.taker_order_id and last.price_tick == r.price_tick \
