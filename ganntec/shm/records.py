@@ -510,7 +510,8 @@ REASON_ERRORS: dict[Reason, tuple[int, str]] = {
     Reason.FILTER_LOT_SIZE: (-1013, "Filter failure: LOT_SIZE"),
     Reason.FILTER_MARKET_LOT_SIZE: (-1013, "Filter failure: MARKET_LOT_SIZE"),
     Reason.FILTER_NOTIONAL: (-1013, "Filter failure: NOTIONAL"),
-    Reason.FILTER_MIN_NOTIONAL: (-1013, "Filter failure: MIN_NOTIONAL"),
+    # exchangeInfo advertises one NOTIONAL filter (min and max), so both ends fail by its name
+    Reason.FILTER_MIN_NOTIONAL: (-1013, "Filter failure: NOTIONAL"),
     Reason.FILTER_MAX_NUM_ORDERS: (-1013, "Filter failure: MAX_NUM_ORDERS"),
     Reason.FILTER_PERCENT_PRICE_BY_SIDE: (-1013, "Filter failure: PERCENT_PRICE_BY_SIDE"),
     Reason.FILTER_ICEBERG_PARTS: (-1013, "Filter failure: ICEBERG_PARTS"),

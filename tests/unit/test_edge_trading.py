@@ -1,0 +1,285 @@
+"""The edge's trading, account and market endpoints over real in-process engines: Binance's
+response shapes and exact decimal strings, its error codes, and the engines' state behind them."""
+
+from __future__ import annotations
+
+import pytest
+from edge_harness import T0_MS, EdgeHarness, run, signed
+
+from ganntec.shm import records as R
+
+SYM = "BTCUSDT"
+
+
+@pytest.fixture
+def h():
+    return EdgeHarness()
+
+
+def order(client, account, now=T0_MS, **params):
+    params.setdefault("symbol", SYM)
+    return signed(client, "POST", "/api/v3/order", account, now, body=True, **params)
+
+
+def test_limit_then_market_full_response_fills_and_balances(h):
+    async def go(c):
+        s1, sell = await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.50000", price="50000.01",
+                               newClientOrderId="maker-1")
+        s2, buy = await order(c, 2, side="BUY", type="MARKET", quantity="0.2")
+        s3, acct = await signed(c, "GET", "/api/v3/account", 2, T0_MS)
+        s4, q = await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="maker-1")
+        return (s1, sell), (s2, buy), (s3, acct), (s4, q)
+
+    (s1, sell), (s2, buy), (s3, acct), (s4, q) = run(h, go)
+    assert s1 == 200 and sell["status"] == "NEW" and sell["clientOrderId"] == "maker-1"
+    assert (sell["price"], sell["origQty"], sell["executedQty"]) == ("50000.01000000", "0.50000000", "0.00000000")
+    assert sell["fills"] == [] and sell["transactTime"] == T0_MS and sell["orderListId"] == -1
+    assert s2 == 200 and buy["status"] == "FILLED" and buy["type"] == "MARKET" and buy["side"] == "BUY"
+    assert buy["executedQty"] == "0.20000000" and buy["cummulativeQuoteQty"] == "10000.00200000"
+    # taker fee 0.1% of what the buyer receives (base)
+    assert buy["fills"] == [{"price": "50000.01000000", "qty": "0.20000000", "commission": "0.00020000",
+                             "commissionAsset": "BTC", "tradeId": 1}]
+    bal = {b["asset"]: (b["free"], b["locked"]) for b in acct["balances"]}
+    assert bal["BTC"] == ("10.19980000", "0.00000000")
+    assert bal["USDT"] == ("989999.99800000", "0.00000000")
+    risk = h.driver.risk.balances
+    assert int(risk[2, h.cfg.asset("BTC").asset_id, 0]) == 1019980000
+    assert s4 == 200 and q["status"] == "PARTIALLY_FILLED" and q["executedQty"] == "0.20000000"
+    assert q["isWorking"] is True and q["time"] == T0_MS and q["origQuoteOrderQty"] == "0.00000000"
+
+
+def test_response_types_ack_result_and_defaults(h):
+    async def go(c):
+        _, ack = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100",
+                             newOrderRespType="ACK")
+        _, result = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100",
+                                newOrderRespType="RESULT")
+        _, maker = await order(c, 1, side="BUY", type="LIMIT_MAKER", quantity="0.1", price="100")
+        _, stop = await order(c, 1, side="SELL", type="STOP_LOSS_LIMIT", timeInForce="GTC", quantity="0.1",
+                              price="90", stopPrice="95", newOrderRespType="RESULT")
+        return ack, result, maker, stop
+
+    ack, result, maker, stop = run(h, go)
+    assert set(ack) == {"symbol", "orderId", "orderListId", "clientOrderId", "transactTime"}
+    assert "fills" not in result and result["status"] == "NEW" and result["workingTime"] == T0_MS
+    assert set(maker) == set(ack)  # LIMIT_MAKER defaults to ACK
+    assert stop["stopPrice"] == "95.00000000" and stop["workingTime"] == -1  # a stop works once triggered
+    assert len(ack["clientOrderId"]) == 22  # made by the edge when the client sends none
+
+
+@pytest.mark.parametrize("params, code, msg", [
+    ({"side": "BUY", "type": "LIMIT", "quantity": "1", "price": "1"}, -1102,
+     "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."),
+    ({"side": "BUY", "type": "MARKET", "quantity": "1", "timeInForce": "GTC"}, -1106,
+     "Parameter 'timeInForce' sent when not required."),
+    ({"side": "BUY", "type": "MARKET"}, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"),
+    ({"side": "BUY", "type": "MARKET", "quantity": "1", "price": "1"}, -1106, "Parameter 'price' sent when not required."),
+    ({"side": "UP", "type": "LIMIT"}, -1117, "Invalid side."),
+    ({"side": "BUY", "type": "PEGGED"}, -1116, "Invalid orderType."),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTD", "quantity": "1", "price": "1"}, -1115, "Invalid timeInForce."),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1.001"}, -1013,
+     "Filter failure: PRICE_FILTER"),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.000001", "price": "1"}, -1013,
+     "Filter failure: LOT_SIZE"),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1e3", "price": "1"}, -1100,
+     "Illegal characters found in parameter 'quantity'; legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'."),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1000", "price": "50000"}, -2010,
+     "Account has insufficient balance for requested action."),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "0.01"}, -1013,
+     "Filter failure: NOTIONAL"),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1", "newClientOrderId": ""},
+     -1118, "New client order ID was empty."),
+    ({"side": "BUY", "type": "STOP_LOSS", "quantity": "1"}, -1102,
+     "Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!"),
+    ({"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1", "symbol": "NOPE"}, -1121,
+     "Invalid symbol."),
+])
+def test_order_refusals_have_binance_codes_and_change_nothing(h, params, code, msg):
+    before = (h.driver.risk.balances.copy(), h.driver.order.seq)
+
+    async def go(c):
+        return await order(c, 2, **params)
+
+    status, body = run(h, go)
+    assert (status, body) == (400, {"code": code, "msg": msg})
+    assert (h.driver.risk.balances == before[0]).all()
+    assert h.state.open_orders(2) == []
+
+
+def test_duplicate_client_order_id_of_an_open_order(h):
+    async def go(c):
+        first = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100",
+                            newClientOrderId="same")
+        again = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100",
+                            newClientOrderId="same")
+        return first, again
+
+    first, again = run(h, go)
+    assert first[0] == 200
+    assert again == (400, {"code": -2010, "msg": "Duplicate order sent."})
+
+
+def test_cancel_by_client_id_then_unknown_and_query_of_missing(h):
+    async def go(c):
+        await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100", newClientOrderId="c1")
+        cancel = await signed(c, "DELETE", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="c1",
+                              newClientOrderId="my-cancel")
+        again = await signed(c, "DELETE", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="c1")
+        other = await signed(c, "DELETE", "/api/v3/order", 2, T0_MS, symbol=SYM, orderId=str(cancel[1]["orderId"]))
+        neither = await signed(c, "DELETE", "/api/v3/order", 1, T0_MS, symbol=SYM)
+        missing = await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, orderId="987654")
+        query = await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="c1")
+        return cancel, again, other, neither, missing, query
+
+    cancel, again, other, neither, missing, query = run(h, go)
+    assert cancel[0] == 200 and cancel[1]["status"] == "CANCELED"
+    assert cancel[1]["origClientOrderId"] == "c1" and cancel[1]["clientOrderId"] == "my-cancel"
+    assert again == (400, {"code": -2011, "msg": "Unknown order sent."})
+    assert other == (400, {"code": -2011, "msg": "Unknown order sent."})  # another account's order
+    assert neither == (400, {"code": -1102, "msg": "Param 'orderId' or 'origClientOrderId' must be sent, but both "
+                                                   "were empty/null!"})
+    assert missing == (400, {"code": -2013, "msg": "Order does not exist."})
+    assert query[1]["status"] == "CANCELED"
+
+
+def test_open_orders_cancel_all_and_all_orders(h):
+    async def go(c):
+        for p in ("100", "101", "102"):
+            await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price=p)
+        await order(c, 1, symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="10")
+        opened = await signed(c, "GET", "/api/v3/openOrders", 1, T0_MS)
+        opened_btc = await signed(c, "GET", "/api/v3/openOrders", 1, T0_MS, symbol=SYM)
+        canceled = await signed(c, "DELETE", "/api/v3/openOrders", 1, T0_MS, symbol=SYM)
+        none_left = await signed(c, "DELETE", "/api/v3/openOrders", 1, T0_MS, symbol=SYM)
+        every = await signed(c, "GET", "/api/v3/allOrders", 1, T0_MS, symbol=SYM)
+        return opened, opened_btc, canceled, none_left, every
+
+    opened, opened_btc, canceled, none_left, every = run(h, go)
+    assert len(opened[1]) == 4 and len(opened_btc[1]) == 3
+    assert canceled[0] == 200 and sorted(o["price"] for o in canceled[1]) == ["100.00000000", "101.00000000", "102.00000000"]
+    assert all(o["status"] == "CANCELED" for o in canceled[1])
+    assert none_left == (400, {"code": -2011, "msg": "Unknown order sent."})
+    assert [o["status"] for o in every[1]] == ["CANCELED"] * 3
+    assert h.state.open_orders(1, 0) == [] and len(h.state.open_orders(1)) == 1
+
+
+def test_market_data_depth_trades_agg_klines_tickers(h):
+    async def go(c):
+        await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="50000")
+        await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="50001")
+        await order(c, 3, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.5", price="49000")
+        await order(c, 2, side="BUY", type="MARKET", quantity="1.5")  # two fills: one aggregate per price
+        h.now_ms = T0_MS + 61_000
+        await order(c, 2, now=h.now_ms, side="BUY", type="MARKET", quantity="0.1")
+        out = {}
+        for name, path in (("depth", "depth?symbol=BTCUSDT&limit=5"), ("depth-nosymbol", "depth"),
+                           ("trades", "trades?symbol=BTCUSDT"), ("aggTrades", "aggTrades?symbol=BTCUSDT"),
+                           ("klines1m", "klines?symbol=BTCUSDT&interval=1m"),
+                           ("klines1h", "klines?symbol=BTCUSDT&interval=1h"),
+                           ("klines2m", "klines?symbol=BTCUSDT&interval=2m"),
+                           ("ticker/24hr", "ticker/24hr?symbol=BTCUSDT"), ("ticker/price", "ticker/price?symbol=BTCUSDT"),
+                           ("ticker/bookTicker", "ticker/bookTicker?symbol=BTCUSDT"), ("avgPrice", "avgPrice?symbol=BTCUSDT")):
+            r = await c.get(f"/api/v3/{path}")
+            out[name] = (r.status, await r.json())
+        return out
+
+    out = run(h, go)
+    assert out["depth-nosymbol"] == (400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, "
+                                                                 "was empty/null, or malformed."})
+    d = out["depth"][1]
+    assert d["bids"] == [["49000.00000000", "0.50000000"]] and d["asks"] == [["50001.00000000", "0.40000000"]]
+    assert d["lastUpdateId"] == int(h.driver.matching.symbol_state[0, 1])
+    trades = out["trades"][1]
+    assert [(t["price"], t["qty"], t["isBuyerMaker"]) for t in trades] == [
+        ("50000.00000000", "1.00000000", False), ("50001.00000000", "0.50000000", False),
+        ("50001.00000000", "0.10000000", False)]
+    aggs = out["aggTrades"][1]
+    assert [(a["a"], a["p"], a["q"], a["f"], a["l"]) for a in aggs] == [
+        (1, "50000.00000000", "1.00000000", 1, 1), (2, "50001.00000000", "0.50000000", 2, 2),
+        (3, "50001.00000000", "0.10000000", 3, 3)]
+    k1 = out["klines1m"][1]
+    assert [k[0] for k in k1] == [T0_MS // 60000 * 60000, T0_MS // 60000 * 60000 + 60000]
+    assert k1[0][1:6] == ["50000.00000000", "50001.00000000", "50000.00000000", "50001.00000000", "1.50000000"]
+    assert k1[0][8] == 2 and k1[0][6] == k1[0][0] + 59_999
+    assert out["klines1h"][1][0][5] == "1.60000000"
+    assert out["klines2m"] == (400, {"code": -1120, "msg": "Invalid interval."})
+    t24 = out["ticker/24hr"][1]
+    assert (t24["openPrice"], t24["lastPrice"], t24["volume"], t24["count"]) == (
+        "50000.00000000", "50001.00000000", "1.60000000", 3)
+    assert t24["priceChange"] == "1.00000000" and t24["priceChangePercent"] == "0.002"
+    assert t24["bidPrice"] == "49000.00000000" and t24["askPrice"] == "50001.00000000"
+    assert out["ticker/price"][1] == {"symbol": SYM, "price": "50001.00000000"}
+    assert out["ticker/bookTicker"][1]["askQty"] == "0.40000000"
+    avg = out["avgPrice"][1]
+    assert avg["mins"] == 5 and avg["price"] == "50000.37500000"  # (50000 + 0.5*50001 + 0.1*50001) / 1.6
+
+
+def test_my_trades_and_test_order_sends_nothing(h):
+    async def go(c):
+        await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="100")
+        await order(c, 2, side="BUY", type="LIMIT", timeInForce="IOC", quantity="0.3", price="100")
+        seq = h.driver.order.seq
+        tested = await signed(c, "POST", "/api/v3/order/test", 2, T0_MS, body=True, symbol=SYM, side="BUY",
+                              type="LIMIT", timeInForce="GTC", quantity="1", price="100")
+        bad_test = await signed(c, "POST", "/api/v3/order/test", 2, T0_MS, body=True, symbol=SYM, side="BUY",
+                                type="LIMIT", quantity="1", price="100")
+        maker = await signed(c, "GET", "/api/v3/myTrades", 1, T0_MS, symbol=SYM)
+        taker = await signed(c, "GET", "/api/v3/myTrades", 2, T0_MS, symbol=SYM)
+        return seq, tested, bad_test, maker, taker
+
+    seq, tested, bad_test, maker, taker = run(h, go)
+    assert tested == (200, {}) and h.driver.order.seq == seq
+    assert bad_test[1]["code"] == -1102
+    (m,), (t,) = maker[1], taker[1]
+    assert (m["isMaker"], m["isBuyer"], m["commissionAsset"], m["commission"]) == (True, False, "USDT", "0.03000000")
+    assert (t["isMaker"], t["isBuyer"], t["commissionAsset"], t["commission"]) == (False, True, "BTC", "0.00030000")
+    assert m["id"] == t["id"] == 1 and m["quoteQty"] == "30.00000000"
+
+
+def test_signed_endpoints_refuse_without_key_or_with_bad_signature(h):
+    async def go(c):
+        no_key = await c.get("/api/v3/account?timestamp=1")
+        bad = await c.get(f"/api/v3/account?timestamp={T0_MS}&signature=00", headers={"X-MBX-APIKEY": "key-account-1"})
+        stale = await signed(c, "GET", "/api/v3/account", 1, T0_MS - 60_000)
+        return [(r.status, await r.json()) for r in (no_key, bad)] + [stale]
+
+    no_key, bad, stale = run(h, go)
+    assert no_key == (401, {"code": -2014, "msg": "API-key format invalid."})
+    assert bad == (400, {"code": -1022, "msg": "Signature for this request is not valid."})
+    assert stale == (400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."})
+
+
+def test_a_stop_triggers_and_reports_its_working_time(h):
+    async def go(c):
+        await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="100")
+        await order(c, 2, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100")  # last = 100
+        _, stop = await order(c, 3, side="BUY", type="STOP_LOSS", quantity="0.1", stopPrice="101")
+        await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="101")
+        h.now_ms = T0_MS + 5
+        await order(c, 2, now=h.now_ms, side="BUY", type="LIMIT", timeInForce="GTC", quantity="1.1", price="101")  # trades at 101
+        return await signed(c, "GET", "/api/v3/order", 3, h.now_ms, symbol=SYM, orderId=str(stop["orderId"]))
+
+    status, q = run(h, go)
+    assert status == 200 and q["status"] == "FILLED" and q["type"] == "STOP_LOSS"
+    assert q["workingTime"] == T0_MS + 5 and q["stopPrice"] == "101.00000000"
+
+
+def test_reports_match_the_engines_record_by_record(h):
+    """The projection and the engines agree after a mixed flow (open orders, balances, books)."""
+    async def go(c):
+        for i in range(6):
+            await order(c, 1 + i % 3, side="SELL" if i % 2 else "BUY", type="LIMIT", timeInForce="GTC",
+                        quantity="0.3", price=str(50000 + (i % 3)))
+        await order(c, 2, side="SELL", type="MARKET", quantity="0.4")
+
+    run(h, go)
+    for sid in range(len(h.cfg.symbols)):
+        for side, levels in ((R.Side.BUY, h.state.books[sid].bids), (R.Side.SELL, h.state.books[sid].asks)):
+            assert levels == {int(p): int(q) for p, q, _ in h.driver.matching.levels(sid, side)}
+    bal = h.driver.risk.balances
+    for (acc, asset), (free, locked) in h.state.balances.items():
+        assert (int(bal[acc, asset, 0]), int(bal[acc, asset, 1])) == (free, locked)
+    for acc in (1, 2, 3):
+        for o in h.state.open_orders(acc):
+            m = h.driver.matching.order(o.order_id)
+            assert m is not None and m["executed_lot"] == o.executed_lot
