@@ -72,3 +72,16 @@ async def serve(app: web.Application):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, runner.addresses[0][1]
+
+
+def ccxt_binance(port: int, api_key: str | None = None, secret: str | None = None):
+    """ccxt's async binance class, unchanged but for its URLs, kept to spot (no margin or
+    wallet endpoints exist here)."""
+    import ccxt.async_support as ccxt
+
+    creds = {"apiKey": api_key, "secret": secret} if api_key else {}
+    ex = ccxt.binance({**creds, "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                            "fetchMargins": False}})
+    for key in ("public", "private"):
+        ex.urls["api"][key] = f"http://127.0.0.1:{port}/api/v3"
+    return ex

@@ -238,61 +238,51 @@ class Supervisor:
             bell = ORDER_DOORBELL if name == MATCHING_ORDER else 0
             self.internal[name] = Ring.create(self.instance, name, cap, lock_memory=False, doorbell=bell)
 
-    def _fork_worker(self, engine: str, rp: Replayer, writer: JournalWriter, cpu: int | None) -> int:
+    def _fork(self, what: str, body) -> int:
+        """Fork a child that dies with the supervisor and runs `body()` (its exit code).
+
+        A stop asked while the child starts must reach the child's handler, not the copy of
+        ours it inherits: the child starts with the stop signals blocked and unblocks them once
+        its own handling is in place (a pending one is delivered then)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        # A stop asked while the child starts must reach the worker's handler, not the copy of
-        # ours it inherits: the child starts with the signals blocked, worker_main unblocks
-        # them once its handler is in place (a pending one is delivered then).
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return pid
         code = 1
-        try:  # the worker: dies with the supervisor; its own signal handlers
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() == 1:
-                os._exit(1)
-            for r in self.rings + [self.reports] + list(self.internal.values()):
-                r.close(unlink=False)  # attach afresh with roles
-            writes = engine in ("engines", "order")
-            if not writes:
-                writer.detach()
-            code = worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
-                               self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight)
-        except BaseException as exc:  # noqa: BLE001 - report, then exit without unwinding the parent's state
-            print(f"ganntec {engine} worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        finally:
-            os._exit(code)
-
-    # --- the edge -------------------------------------------------------------------------
-    def _start_edge(self, rp: Replayer) -> None:
-        """Fork the edge (one process; it stays up while the engines restart)."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        pid = os.fork()
-        if pid:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            self.edge_pid, self.edge_started = pid, time.monotonic()
-            return
-        code = 1
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() == 1:
                 os._exit(1)
             for r in self.rings + [self.reports] + list(self.internal.values()):
-                r.close(unlink=False)
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # the edge's loop handles them
-            code = edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys), EDGE_SOURCE, self.wait_name,
-                             self.waiters, self.cfg.edge.port)
-        except BaseException as exc:  # noqa: BLE001
-            print(f"ganntec edge: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                r.close(unlink=False)  # the child attaches afresh, with its roles
+            code = body()
+        except BaseException as exc:  # noqa: BLE001 - report, then exit without unwinding the parent's state
+            print(f"ganntec {what}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)
+
+    def _fork_worker(self, engine: str, rp: Replayer, writer: JournalWriter, cpu: int | None) -> int:
+        def body() -> int:
+            writes = engine in ("engines", "order")
+            if not writes:
+                writer.detach()
+            return worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
+                               self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight)
+        return self._fork(f"{engine} worker", body)
+
+    # --- the edge -------------------------------------------------------------------------
+    def _start_edge(self, rp: Replayer) -> None:
+        """Fork the edge (one process; it stays up while the engines restart)."""
+        def body() -> int:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)  # until the edge's event loop handles them
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys),
+                             EDGE_SOURCE, self.wait_name, self.waiters, self.cfg.edge.port)
+        self.edge_pid, self.edge_started = self._fork("edge", body), time.monotonic()
 
     def _kill_edge(self) -> None:
         if self.edge_pid:

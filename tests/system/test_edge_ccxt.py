@@ -62,7 +62,7 @@ def test_ccxt_maps_binance_errors_to_its_exceptions():
 
 
 # --- trading with ccxt's binance class over the real engines (in-process) -----------------------
-from edge_harness import KEYS, EdgeHarness, serve  # noqa: E402
+from edge_harness import KEYS, EdgeHarness, ccxt_binance, serve  # noqa: E402
 
 
 async def with_trader(fn, h: EdgeHarness | None = None):
@@ -73,14 +73,7 @@ async def with_trader(fn, h: EdgeHarness | None = None):
     h.app[CLOCK_MS_KEY] = lambda: time.time_ns() // 1_000_000  # ccxt signs with its own clock
     h.gateway.clock_ns = time.time_ns
     runner, port = await serve(h.app)
-    clients = []
-    for acc in (1, 2):
-        ex = ccxt.binance({"apiKey": KEYS[acc][0], "secret": KEYS[acc][1],
-                           "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                                       "fetchMargins": False}})
-        for key in ("public", "private"):
-            ex.urls["api"][key] = f"http://127.0.0.1:{port}/api/v3"
-        clients.append(ex)
+    clients = [ccxt_binance(port, *KEYS[acc]) for acc in (1, 2)]
     try:
         for ex in clients:
             await ex.load_markets()

@@ -11,8 +11,8 @@ import re
 import signal
 import stat
 
-import ccxt.async_support as ccxt
 import pytest
+from edge_harness import ccxt_binance
 from test_runtime import Server
 
 CONFIG = """
@@ -57,20 +57,8 @@ def edge_port(server: Server) -> int:
     return int(re.search(r"http://[0-9.]+:(\d+)", line).group(1))
 
 
-def clients(port: int, keys: list[dict]):
-    out = []
-    for k in keys:
-        ex = ccxt.binance({"apiKey": k["api_key"], "secret": k["api_secret"],
-                           "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                                       "fetchMargins": False}})
-        for key in ("public", "private"):
-            ex.urls["api"][key] = f"http://127.0.0.1:{port}/api/v3"
-        out.append(ex)
-    return out
-
-
 async def with_clients(port: int, keys: list[dict], fn):
-    exs = clients(port, keys)
+    exs = [ccxt_binance(port, k["api_key"], k["api_secret"]) for k in keys]
     try:
         for ex in exs:
             await ex.load_markets()
