@@ -116,7 +116,7 @@ def timestamp_us(raw: str | None) -> int:
     "General API Information", "Timing security")."""
     if not raw:
         raise E.mandatory_param("timestamp")
-    if not _TIMESTAMP_RE.match(raw):
+    if not _TIMESTAMP_RE.fullmatch(raw):
         raise E.mandatory_param("timestamp")  # -1102 covers "malformed"
     ts = int(raw)
     return ts if ts >= MICROS_FROM else ts * 1000
@@ -127,7 +127,7 @@ def recv_window_us(raw: str | None) -> int:
     at most 60000 ("Timing security")."""
     if raw is None:
         return DEFAULT_RECV_WINDOW_MS * 1000
-    m = _RECV_WINDOW_RE.match(raw)
+    m = _RECV_WINDOW_RE.fullmatch(raw)
     if not m:
         raise E.mandatory_param("recvWindow")
     if m.group(1) and len(m.group(1)) - 1 > 3:

@@ -162,11 +162,11 @@ def query_exchange_info(cfg: Config, server_time_ms: int, query) -> dict:
         raise E.bad_combo()
     names = None
     if symbol is not None:
-        if not _SYMBOL_RE.match(symbol):
+        if not _SYMBOL_RE.fullmatch(symbol):
             raise E.illegal_chars("symbol", SYMBOL_RANGE)
         names = [symbol]
     elif symbols_raw is not None:
-        if not _SYMBOLS_RE.match(symbols_raw):
+        if not _SYMBOLS_RE.fullmatch(symbols_raw):
             raise E.illegal_chars("symbols", SYMBOLS_RANGE)
         names = orjson.loads(symbols_raw)
     elif permissions_raw is not None:

@@ -48,7 +48,7 @@ class Gateway:
         self.next_seq += 1
         return raw
 
-    async def submit(self, records: np.ndarray, expect: Callable[[Waiter], None]) -> list:
+    async def submit(self, records: np.ndarray, expect: Callable[[Waiter], None], extras=None) -> list:
         """Send one command; return the records that answer it (see state.py). `expect`
         registers the waiter under the command's key before the command leaves."""
         loop = asyncio.get_running_loop()
@@ -58,8 +58,9 @@ class Gateway:
             if not fut.done():
                 fut.set_result(recs)
 
-        expect(Waiter(done))
-        return await self._send(self._stamp(records), fut)
+        raw = self._stamp(records)
+        expect(Waiter(done, extras, self.source, int(raw["source_seq"][0])))
+        return await self._send(raw, fut)
 
     async def _send(self, raw: np.ndarray, fut) -> list:
         raise NotImplementedError

@@ -9,11 +9,13 @@ Which results answer which command (results from matching carry matching's sourc
 edge's, so the edge matches them by content, in the order the engines made them):
   NEW_ORDER     the ORDER_ACCEPTED / ORDER_REJECTED of the same (account, client order id);
                 the edge always sends a client order id (it makes one when the client did not)
-  CANCEL        ORDER_CANCELED / CANCEL_REJECTED of the same (account, order id); the edge
-                resolves origClientOrderId to an order id itself
-  CANCEL_ALL    the first ORDER_CANCELED (CANCELED_BY_USER) of the account on the symbol, or a
-                CANCEL_REJECTED with order id 0
-Each waiter is first in line for its key (FIFO: one edge ring keeps its commands in order).
+  CANCEL        ORDER_CANCELED / CANCEL_REJECTED carrying the CANCEL's own client order id
+                (matching echoes it; the edge always sends one)
+  CANCEL_ALL    the first ORDER_CANCELED (CANCELED_BY_USER, no client order id) of the account
+                on the symbol, or a CANCEL_REJECTED with order id 0 and no client order id
+  any command   refused before matching (by the order engine or risk): its refusal keeps the
+                command's source and edge sequence, so it is found exactly by them
+Waiters of one key are answered first in, first out (one edge ring keeps its commands in order).
 The result that answers a command opens it; every later record from the same source belongs
 to it until the one with FLAG_END (matching emits one command's results together), so a
 NEW's fills and its expiry arrive with it.
@@ -151,10 +153,13 @@ class Waiter:
     """A command that waits for its results; `done(records)` is called once, with the records
     from the one that answered it to the one with FLAG_END."""
 
-    __slots__ = ("done", "records", "extras")
+    __slots__ = ("done", "records", "extras", "source", "source_seq", "taken")
 
-    def __init__(self, done: Callable[[list], None], extras: Extras | None = None):
+    def __init__(self, done: Callable[[list], None], extras: Extras | None = None, source: int = 0,
+                 source_seq: int = 0):
         self.done, self.records, self.extras = done, [], extras
+        self.source, self.source_seq = source, source_seq  # the command's (edge, edge sequence)
+        self.taken = False
 
 
 class EdgeState:
@@ -183,27 +188,48 @@ class EdgeState:
             collections.deque)
         self.waiting_cancel_all: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
             collections.deque)
+        self.by_source_seq: dict[tuple[int, int], Waiter] = {}
         self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
 
     # --- waiting --------------------------------------------------------------------------
     def expect_new(self, account: int, cid: str, waiter: Waiter) -> None:
-        self.waiting_new[(account, cid)].append(waiter)
+        self._expect(self.waiting_new, (account, cid), waiter)
 
-    def expect_cancel(self, account: int, order_id: int, waiter: Waiter) -> None:
-        self.waiting_cancel[(account, order_id)].append(waiter)
+    def expect_cancel(self, account: int, cancel_cid: str, waiter: Waiter) -> None:
+        """A CANCEL, known by its own new_client_order_id (matching echoes it)."""
+        self._expect(self.waiting_cancel, (account, cancel_cid), waiter)
 
     def expect_cancel_all(self, account: int, symbol_id: int, waiter: Waiter) -> None:
-        self.waiting_cancel_all[(account, symbol_id)].append(waiter)
+        self._expect(self.waiting_cancel_all, (account, symbol_id), waiter)
 
-    @staticmethod
-    def _take(queues: dict, key) -> Waiter | None:
+    def _expect(self, queues: dict, key, waiter: Waiter) -> None:
+        queues[key].append(waiter)
+        if waiter.source_seq:
+            self.by_source_seq[(waiter.source, waiter.source_seq)] = waiter
+
+    def _take(self, queues: dict, key) -> Waiter | None:
         q = queues.get(key)
-        if not q:
-            return None
-        w = q.popleft()
-        if not q:
+        w = None
+        while q and w is None:
+            w = q.popleft()
+            if w.taken:  # answered already by its edge sequence (a refusal)
+                w = None
+        if q is not None and not q:
             del queues[key]
+        if w is not None:
+            w.taken = True
+            self.by_source_seq.pop((w.source, w.source_seq), None)
+        return w
+
+    def _refusal_waiter(self, r) -> Waiter | None:
+        """The waiter of a command refused before matching: the refusal keeps the command's
+        header (source = the edge, source_seq = its edge sequence), so it is found exactly."""
+        if r.source >= R.SOURCE_MATCHING:
+            return None
+        w = self.by_source_seq.pop((r.source, r.source_seq), None)
+        if w is not None:
+            w.taken = True
         return w
 
     # --- queries --------------------------------------------------------------------------
@@ -287,7 +313,10 @@ class EdgeState:
     def _on_rejected(self, r) -> None:
         self._extras.pop(r.order_id, None)
         cid = cid_text(r.client_order_id)
-        self._answer(r, self._take(self.waiting_new, (r.account_id, cid)) if cid else None)
+        w = self._refusal_waiter(r)
+        if w is None and cid:
+            w = self._take(self.waiting_new, (r.account_id, cid))
+        self._answer(r, w)
 
     def _on_event(self, r) -> None:
         """ORDER_EXPIRED / CANCELED / AMENDED / TRIGGERED: the order's state after it."""
@@ -304,15 +333,18 @@ class EdgeState:
             if o.status in ENDED:
                 self._ended(o)
         if r.type == T.ORDER_CANCELED and r.source not in self._open_cmd:
-            w = self._take(self.waiting_cancel, (r.account_id, r.order_id))
-            if w is None and r.reason == R.Reason.CANCELED_BY_USER:
-                w = self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id))
-            self._answer(r, w)
+            cid = cid_text(r.client_order_id)
+            if cid:  # a CANCEL's: its own id
+                self._answer(r, self._take(self.waiting_cancel, (r.account_id, cid)))
+            elif r.reason == R.Reason.CANCELED_BY_USER:  # a CANCEL_ALL's first
+                self._answer(r, self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id)))
 
     def _on_cancel_rejected(self, r) -> None:
-        if r.order_id:
-            w = self._take(self.waiting_cancel, (r.account_id, r.order_id))
-        else:
+        w = self._refusal_waiter(r)
+        cid = cid_text(r.client_order_id)
+        if w is None and cid:
+            w = self._take(self.waiting_cancel, (r.account_id, cid))
+        elif w is None and r.order_id == 0:
             w = self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id))
         self._answer(r, w)
 

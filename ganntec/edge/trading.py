@@ -27,7 +27,7 @@ from aiohttp import web
 from ganntec.edge import auth as A
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge import errors as E
-from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
+from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order
 from ganntec.edge.units import AssetUnits, SymbolUnits
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType, RecordType, RespType, Side, StpMode, TimeInForce
@@ -281,11 +281,7 @@ async def new_order(request: web.Request) -> web.Response:
     rec, extras, resp, cid = new_order_command(params, u, key.account_id)
     state = _state(request)
 
-    def expect(w: Waiter) -> None:
-        w.extras = extras
-        state.expect_new(key.account_id, cid, w)
-
-    records = await _gateway(request).submit(rec, expect)
+    records = await _gateway(request).submit(rec, lambda w: state.expect_new(key.account_id, cid, w), extras)
     head = records[0]
     if head.type != RecordType.ORDER_ACCEPTED:
         raise refusal(head)
@@ -342,7 +338,7 @@ async def cancel_order(request: web.Request) -> web.Response:
     rec["new_client_order_id"] = cancel_cid.encode("ascii")
     rec["cancel_restrictions"] = restrictions
     state = _state(request)
-    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel(key.account_id, o.order_id, w))
+    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel(key.account_id, cancel_cid, w))
     head = records[0]
     if head.type != RecordType.ORDER_CANCELED:
         raise refusal(head)

@@ -26,7 +26,7 @@ MIN_DECIMALS = 8
 
 def _split(param: str, raw: str) -> tuple[int, int]:
     """`raw` as (digits, decimals): "12.340" -> (12340, 3)."""
-    m = _DECIMAL_RE.match(raw)
+    m = _DECIMAL_RE.fullmatch(raw)
     if not m:
         raise E.illegal_chars(param, DECIMAL_RANGE)
     whole, frac = m.group(1), (m.group(2) or ".")[1:]

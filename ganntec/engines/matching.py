@@ -20,6 +20,9 @@ every result the command causes; account_id/symbol_id from the header):
               taker (and FOK's pre-check) can trade the hidden rest as the slices refresh.
               A stop type with trailing_delta_bips > 0 is a trailing stop (below).
   CANCEL      order_id of an open order of the same account and symbol; cancel_restrictions.
+              Its ORDER_CANCELED (or CANCEL_REJECTED) carries the CANCEL's new_client_order_id
+              in client_order_id, so a client learns which cancel it answers (Binance's
+              executionReport "c"); CANCEL_ALL's and the kill switch's carry none.
   CANCEL_ALL  every open order of the account on the symbol.
   AMEND       (an EXT may follow: FLAG_CONTINUED; its text1 is the order's new client order id,
               carried in ORDER_AMENDED; the EXT itself has no result)
@@ -68,7 +71,8 @@ the output unchanged but for FLAG_END, so every command the order engine forward
 Results, in this order for one command:
   ORDER_ACCEPTED  a NEW_ORDER entered matching (status NEW), before its fills. Carries the
                   NEW's client_order_id (so do ORDER_REJECTED and an ORDER_AMENDED that
-                  changed it; no other result does), price,
+                  changed it; a CANCEL's ORDER_CANCELED / CANCEL_REJECTED carry the cancel's
+                  own id; no other result does), price,
                   qty_lot (0 for MARKET by quote), side, type, tif.
   ORDER_REJECTED  LIMIT_MAKER that would take (reason WOULD_MATCH), or no free order slot in
                   the engine (BOOK_FULL); nothing else happens. A GTC remainder that cannot
@@ -277,6 +281,7 @@ N_PRICE, N_QTY, N_QUOTE, N_STOP, N_ICE, N_SIDE, N_TYPE, N_TIF, N_STP, N_CID = (_
     "time_in_force", "stp_mode", "client_order_id"))
 C_ORDER, C_RESTRICT = _off(R.CANCEL_DTYPE, "order_id"), _off(R.CANCEL_DTYPE, "cancel_restrictions")
 C_MODE = _off(R.CANCEL_DTYPE, "replace_mode")
+C_NEWCID = _off(R.CANCEL_DTYPE, "new_client_order_id")
 A_ORDER, A_PRICE, A_QTY = (_off(R.AMEND_DTYPE, n) for n in ("order_id", "new_price_tick", "new_qty_lot"))
 E_ORDER, E_PRICE, E_QTY, E_EXEC, E_CUMQ, E_STOP, E_CID, E_SIDE, E_TYPE, E_TIF, E_STATUS = (
     _off(R.ORDER_EVENT_DTYPE, n) for n in ("order_id", "price_tick", "qty_lot", "executed_qty_lot", "cum_quote_minor",
@@ -763,12 +768,14 @@ def _emit_order(E, rtype, oi, reason, status):
     st_u8(a + E_TIF, ld_u8(oa + O_TIF))
     st_u8(a + E_STATUS, status)
     return a
+    return a
 
 
 @njit(cache=True, nogil=True)
 def _emit_cancel_reject(E, account, symbol, order_id, reason):
     a = _emit(E, T_CANCEL_REJ, account, symbol, reason, 0)
     st_i64(a + E_ORDER, order_id)
+    return a
 
 
 @njit(cache=True, nogil=True)
@@ -1284,16 +1291,19 @@ def _cancel(E, c):
     order_id = ld_i64(c + C_ORDER)
     oi = _lookup(E, acc, sym, order_id)
     if oi < 0:
-        _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
+        a = _emit_cancel_reject(E, acc, sym, order_id, RS_UNKNOWN)
+        copy_bytes(a + E_CID, c + C_NEWCID, CID_BYTES)  # the cancel's own id
         return False
     oa = _oa(E, oi)
     restrict = ld_u8(c + C_RESTRICT)
     executed = ld_i64(oa + O_EXEC)
     if (restrict == ONLY_NEW and executed != 0) or (restrict == ONLY_PARTIAL and executed == 0):
-        _emit_cancel_reject(E, acc, sym, order_id, RS_RESTRICT)
+        a = _emit_cancel_reject(E, acc, sym, order_id, RS_RESTRICT)
+        copy_bytes(a + E_CID, c + C_NEWCID, CID_BYTES)
         return False
     _unlink(E, oi)
-    _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+    a = _emit_order(E, T_CANCELED, oi, RS_USER, ST_CANCELED)
+    copy_bytes(a + E_CID, c + C_NEWCID, CID_BYTES)
     _end_sibling(E, oi, T_CANCELED, RS_USER, ST_CANCELED)  # cancelling a leg cancels its list
     _release(E, oi)
     return True

@@ -78,7 +78,9 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         64     8  i8    executed_qty_lot         cumulative filled
         72     8  i8    cum_quote_minor          cumulative quote amount
         80     8  i8    stop_price_tick          trigger price
-        88    36  S36   client_order_id          the NEW's id on ACCEPTED/REJECTED, else empty
+        88    36  S36   client_order_id          the NEW's id on ACCEPTED/REJECTED (AMENDED: a new
+                                                 one); a CANCEL's own id on its CANCELED or
+                                                 CANCEL_REJECTED; else empty
        124     1  u1    side                     Side
        125     1  u1    order_type               OrderType
        126     1  u1    time_in_force            TimeInForce
@@ -540,7 +542,7 @@ _CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 
 def encode_client_id(field: str, value: str) -> bytes:
     """Binance's client order id rule (`^[.A-Z:/a-z0-9_-]{1,36}$`) -> NUL-padded bytes."""
-    if not isinstance(value, str) or not _CLIENT_ID_RE.match(value):
+    if not isinstance(value, str) or not _CLIENT_ID_RE.fullmatch(value):
         raise ValueError(f"{field}={value!r} (must match ^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$)")
     return value.encode("ascii")
 

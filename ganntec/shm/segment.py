@@ -98,7 +98,7 @@ class Outcome(enum.Enum):
 
 
 def validate_name(field: str, value: str) -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(f"{field}={value!r} (use 1-48 of A-Z a-z 0-9 _ -)")
     return value
 

@@ -349,7 +349,7 @@ class Table:
         _check_row_dtype(dtype)
         if kind is None:
             kind = next((k for k, d in KINDS.items() if d == dtype), "custom")
-        if not _KIND_RE.match(kind):
+        if not _KIND_RE.fullmatch(kind):
             raise ValueError(f"kind={kind!r} (1-16 of a-z 0-9 _ -)")
         if kind in KINDS and KINDS[kind] != dtype:
             raise ValueError(f"kind={kind!r} takes {KINDS[kind]}, not {dtype}")

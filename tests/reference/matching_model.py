@@ -12,7 +12,9 @@ records the engine writes, so a test can compare the two record by record.
 Where the spec leaves room, the model takes the readings below (the engine's author should
 confirm them; the differential tests report any difference):
   * ORDER_REJECTED (WOULD_MATCH, WOULD_TRIGGER, BOOK_FULL) carries the NEW's client_order_id
-    like ORDER_ACCEPTED; every other result has an empty client_order_id (ORDER_CANCELED too).
+    like ORDER_ACCEPTED; a CANCEL's ORDER_CANCELED and CANCEL_REJECTED carry the CANCEL's
+    new_client_order_id (the spec says so); every other result has an empty client_order_id
+    (CANCEL_ALL's ORDER_CANCELED, an OCO's other leg canceled with it, amend refusals).
   * CANCEL_REJECTED carries only the command's order_id (every other payload field 0, status
     0), also when the order exists and is the account's (CANCEL_RESTRICTED, INVALID_AMOUNT,
     WOULD_MATCH, UNSUPPORTED_COMBINATION): it reports on the command, not on the order.
@@ -633,17 +635,18 @@ class MatchingModel:
     def _cancel(self, rec) -> bool:
         """CANCEL (or the cancel of a CANCEL_REPLACE): True if the order was canceled."""
         o = self._own_open_order(int(rec["order_id"]))
+        cancel_id = bytes(rec["new_client_order_id"])
         if o is None:
-            self._reject_command(int(rec["order_id"]), Reason.UNKNOWN_ORDER)
+            self._reject_command(int(rec["order_id"]), Reason.UNKNOWN_ORDER, cancel_id)
             return False
         restriction = int(rec["cancel_restrictions"])
         if (restriction == CancelRestriction.ONLY_NEW and o.executed != 0) or (
             restriction == CancelRestriction.ONLY_PARTIALLY_FILLED and o.executed == 0
         ):
-            self._reject_command(o.order_id, Reason.CANCEL_RESTRICTED)
+            self._reject_command(o.order_id, Reason.CANCEL_RESTRICTED, cancel_id)
             return False
         self._remove(o)
-        self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
+        self._order_event(RecordType.ORDER_CANCELED, o, OrderStatus.CANCELED, Reason.CANCELED_BY_USER, cancel_id)
         self._end_sibling(o, RecordType.ORDER_CANCELED, OrderStatus.CANCELED, Reason.CANCELED_BY_USER)
         return True
 
@@ -812,8 +815,8 @@ class MatchingModel:
         self._order_event(RecordType.ORDER_EXPIRED, o, OrderStatus.EXPIRED_IN_MATCH, Reason.SELF_TRADE_PREVENTED)
         self._end_sibling(o, RecordType.ORDER_EXPIRED, OrderStatus.EXPIRED, Reason.LIST_OTHER_LEG)
 
-    def _reject_command(self, order_id: int, reason: Reason) -> None:
-        self._emit(RecordType.CANCEL_REJECTED, reason=reason, order_id=order_id)
+    def _reject_command(self, order_id: int, reason: Reason, cid: bytes = b"") -> None:
+        self._emit(RecordType.CANCEL_REJECTED, reason=reason, order_id=order_id, client_order_id=cid)
 
     def _order_event(self, rtype: RecordType, o: _Order, status: OrderStatus, reason: Reason, cid: bytes = b"") -> None:
         r = self._rules[o.symbol_id]

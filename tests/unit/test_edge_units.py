@@ -6,11 +6,18 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ganntec import config as C
 from ganntec.edge.errors import BinanceError
-from ganntec.edge.units import DECIMAL_RANGE, INT64_MAX, AssetUnits, SymbolUnits, format_units
+from ganntec.edge.units import (
+    DECIMAL_RANGE,
+    INT64_MAX,
+    AssetUnits,
+    SymbolUnits,
+    format_units,
+)
 from ganntec.engines.symbols import Asset, Symbol
 
 CFG = C.load()
@@ -86,8 +93,6 @@ def test_malformed_is_1100(raw):
     assert refusal(BTC.quote_minor, "quoteOrderQty", raw) == illegal("quoteOrderQty")
 
 
-@pytest.mark.xfail(strict=True, reason="units._split uses re.match with '$', which also matches before a "
-                                       "trailing newline: '1\\n' parses as 1 instead of -1100")
 @pytest.mark.parametrize("raw", ["1\n", "50000.10\n"])
 def test_trailing_newline_is_1100(raw):
     assert refusal(BTC.price_tick, "price", raw) == illegal("price")
@@ -286,3 +291,16 @@ def test_qty_parse_agrees_with_decimal(u, whole, frac):
         assert u.qty_lot("quantity", s) == u.symbol.qty_to_lot("quantity", s) == int(units)
     else:
         assert refusal(u.qty_lot, "quantity", s) == (400, -1013, "Filter failure: LOT_SIZE")
+
+
+def test_no_pattern_accepts_a_trailing_newline():
+    """Every Binance pattern is matched whole (a `$` alone also matches before a final newline)."""
+    from ganntec.edge import auth
+    from ganntec.edge.errors import BinanceError
+    from ganntec.shm.records import encode_client_id
+
+    with pytest.raises(ValueError):
+        encode_client_id("newClientOrderId", "abc\n")
+    for parse, raw in ((auth.timestamp_us, "1700000000000\n"), (auth.recv_window_us, "5000\n")):
+        with pytest.raises(BinanceError):
+            parse(raw)
