@@ -85,3 +85,18 @@ def ccxt_binance(port: int, api_key: str | None = None, secret: str | None = Non
     for key in ("public", "private"):
         ex.urls["api"][key] = f"http://127.0.0.1:{port}/api/v3"
     return ex
+
+
+def ccxt_pro_binance(port: int, api_key: str | None = None, secret: str | None = None):
+    """ccxt.pro's binance class: REST as ccxt_binance, market streams on /ws, the WebSocket API
+    on /ws-api/v3."""
+    import ccxt.pro as ccxtpro
+
+    creds = {"apiKey": api_key, "secret": secret} if api_key else {}
+    ex = ccxtpro.binance({**creds, "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                               "fetchMargins": False}})
+    for key in ("public", "private"):
+        ex.urls["api"][key] = f"http://127.0.0.1:{port}/api/v3"
+    ex.urls["api"]["ws"]["spot"] = f"ws://127.0.0.1:{port}/ws"
+    ex.urls["api"]["ws"]["ws-api"]["spot"] = f"ws://127.0.0.1:{port}/ws-api/v3"
+    return ex

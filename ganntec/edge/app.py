@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ganntec.config import Config
 from ganntec.edge import errors as E
-from ganntec.edge import market, trading
+from ganntec.edge import market, streams, trading
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
@@ -66,4 +66,5 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     app.router.add_get("/api/v3/exchangeInfo", exchange_info)
     market.add_routes(app)
     trading.add_routes(app)
+    streams.add_routes(app)
     return app

@@ -129,47 +129,49 @@ def _price_dec(u, tick: int) -> Decimal:
     return Decimal(tick) * Decimal(u.symbol.tick_size)
 
 
+def ticker_row(state, u, now_ns: int, kind: str = "FULL") -> dict:
+    """One symbol's rolling 24-hour statistics as rest-api.md "24hr ticker" prints them (the
+    streams' ticker events are made from the same row)."""
+    window = state.stats[u.symbol_id].last_24h(now_ns)
+    book = state.books[u.symbol_id]
+    bid = book.top(Side.BUY, 1) or [(0, 0)]
+    ask = book.top(Side.SELL, 1) or [(0, 0)]
+    vol = sum(t[2] for t in window)
+    quote = sum(t[3] for t in window)
+    if window:
+        first, last = window[0], window[-1]
+        open_t, last_t, high, low = first[1], last[1], max(t[1] for t in window), min(t[1] for t in window)
+        ids, times, last_qty = (first[4], last[4]), (first[0] // 1_000_000, last[0] // 1_000_000), last[2]
+    else:
+        open_t = last_t = high = low = last_qty = 0
+        ids, times = (-1, -1), (now_ns // 1_000_000 - 86_400_000, now_ns // 1_000_000)
+    row = {"symbol": u.name, "openPrice": u.price(open_t), "highPrice": u.price(high), "lowPrice": u.price(low),
+           "lastPrice": u.price(last_t), "volume": u.qty(vol), "quoteVolume": u.quote_amount(quote),
+           "openTime": times[0], "closeTime": times[1], "firstId": ids[0], "lastId": ids[1], "count": len(window)}
+    if kind != "FULL":
+        return row
+    volume_dec = Decimal(vol) * Decimal(u.symbol.step_size)
+    quote_dec = Decimal(quote).scaleb(-u.symbol.quote.precision)
+    change = _price_dec(u, last_t) - _price_dec(u, open_t)
+    return {"symbol": u.name,
+            "priceChange": u.price(last_t - open_t) if last_t >= open_t else "-" + u.price(open_t - last_t),
+            "priceChangePercent": _ratio(change * 100, _price_dec(u, open_t), 3),
+            "weightedAvgPrice": _ratio(quote_dec, volume_dec, 8),
+            "prevClosePrice": u.price(state.stats[u.symbol_id].before_window_tick),
+            "lastPrice": row["lastPrice"], "lastQty": u.qty(last_qty),
+            "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
+            "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1]),
+            **{k: row[k] for k in ("openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime",
+                                   "closeTime", "firstId", "lastId", "count")}}
+
+
 async def ticker_24hr(request: web.Request) -> web.Response:
     """rest-api.md "24hr ticker price change statistics" (type FULL, or MINI)."""
     kind = request.query.get("type", "FULL")
     if kind not in ("FULL", "MINI"):
         raise E.BinanceError(400, -1139, "Invalid ticker type.")
     state, now_ns = request.app[STATE], request.app[CLOCK_MS]() * 1_000_000
-    rows = []
-    for u in _symbols(request):
-        window = state.stats[u.symbol_id].last_24h(now_ns)
-        book = state.books[u.symbol_id]
-        bid = book.top(Side.BUY, 1) or [(0, 0)]
-        ask = book.top(Side.SELL, 1) or [(0, 0)]
-        vol = sum(t[2] for t in window)
-        quote = sum(t[3] for t in window)
-        if window:
-            first, last = window[0], window[-1]
-            open_t, last_t, high, low = first[1], last[1], max(t[1] for t in window), min(t[1] for t in window)
-            ids, times, last_qty = (first[4], last[4]), (first[0] // 1_000_000, last[0] // 1_000_000), last[2]
-        else:
-            open_t = last_t = high = low = last_qty = 0
-            ids, times = (-1, -1), (now_ns // 1_000_000 - 86_400_000, now_ns // 1_000_000)
-        volume_dec = Decimal(vol) * Decimal(u.symbol.step_size)
-        quote_dec = Decimal(quote).scaleb(-u.symbol.quote.precision)
-        change = _price_dec(u, last_t) - _price_dec(u, open_t)
-        row = {"symbol": u.name, "openPrice": u.price(open_t), "highPrice": u.price(high), "lowPrice": u.price(low),
-               "lastPrice": u.price(last_t), "volume": u.qty(vol), "quoteVolume": u.quote_amount(quote),
-               "openTime": times[0], "closeTime": times[1], "firstId": ids[0], "lastId": ids[1],
-               "count": len(window)}
-        if kind == "FULL":
-            row = {"symbol": u.name, "priceChange": u.price(last_t - open_t) if last_t >= open_t else
-                   "-" + u.price(open_t - last_t),
-                   "priceChangePercent": _ratio(change * 100, _price_dec(u, open_t), 3),
-                   "weightedAvgPrice": _ratio(quote_dec, volume_dec, 8),
-                   "prevClosePrice": u.price(state.stats[u.symbol_id].before_window_tick),
-                   "lastPrice": row["lastPrice"], "lastQty": u.qty(last_qty),
-                   "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
-                   "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1]),
-                   **{k: row[k] for k in ("openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime",
-                                          "closeTime", "firstId", "lastId", "count")}}
-        rows.append(row)
-    return _one_or_list(request, rows)
+    return _one_or_list(request, [ticker_row(state, u, now_ns, kind) for u in _symbols(request)])
 
 
 async def avg_price(request: web.Request) -> web.Response:

@@ -191,6 +191,7 @@ class EdgeState:
         self.by_source_seq: dict[tuple[int, int], Waiter] = {}
         self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
+        self.batch_listeners: list[Callable] = []  # called after each applied batch (events go out)
 
     # --- waiting --------------------------------------------------------------------------
     def expect_new(self, account: int, cid: str, waiter: Waiter) -> None:
@@ -267,6 +268,9 @@ class EdgeState:
             self._collect(r)
             for fn in listeners:
                 fn(r)
+        if notify:
+            for fn in self.batch_listeners:
+                fn()
 
     def remember_commands(self, journal: np.ndarray) -> None:
         """Journaled NEW_ORDERs (a replay's input): what their results will not say (iceberg
