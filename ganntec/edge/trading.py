@@ -60,14 +60,14 @@ def _enum(params: dict, name: str, enum_cls, error, mandatory: bool = True, excl
     return value
 
 
-def symbol_of(request: web.Request, params: dict, mandatory: bool = True) -> SymbolUnits | None:
+def symbol_of(app: web.Application, params: dict, mandatory: bool = True) -> SymbolUnits | None:
 
     raw = params.get("symbol")
     if not raw:
         if mandatory:
             raise E.mandatory_param("symbol")
         return None
-    units = request.app[SYMBOLS].get(raw)
+    units = app[SYMBOLS].get(raw)
     if units is None:
         raise E.bad_symbol()
     return units
@@ -265,43 +265,42 @@ async def _auth(request: web.Request, need: str) -> tuple[A.ApiKey, dict]:
                           request.app[KEYS], request.app[CLOCK_MS](), need)
 
 
-def _state(request: web.Request) -> EdgeState:
-
-    return request.app[STATE]
-
-
-def _gateway(request: web.Request):
-
-    return request.app[GATEWAY]
+def _state(app: web.Application) -> EdgeState:
+    return app[STATE]
 
 
-async def new_order(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "TRADE")
-    u = symbol_of(request, params)
+def _gateway(app: web.Application):
+    gw = app[GATEWAY]
+    if gw is None:
+        raise E.BinanceError(503, -1016, "This service is no longer available.")
+    return gw
+
+
+async def new_order(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
     rec, extras, resp, cid = new_order_command(params, u, key.account_id)
-    state = _state(request)
+    state = _state(app)
 
-    records = await _gateway(request).submit(rec, lambda w: state.expect_new(key.account_id, cid, w), extras)
+    records = await _gateway(app).submit(rec, lambda w: state.expect_new(key.account_id, cid, w), extras)
     head = records[0]
     if head.type != RecordType.ORDER_ACCEPTED:
         raise refusal(head)
     o = state.orders[head.order_id]
-    return E.json_response(new_order_response(o, u, resp, records, head.ts_ns))
+    return (new_order_response(o, u, resp, records, head.ts_ns))
 
 
-async def test_order(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "TRADE")
-    u = symbol_of(request, params)
+async def test_order(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
     new_order_command(params, u, key.account_id)
-    return E.json_response({})
+    return ({})
 
 
-def _find_order(request: web.Request, params: dict, account: int, u: SymbolUnits, missing) -> Order:
+def _find_order(app: web.Application, params: dict, account: int, u: SymbolUnits, missing) -> Order:
     oid = _long(params, "orderId")
     cid = _client_id(params, "origClientOrderId")
     if oid is None and cid is None:
         raise E.either_param("orderId", "origClientOrderId")
-    state = _state(request)
+    state = _state(app)
     o = state.orders.get(oid) if oid is not None else state.order_by_client_id(account, cid)
     if o is None or o.account_id != account or o.symbol_id != u.symbol_id:
         raise missing()
@@ -310,10 +309,9 @@ def _find_order(request: web.Request, params: dict, account: int, u: SymbolUnits
     return o
 
 
-async def query_order(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "USER_DATA")
-    u = symbol_of(request, params)
-    return E.json_response(order_json(_find_order(request, params, key.account_id, u, E.no_such_order), u))
+async def query_order(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
+    return (order_json(_find_order(app, params, key.account_id, u, E.no_such_order), u))
 
 
 def _cancel_restrictions(params: dict) -> int:
@@ -325,10 +323,9 @@ def _cancel_restrictions(params: dict) -> int:
     return int(R.CancelRestriction[raw])
 
 
-async def cancel_order(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "TRADE")
-    u = symbol_of(request, params)
-    o = _find_order(request, params, key.account_id, u, E.unknown_order_cancel)
+async def cancel_order(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
+    o = _find_order(app, params, key.account_id, u, E.unknown_order_cancel)
     restrictions = _cancel_restrictions(params)
     cancel_cid = _client_id(params, "newClientOrderId") or new_client_order_id()
     if not o.is_open:
@@ -337,21 +334,20 @@ async def cancel_order(request: web.Request) -> web.Response:
     rec["account_id"], rec["symbol_id"], rec["order_id"] = key.account_id, u.symbol_id, o.order_id
     rec["new_client_order_id"] = cancel_cid.encode("ascii")
     rec["cancel_restrictions"] = restrictions
-    state = _state(request)
-    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel(key.account_id, cancel_cid, w))
+    state = _state(app)
+    records = await _gateway(app).submit(rec, lambda w: state.expect_cancel(key.account_id, cancel_cid, w))
     head = records[0]
     if head.type != RecordType.ORDER_CANCELED:
         raise refusal(head)
-    return E.json_response(cancel_json(o, u, cancel_cid, head.ts_ns))
+    return (cancel_json(o, u, cancel_cid, head.ts_ns))
 
 
-async def cancel_open_orders(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "TRADE")
-    u = symbol_of(request, params)
+async def cancel_open_orders(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
     rec = R.empty(RecordType.CANCEL_ALL)
     rec["account_id"], rec["symbol_id"] = key.account_id, u.symbol_id
-    state = _state(request)
-    records = await _gateway(request).submit(rec, lambda w: state.expect_cancel_all(key.account_id, u.symbol_id, w))
+    state = _state(app)
+    records = await _gateway(app).submit(rec, lambda w: state.expect_cancel_all(key.account_id, u.symbol_id, w))
     if records[0].type != RecordType.ORDER_CANCELED:
         raise refusal(records[0])
     out = []
@@ -360,16 +356,14 @@ async def cancel_open_orders(request: web.Request) -> web.Response:
             o = state.orders.get(r.order_id)
             if o is not None:
                 out.append(cancel_json(o, u, new_client_order_id(), r.ts_ns))
-    return E.json_response(out)
+    return (out)
 
 
-async def open_orders(request: web.Request) -> web.Response:
-
-    key, params = await _auth(request, "USER_DATA")
-    u = symbol_of(request, params, mandatory=False)
-    by_id = request.app[SYMBOLS_BY_ID]
-    orders = _state(request).open_orders(key.account_id, u.symbol_id if u else None)
-    return E.json_response([order_json(o, by_id[o.symbol_id]) for o in orders])
+async def open_orders(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params, mandatory=False)
+    by_id = app[SYMBOLS_BY_ID]
+    orders = _state(app).open_orders(key.account_id, u.symbol_id if u else None)
+    return ([order_json(o, by_id[o.symbol_id]) for o in orders])
 
 
 def _time_range(params: dict) -> tuple[int, int]:
@@ -379,29 +373,27 @@ def _time_range(params: dict) -> tuple[int, int]:
     return ((start or 0) * 1_000_000, (end + 1) * 1_000_000 if end is not None else 1 << 62)
 
 
-async def all_orders(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "USER_DATA")
-    u = symbol_of(request, params)
+async def all_orders(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
     from_id, limit = _long(params, "orderId"), _limit(params)
     t0, t1 = _time_range(params)
-    orders = sorted((o for o in _state(request).orders.values()
+    orders = sorted((o for o in _state(app).orders.values()
                      if o.account_id == key.account_id and o.symbol_id == u.symbol_id
                      and (from_id is None or o.order_id >= from_id) and t0 <= o.time_ns < t1),
                     key=lambda o: o.order_id)
     orders = orders[:limit] if from_id is not None else orders[-limit:]
-    return E.json_response([order_json(o, u) for o in orders])
+    return ([order_json(o, u) for o in orders])
 
 
-async def my_trades(request: web.Request) -> web.Response:
-    key, params = await _auth(request, "USER_DATA")
-    u = symbol_of(request, params)
+async def my_trades(app: web.Application, key: A.ApiKey, params: dict):
+    u = symbol_of(app, params)
     order_id, from_id, limit = _long(params, "orderId"), _long(params, "fromId"), _limit(params)
     t0, t1 = _time_range(params)
-    own = _state(request).own_trades.get((key.account_id, u.symbol_id), ())
+    own = _state(app).own_trades.get((key.account_id, u.symbol_id), ())
     rows = [t for t in own if (order_id is None or t.order_id == order_id)
             and (from_id is None or t.trade.trade_id >= from_id) and t0 <= t.trade.ts_ns < t1]
     rows = rows[:limit] if from_id is not None else rows[-limit:]
-    return E.json_response([{
+    return ([{
         "symbol": u.name, "id": t.trade.trade_id, "orderId": t.order_id, "orderListId": -1,
         "price": u.price(t.trade.price_tick), "qty": u.qty(t.trade.qty_lot), "quoteQty": u.quote_amount(t.trade.quote_minor),
         "commission": _commission(u, t.commission_asset_id, t.commission_minor),
@@ -413,14 +405,12 @@ def _rate(fee: str) -> str:
     return format(Decimal(fee).quantize(Decimal("1E-8")), "f")
 
 
-async def account(request: web.Request) -> web.Response:
-
-    key, params = await _auth(request, "USER_DATA")
+async def account(app: web.Application, key: A.ApiKey, params: dict):
     omit = params.get("omitZeroBalances", "false")
     if omit not in ("true", "false"):
         raise E.invalid_param("omitZeroBalances")
-    cfg = request.app[CONFIG]
-    state = _state(request)
+    cfg = app[CONFIG]
+    state = _state(app)
     held = state.account_balances(key.account_id)
     balances = []
     for asset in cfg.assets:
@@ -431,7 +421,7 @@ async def account(request: web.Request) -> web.Response:
         balances.append({"asset": asset.name, "free": units.fmt(free), "locked": units.fmt(locked)})
     sym = cfg.symbols[0] if cfg.symbols else None
     maker, taker = (sym.maker_fee, sym.taker_fee) if sym else ("0", "0")
-    return E.json_response({
+    return ({
         "makerCommission": int(Decimal(maker) * 10000), "takerCommission": int(Decimal(taker) * 10000),
         "buyerCommission": 0, "sellerCommission": 0,
         "commissionRates": {"maker": _rate(maker), "taker": _rate(taker), "buyer": _rate("0"), "seller": _rate("0")},
@@ -442,14 +432,42 @@ async def account(request: web.Request) -> web.Response:
     })
 
 
+# Each operation: its security type and the function of (app, key, params) that does it; REST
+# (here) and the WebSocket API (wsapi.py) both call these.
+OPERATIONS = {
+    "new_order": ("TRADE", new_order),
+    "test_order": ("TRADE", test_order),
+    "query_order": ("USER_DATA", query_order),
+    "cancel_order": ("TRADE", cancel_order),
+    "cancel_open_orders": ("TRADE", cancel_open_orders),
+    "open_orders": ("USER_DATA", open_orders),
+    "all_orders": ("USER_DATA", all_orders),
+    "my_trades": ("USER_DATA", my_trades),
+    "account": ("USER_DATA", account),
+}
+REST_ROUTES = (
+    ("POST", "/api/v3/order", "new_order"),
+    ("POST", "/api/v3/order/test", "test_order"),
+    ("GET", "/api/v3/order", "query_order"),
+    ("DELETE", "/api/v3/order", "cancel_order"),
+    ("GET", "/api/v3/openOrders", "open_orders"),
+    ("DELETE", "/api/v3/openOrders", "cancel_open_orders"),
+    ("GET", "/api/v3/allOrders", "all_orders"),
+    ("GET", "/api/v3/myTrades", "my_trades"),
+    ("GET", "/api/v3/account", "account"),
+)
+
+
+def _rest(operation: str):
+    need, fn = OPERATIONS[operation]
+
+    async def handler(request: web.Request) -> web.Response:
+        key, params = await _auth(request, need)
+        return E.json_response(await fn(request.app, key, params))
+    handler.__name__ = operation
+    return handler
+
+
 def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_post("/api/v3/order", new_order)
-    r.add_post("/api/v3/order/test", test_order)
-    r.add_get("/api/v3/order", query_order)
-    r.add_delete("/api/v3/order", cancel_order)
-    r.add_get("/api/v3/openOrders", open_orders)
-    r.add_delete("/api/v3/openOrders", cancel_open_orders)
-    r.add_get("/api/v3/allOrders", all_orders)
-    r.add_get("/api/v3/myTrades", my_trades)
-    r.add_get("/api/v3/account", account)
+    for method, path, operation in REST_ROUTES:
+        app.router.add_route(method, path, _rest(operation))
