@@ -25,21 +25,21 @@ AVG_PRICE_MINS = 5
 _CTX = Context(prec=60)
 
 
-def _symbol(request: web.Request, mandatory: bool = True):
-    raw = request.query.get("symbol")
+def _symbol(app: web.Application, query, mandatory: bool = True):
+    raw = query.get("symbol")
     if raw is None or raw == "":
         if mandatory:
             raise E.mandatory_param("symbol")
         return None
-    u = request.app[SYMBOLS].get(raw)
+    u = app[SYMBOLS].get(raw)
     if u is None:
         raise E.bad_symbol()
     return u
 
 
-def _symbols(request: web.Request) -> list:
+def _symbols(app: web.Application, query) -> list:
     """`symbol` (one), `symbols` (a JSON list) or neither (all), for the ticker endpoints."""
-    one, many = request.query.get("symbol"), request.query.get("symbols")
+    one, many = query.get("symbol"), query.get("symbols")
     if one is not None and many is not None:
         raise E.bad_combo()
     if many is not None:
@@ -51,7 +51,7 @@ def _symbols(request: web.Request) -> list:
             raise E.illegal_chars("symbols", SYMBOLS_RANGE)
         out = []
         for n in names:
-            u = request.app[SYMBOLS].get(n)
+            u = app[SYMBOLS].get(n)
             if u is None:
                 raise E.bad_symbol()
             out.append(u)
@@ -59,12 +59,12 @@ def _symbols(request: web.Request) -> list:
     if one is not None:
         if one == "":
             raise E.illegal_chars("symbol", SYMBOL_RANGE)
-        return [_symbol(request)]
-    return list(request.app[SYMBOLS_BY_ID])
+        return [_symbol(app, query)]
+    return list(app[SYMBOLS_BY_ID])
 
 
-def _limit(request: web.Request, default: int, maximum: int) -> int:
-    raw = request.query.get("limit")
+def _limit(query, default: int, maximum: int) -> int:
+    raw = query.get("limit")
     if raw is None:
         return default
     if not raw.isdigit() or int(raw) < 1:
@@ -72,40 +72,40 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
     return min(int(raw), maximum)
 
 
-async def depth(request: web.Request) -> web.Response:
-    u = _symbol(request)
-    limit = _limit(request, 100, MAX_DEPTH)
-    book = request.app[STATE].books[u.symbol_id]
-    return E.json_response({
+def depth(app: web.Application, query):
+    u = _symbol(app, query)
+    limit = _limit(query, 100, MAX_DEPTH)
+    book = app[STATE].books[u.symbol_id]
+    return ({
         "lastUpdateId": book.last_update_id,
         "bids": [[u.price(p), u.qty(q)] for p, q in book.top(Side.BUY, limit)],
         "asks": [[u.price(p), u.qty(q)] for p, q in book.top(Side.SELL, limit)],
     })
 
 
-async def trades(request: web.Request) -> web.Response:
-    u = _symbol(request)
-    limit = _limit(request, 500, MAX_TRADES)
-    recent = list(request.app[STATE].trades[u.symbol_id])[-limit:]
-    return E.json_response([{"id": t.trade_id, "price": u.price(t.price_tick), "qty": u.qty(t.qty_lot),
+def trades(app: web.Application, query):
+    u = _symbol(app, query)
+    limit = _limit(query, 500, MAX_TRADES)
+    recent = list(app[STATE].trades[u.symbol_id])[-limit:]
+    return ([{"id": t.trade_id, "price": u.price(t.price_tick), "qty": u.qty(t.qty_lot),
                              "quoteQty": u.quote_amount(t.quote_minor), "time": t.ts_ns // 1_000_000,
                              "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True} for t in recent])
 
 
-async def agg_trades(request: web.Request) -> web.Response:
+def agg_trades(app: web.Application, query):
     """rest-api.md "Compressed/Aggregate trades list": the edge keeps the recent ones."""
-    u = _symbol(request)
-    limit = _limit(request, 500, MAX_TRADES)
-    q = request.query
+    u = _symbol(app, query)
+    limit = _limit(query, 500, MAX_TRADES)
+    q = query
     from_id = _int(q, "fromId")
     start, end = _int(q, "startTime"), _int(q, "endTime")
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
-    rows = [a for a in request.app[STATE].agg_trades[u.symbol_id]
+    rows = [a for a in app[STATE].agg_trades[u.symbol_id]
             if (from_id is None or a.agg_id >= from_id)
             and (start is None or a.ts_ns >= start * 1_000_000) and (end is None or a.ts_ns <= end * 1_000_000 + 999_999)]
     rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
-    return E.json_response([{"a": a.agg_id, "p": u.price(a.price_tick), "q": u.qty(a.qty_lot), "f": a.first_trade_id,
+    return ([{"a": a.agg_id, "p": u.price(a.price_tick), "q": u.qty(a.qty_lot), "f": a.first_trade_id,
                              "l": a.last_trade_id, "T": a.ts_ns // 1_000_000, "m": a.buyer_is_maker, "M": True}
                             for a in rows])
 
@@ -165,83 +165,93 @@ def ticker_row(state, u, now_ns: int, kind: str = "FULL") -> dict:
                                    "closeTime", "firstId", "lastId", "count")}}
 
 
-async def ticker_24hr(request: web.Request) -> web.Response:
+def ticker_24hr(app: web.Application, query):
     """rest-api.md "24hr ticker price change statistics" (type FULL, or MINI)."""
-    kind = request.query.get("type", "FULL")
+    kind = query.get("type", "FULL")
     if kind not in ("FULL", "MINI"):
         raise E.BinanceError(400, -1139, "Invalid ticker type.")
-    state, now_ns = request.app[STATE], request.app[CLOCK_MS]() * 1_000_000
-    return _one_or_list(request, [ticker_row(state, u, now_ns, kind) for u in _symbols(request)])
+    state, now_ns = app[STATE], app[CLOCK_MS]() * 1_000_000
+    return _one_or_list(query, [ticker_row(state, u, now_ns, kind) for u in _symbols(app, query)])
 
 
-async def avg_price(request: web.Request) -> web.Response:
+def avg_price(app: web.Application, query):
     """rest-api.md "Current average price": volume-weighted over the last 5 minutes."""
-    u = _symbol(request)
-    state, now_ns = request.app[STATE], request.app[CLOCK_MS]() * 1_000_000
+    u = _symbol(app, query)
+    state, now_ns = app[STATE], app[CLOCK_MS]() * 1_000_000
     recent = [t for t in state.stats[u.symbol_id].last_24h(now_ns) if t[0] > now_ns - AVG_PRICE_MINS * 60 * 10**9]
     vol = Decimal(sum(t[2] for t in recent)) * Decimal(u.symbol.step_size)
     quote = Decimal(sum(t[3] for t in recent)).scaleb(-u.symbol.quote.precision)
     last = recent[-1][0] // 1_000_000 if recent else now_ns // 1_000_000
-    return E.json_response({"mins": AVG_PRICE_MINS, "price": _ratio(quote, vol, 8), "closeTime": last})
+    return ({"mins": AVG_PRICE_MINS, "price": _ratio(quote, vol, 8), "closeTime": last})
 
 
-async def klines(request: web.Request) -> web.Response:
+def klines(app: web.Application, query):
     """rest-api.md "Kline/Candlestick data" (UTC; timeZone 0 only)."""
-    u = _symbol(request)
-    interval = request.query.get("interval")
+    u = _symbol(app, query)
+    interval = query.get("interval")
     if not interval:
         raise E.mandatory_param("interval")
     if interval not in INTERVALS:
         raise E.BinanceError(400, -1120, "Invalid interval.")
-    tz = request.query.get("timeZone", "0")
+    tz = query.get("timeZone", "0")
     if tz not in ("0", "+0", "-0", "0:00", "+00:00", "-00:00"):
         raise E.invalid_param("timeZone")
-    limit = _limit(request, 500, MAX_TRADES)
-    start, end = _int(request.query, "startTime"), _int(request.query, "endTime")
+    limit = _limit(query, 500, MAX_TRADES)
+    start, end = _int(query, "startTime"), _int(query, "endTime")
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
     out = []
-    for c in request.app[STATE].stats[u.symbol_id].klines(interval, start, end, limit):
+    for c in app[STATE].stats[u.symbol_id].klines(interval, start, end, limit):
         close_ms = next_bucket(interval, c.open_ms) - 1
         out.append([c.open_ms, u.price(c.open_tick), u.price(c.high_tick), u.price(c.low_tick), u.price(c.close_tick),
                     u.qty(c.volume_lot), close_ms, u.quote_amount(c.quote_minor), c.trades, u.qty(c.taker_buy_lot),
                     u.quote_amount(c.taker_buy_quote_minor), "0"])
-    return E.json_response(out)
+    return (out)
 
 
-def _one_or_list(request: web.Request, rows: list) -> web.Response:
-    single = request.query.get("symbol") is not None
-    return E.json_response(rows[0] if single else rows)
+def _one_or_list(query, rows: list):
+    return rows[0] if query.get("symbol") is not None else rows
 
 
-async def ticker_price(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def ticker_price(app: web.Application, query):
+    state = app[STATE]
     rows = []
-    for u in _symbols(request):
+    for u in _symbols(app, query):
         last = state.last_trade[u.symbol_id]
         rows.append({"symbol": u.name, "price": u.price(last.price_tick if last else 0)})
-    return _one_or_list(request, rows)
+    return _one_or_list(query, rows)
 
 
-async def book_ticker(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+def book_ticker(app: web.Application, query):
+    state = app[STATE]
     rows = []
-    for u in _symbols(request):
+    for u in _symbols(app, query):
         book = state.books[u.symbol_id]
         bid = book.top(Side.BUY, 1) or [(0, 0)]
         ask = book.top(Side.SELL, 1) or [(0, 0)]
         rows.append({"symbol": u.name, "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
                      "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1])})
-    return _one_or_list(request, rows)
+    return _one_or_list(query, rows)
+
+
+# Each public query: a function of (app, query mapping); REST (here) and the WebSocket API
+# (wsapi.py) both call these.
+QUERIES = {"depth": depth, "trades": trades, "aggTrades": agg_trades, "klines": klines, "avgPrice": avg_price,
+           "ticker.24hr": ticker_24hr, "ticker.price": ticker_price, "ticker.book": book_ticker}
+REST_ROUTES = (("/api/v3/depth", "depth"), ("/api/v3/trades", "trades"), ("/api/v3/aggTrades", "aggTrades"),
+               ("/api/v3/klines", "klines"), ("/api/v3/avgPrice", "avgPrice"), ("/api/v3/ticker/24hr", "ticker.24hr"),
+               ("/api/v3/ticker/price", "ticker.price"), ("/api/v3/ticker/bookTicker", "ticker.book"))
+
+
+def _rest(name: str):
+    fn = QUERIES[name]
+
+    async def handler(request: web.Request) -> web.Response:
+        return E.json_response(fn(request.app, request.query))
+    handler.__name__ = name
+    return handler
 
 
 def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/api/v3/depth", depth)
-    r.add_get("/api/v3/trades", trades)
-    r.add_get("/api/v3/aggTrades", agg_trades)
-    r.add_get("/api/v3/ticker/price", ticker_price)
-    r.add_get("/api/v3/ticker/24hr", ticker_24hr)
-    r.add_get("/api/v3/avgPrice", avg_price)
-    r.add_get("/api/v3/klines", klines)
-    r.add_get("/api/v3/ticker/bookTicker", book_ticker)
+    for path, name in REST_ROUTES:
+        app.router.add_get(path, _rest(name))
