@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ganntec.config import Config
 from ganntec.edge import errors as E
-from ganntec.edge import market, streams, trading
+from ganntec.edge import market, streams, trading, userdata, wsapi
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
@@ -67,4 +67,6 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     market.add_routes(app)
     trading.add_routes(app)
     streams.add_routes(app)
+    userdata.setup(app)
+    wsapi.add_routes(app)
     return app

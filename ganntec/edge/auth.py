@@ -22,7 +22,7 @@ from ganntec.edge import errors as E
 __all__ = [
     "API_KEY_HEADER", "SECURITY_TYPES", "SIGNED_TYPES", "DEFAULT_RECV_WINDOW_MS", "MAX_RECV_WINDOW_MS",
     "ApiKey", "KeyStore", "authenticate", "signature_payload", "sign", "timestamp_us", "recv_window_us",
-    "check_timing",
+    "check_timing", "ws_param_text", "authenticate_ws",
 ]
 
 API_KEY_HEADER = "X-MBX-APIKEY"
@@ -193,3 +193,42 @@ def authenticate(method: str, query_string: str, body: str, headers: Mapping[str
         raise E.bad_signature()
     check_timing(ts_us, window_us, now_ms)
     return key, params
+
+
+def ws_param_text(value) -> str:
+    """A WebSocket API parameter as text, the way it is signed and then read: JSON true/false as
+    "true"/"false", numbers as written, strings as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    raise E.invalid_param("params")
+
+
+def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, need: str) -> tuple[ApiKey | None, dict]:
+    """Authorize one WebSocket API request (web-socket-api.md "SIGNED request security"): the
+    key is the `apiKey` parameter; the signature is HMAC-SHA256 over every other parameter but
+    `signature`, sorted by name, as `name=value` joined by `&`. Returns the key (None for
+    security type NONE) and the parameters as text, without apiKey and signature."""
+    text = {k: ws_param_text(v) for k, v in params.items()}
+    if need == "NONE":
+        return None, text
+    if need not in SECURITY_TYPES:
+        raise ValueError(f"unknown security type {need!r}")
+    api_key = text.pop("apiKey", None)
+    if not api_key:
+        raise E.mandatory_param("apiKey")
+    key = keys.get(api_key)
+    if key is None or need not in key.permissions:
+        raise E.rejected_api_key()
+    signature = text.pop("signature", None)
+    if not signature:
+        raise E.mandatory_param("signature")
+    ts_us = timestamp_us(text.get("timestamp"))
+    window_us = recv_window_us(text.get("recvWindow"))
+    payload = "&".join(f"{k}={v}" for k, v in sorted({**text, "apiKey": api_key}.items()))
+    expected = sign(key.secret, payload)
+    if not hmac.compare_digest(signature.lower().encode(), expected.encode()):
+        raise E.bad_signature()
+    check_timing(ts_us, window_us, now_ms)
+    return key, text

@@ -1,0 +1,163 @@
+"""The Binance WebSocket API (web-socket-api.md) on `/ws-api/v3`: requests
+{"id", "method", "params"} in, responses {"id", "status", "result" | "error", "rateLimits"} out,
+user data events {"subscriptionId", "event"} pushed.
+
+Methods: ping, time, exchangeInfo, depth, trades.recent, klines, avgPrice, ticker.24hr,
+ticker.price, ticker.book; order.place, order.test, order.status, order.cancel,
+openOrders.status, openOrders.cancelAll, allOrders, myTrades, account.status (the same
+operations as REST, trading.py and market.py); userDataStream.subscribe.signature,
+userDataStream.unsubscribe, session.subscriptions.
+
+Requests of one connection run concurrently (responses carry their id), and each leaves for the
+engines in the order it arrived: a request's command is stamped and pushed before its first
+wait. Responses and events share the connection's bounded send queue (streams.Connection):
+a client that does not read is disconnected."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from ganntec.edge import auth as A
+from ganntec.edge import errors as E
+from ganntec.edge import market, trading
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS
+from ganntec.edge.exchange_info import query_exchange_info
+from ganntec.edge.streams import Connection
+from ganntec.edge.userdata import USER_STREAMS
+
+# method -> (security type, operation of trading.OPERATIONS)
+TRADING = {
+    "order.place": "new_order", "order.test": "test_order", "order.status": "query_order",
+    "order.cancel": "cancel_order", "openOrders.status": "open_orders", "openOrders.cancelAll": "cancel_open_orders",
+    "allOrders": "all_orders", "myTrades": "my_trades", "account.status": "account",
+}
+MARKET = {"depth": "depth", "trades.recent": "trades", "trades.aggregate": "aggTrades", "klines": "klines",
+          "avgPrice": "avgPrice", "ticker.24hr": "ticker.24hr", "ticker.price": "ticker.price",
+          "ticker.book": "ticker.book"}
+MAX_SUBSCRIPTIONS = 1000
+
+
+class Session:
+    """One WebSocket API connection: its send queue and its user data subscriptions."""
+
+    def __init__(self, app: web.Application, conn: Connection):
+        self.app, self.conn = app, conn
+        self.subscriptions: dict[int, tuple[int, object]] = {}  # id -> (account, sink)
+        self.next_subscription = 0
+
+    def reply(self, req_id, status: int, body: dict) -> None:
+        self.conn.send(orjson.dumps({"id": req_id, "status": status, **body, "rateLimits": []}))
+
+    def close(self) -> None:
+        streams = self.app[USER_STREAMS]
+        for account, sink in self.subscriptions.values():
+            streams.remove(account, sink)
+        self.subscriptions.clear()
+
+    async def handle(self, req_id, method: str, params: dict) -> None:
+        try:
+            result = await self._call(method, params)
+        except E.BinanceError as exc:
+            self.reply(req_id, exc.http_status, {"error": exc.body()})
+        else:
+            self.reply(req_id, 200, {"result": result})
+
+    async def _call(self, method: str, params: dict):
+        app = self.app
+        now_ms = app[CLOCK_MS]()
+        if method == "ping":
+            return {}
+        if method == "time":
+            return {"serverTime": now_ms}
+        if method == "exchangeInfo":
+            _, text = A.authenticate_ws(_listed(params), app[KEYS], now_ms, "NONE")
+            return query_exchange_info(app[CONFIG], now_ms, text)
+        if method in MARKET:
+            _, text = A.authenticate_ws(params, app[KEYS], now_ms, "NONE")
+            return market.QUERIES[MARKET[method]](app, text)
+        if method in TRADING:
+            need, fn = trading.OPERATIONS[TRADING[method]]
+            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need)
+            for name in ("timestamp", "recvWindow"):
+                text.pop(name, None)
+            return await fn(app, key, text)
+        if method == "userDataStream.subscribe.signature":
+            key, _ = A.authenticate_ws(params, app[KEYS], now_ms, "USER_STREAM")
+            if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
+                raise E.BinanceError(400, -2042, "Maximum subscription ID reached for this connection.")
+            sid = self.next_subscription
+            self.next_subscription += 1
+
+            def sink(event: dict, sid=sid) -> None:
+                self.conn.send(orjson.dumps({"subscriptionId": sid, "event": event}))
+            app[USER_STREAMS].add(key.account_id, sink)
+            self.subscriptions[sid] = (key.account_id, sink)
+            return {"subscriptionId": sid}
+        if method == "userDataStream.unsubscribe":
+            raw = params.get("subscriptionId")
+            if raw is None:
+                self.close()
+                return {}
+            if not isinstance(raw, int) or raw not in self.subscriptions:
+                raise E.BinanceError(400, -2036, "User Data Stream subscription not active.")
+            account, sink = self.subscriptions.pop(raw)
+            app[USER_STREAMS].remove(account, sink)
+            return {}
+        if method == "session.subscriptions":
+            return [{"subscriptionId": sid} for sid in sorted(self.subscriptions)]
+        raise E.BinanceError(400, -1020, "This operation is not supported.")
+
+
+def _listed(params: dict) -> dict:
+    """exchangeInfo's `symbols` / `permissions` arrays as the JSON text REST takes."""
+    return {k: (orjson.dumps(v).decode() if isinstance(v, list) else v) for k, v in params.items()}
+
+
+def _request(text: str):
+    """(id, method, params) of one request, or an error body."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None, None, {"error": {"code": -1135, "msg": "Invalid JSON Request"}}
+    if not isinstance(msg, dict):
+        return None, None, {"error": {"code": -1135, "msg": "Invalid JSON Request"}}
+    req_id, method, params = msg.get("id"), msg.get("method"), msg.get("params", {})
+    if not isinstance(method, str) or not method:
+        return req_id, None, {"error": {"code": -1102, "msg": "Mandatory parameter 'method' was not sent, was "
+                                                             "empty/null, or malformed."}}
+    if not isinstance(params, dict):
+        return req_id, None, {"error": {"code": -1135, "msg": "JSON sent for parameter 'params' is not valid"}}
+    return req_id, method, params
+
+
+async def ws_api(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    conn = Connection(ws, combined=False, transport=request.transport)
+    session = Session(request.app, conn)
+    sender = asyncio.create_task(conn.sender())
+    tasks: set[asyncio.Task] = set()
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            req_id, method, params_or_error = _request(msg.data)
+            if method is None:
+                session.reply(req_id, 400, params_or_error)
+                continue
+            task = asyncio.create_task(session.handle(req_id, method, params_or_error))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:
+        session.close()
+        for task in tasks:
+            task.cancel()
+        sender.cancel()
+    return ws
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ws-api/v3", ws_api)
