@@ -84,7 +84,8 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
         await site.start()
         host, bound = runner.addresses[0][:2]
         log(f"edge {source} (pid {os.getpid()}) listening on http://{host}:{bound} "
-            f"(REST /api/v3; state at sequence {state.seq} from {replayed} journal records replayed, "
+            f"(REST /api/v3, streams ws://{host}:{bound}/ws and /stream, WebSocket API ws://{host}:{bound}/ws-api/v3; "
+            f"state at sequence {state.seq} from {replayed} journal records replayed, "
             f"{len(state.orders)} orders, {time.monotonic() - t0:.2f} s)")
         await stop.wait()
     finally:

@@ -10,9 +10,14 @@ import os
 import re
 import signal
 import stat
+import time
 
+import aiohttp
+import orjson
 import pytest
 from edge_harness import ccxt_binance
+
+from ganntec.edge import auth as A
 from test_runtime import Server
 
 CONFIG = """
@@ -22,7 +27,7 @@ name = "{instance}"
 durability = "os"
 [runtime]
 placement = "single"
-heartbeat_ms = 400
+heartbeat_ms = 1000
 ring_capacity = 4096
 max_in_flight = 1024
 [edge]
@@ -68,6 +73,19 @@ async def with_clients(port: int, keys: list[dict], fn):
             await ex.close()
 
 
+def current_worker(server: Server) -> int:
+    """The engine worker's pid now (a stale heartbeat under load may have restarted it)."""
+    with server.changed:
+        line = [ln for ln in server.lines if "engines=" in ln][-1]
+    return int(re.search(r"engines=(\d+)", line).group(1))
+
+
+def ws_signed(key: dict) -> dict:
+    params = {"apiKey": key["api_key"], "timestamp": time.time_ns() // 1_000_000}
+    payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return {**params, "signature": A.sign(key["api_secret"], payload)}
+
+
 @pytest.fixture
 def server(tmp_path, instance):
     s = Server(tmp_path, instance)
@@ -90,20 +108,44 @@ def test_ccxt_trades_through_ganntec_run_across_an_engine_crash_and_a_restart(se
         buy = await b.create_order("BTC/USDT", "market", "buy", 0.4)
         return sell, buy
 
-    sell, buy = asyncio.run(with_clients(port, keys, before_crash))
-    assert sell["status"] == "open" and buy["filled"] == 0.4
+    async def scenario():
+        # account 1's user data stream, subscribed on the WebSocket API for the whole scenario
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(f"http://127.0.0.1:{port}/ws-api/v3")
+        await ws.send_str(orjson.dumps({"id": 1, "method": "userDataStream.subscribe.signature",
+                                        "params": ws_signed(keys[0])}).decode())
+        assert orjson.loads((await ws.receive()).data)["result"] == {"subscriptionId": 0}
 
-    worker = int(re.search(r"engines=(\d+)", server.wait_for("engine workers: engines=")).group(1))
-    mark = len(server.lines)
-    os.kill(worker, signal.SIGKILL)
-    server.wait_for("engine workers restarted", after=mark)
+        async def before_crash(a, b):
+            sell = await a.create_order("BTC/USDT", "limit", "sell", 1, 100)
+            buy = await b.create_order("BTC/USDT", "market", "buy", 0.4)
+            return sell, buy
 
-    async def after_crash(a, b):
-        buy2 = await b.create_order("BTC/USDT", "market", "buy", 0.1)
-        return (buy2, await a.fetch_order(sell["id"], "BTC/USDT"), await b.fetch_my_trades("BTC/USDT"),
-                await b.fetch_balance(), await a.fetch_open_orders("BTC/USDT"))
+        sell, buy = await with_clients(port, keys, before_crash)
+        assert sell["status"] == "open" and buy["filled"] == 0.4
+        mark = len(server.lines)
+        os.kill(current_worker(server), signal.SIGKILL)
+        await asyncio.to_thread(server.wait_for, "engine workers restarted", mark)
 
-    buy2, order, trades, balance, open_orders = asyncio.run(with_clients(port, keys, after_crash))
+        async def after_crash(a, b):
+            buy2 = await b.create_order("BTC/USDT", "market", "buy", 0.1)
+            return (buy2, await a.fetch_order(sell["id"], "BTC/USDT"), await b.fetch_my_trades("BTC/USDT"),
+                    await b.fetch_balance(), await a.fetch_open_orders("BTC/USDT"))
+
+        result = await with_clients(port, keys, after_crash)
+        reports = []
+        while len([r for r in reports if r["x"] == "TRADE"]) < 2:
+            msg = orjson.loads((await asyncio.wait_for(ws.receive(), 30)).data)
+            if msg["event"]["e"] == "executionReport":
+                reports.append(msg["event"])
+        await ws.close()
+        await session.close()
+        return sell, result, reports
+
+    sell, (buy2, order, trades, balance, open_orders), reports = asyncio.run(scenario())
+    # account 1's order events across the crash: each once, in order
+    assert [(r["x"], r["l"], r["t"]) for r in reports] == [("NEW", "0.00000000", -1), ("TRADE", "0.40000000", 1),
+                                                          ("TRADE", "0.10000000", 2)]
     assert buy2["filled"] == 0.1 and order["filled"] == 0.5 and order["status"] == "open"
     assert [(t["amount"], t["price"]) for t in trades] == [(0.4, 100), (0.1, 100)]
     assert balance["BTC"]["total"] == pytest.approx(10 + 0.5 * 0.999)
