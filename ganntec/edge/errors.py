@@ -13,14 +13,18 @@ JSON_CONTENT_TYPE = "application/json;charset=UTF-8"  # what Binance sends
 class BinanceError(Exception):
     """A request refused the way Binance refuses it."""
 
-    def __init__(self, http_status: int, code: int, msg: str):
+    def __init__(self, http_status: int, code: int, msg: str, data: dict | None = None):
         super().__init__(f"{code} {msg}")
         self.http_status = http_status
         self.code = code
         self.msg = msg
+        self.data = data  # cancelReplace's per-part results
 
     def body(self) -> dict:
-        return {"code": self.code, "msg": self.msg}
+        body = {"code": self.code, "msg": self.msg}
+        if self.data is not None:
+            body["data"] = self.data
+        return body
 
 
 # errors.md, 11xx "Request issues": the parameterised message of each code.

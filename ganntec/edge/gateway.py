@@ -41,7 +41,8 @@ class Gateway:
         self.timeout_s = timeout_s
 
     def _stamp(self, records: np.ndarray) -> np.ndarray:
-        raw = R.as_records(records).copy()
+        # a byte copy: copying a structured array copies its fields only, never its other bytes
+        raw = R.as_records(records).view(np.uint8).reshape(-1, RB).copy().view(R.RECORD_DTYPE).reshape(-1)
         raw["source"] = self.source
         raw["source_seq"] = self.next_seq
         raw["ts_ns"] = self.clock_ns()

@@ -13,8 +13,12 @@ edge's, so the edge matches them by content, in the order the engines made them)
                 (matching echoes it; the edge always sends one)
   CANCEL_ALL    the first ORDER_CANCELED (CANCELED_BY_USER, no client order id) of the account
                 on the symbol, or a CANCEL_REJECTED with order id 0 and no client order id
+  AMEND         ORDER_AMENDED of the order, or a CANCEL_REJECTED of it with no client order id
+  CANCEL_REPLACE  its cancel's result (the cancel's own id; that one record answers it), then
+                its new order's results (by the new order's client order id)
   any command   refused before matching (by the order engine or risk): its refusal keeps the
-                command's source and edge sequence, so it is found exactly by them
+                command's source and edge sequence, so it is found exactly by them (every
+                record of a refused multi-record command, up to the one with FLAG_END)
 Waiters of one key are answered first in, first out (one edge ring keeps its commands in order).
 The result that answers a command opens it; every later record from the same source belongs
 to it until the one with FLAG_END (matching emits one command's results together), so a
@@ -153,13 +157,14 @@ class Waiter:
     """A command that waits for its results; `done(records)` is called once, with the records
     from the one that answered it to the one with FLAG_END."""
 
-    __slots__ = ("done", "records", "extras", "source", "source_seq", "taken")
+    __slots__ = ("done", "records", "extras", "source", "source_seq", "taken", "single")
 
     def __init__(self, done: Callable[[list], None], extras: Extras | None = None, source: int = 0,
-                 source_seq: int = 0):
+                 source_seq: int = 0, single: bool = False):
         self.done, self.records, self.extras = done, [], extras
         self.source, self.source_seq = source, source_seq  # the command's (edge, edge sequence)
         self.taken = False
+        self.single = single  # answered by the one record that names it (a cancel-replace's cancel)
 
 
 class EdgeState:
@@ -188,6 +193,8 @@ class EdgeState:
             collections.deque)
         self.waiting_cancel_all: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
             collections.deque)
+        self.waiting_amend: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
+            collections.deque)
         self.by_source_seq: dict[tuple[int, int], Waiter] = {}
         self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
@@ -203,6 +210,19 @@ class EdgeState:
 
     def expect_cancel_all(self, account: int, symbol_id: int, waiter: Waiter) -> None:
         self._expect(self.waiting_cancel_all, (account, symbol_id), waiter)
+
+    def expect_amend(self, account: int, order_id: int, waiter: Waiter) -> None:
+        """An AMEND: its ORDER_AMENDED, or a CANCEL_REJECTED of that order carrying no client id
+        (a cancel's carries the cancel's own)."""
+        self._expect(self.waiting_amend, (account, order_id), waiter)
+
+    def expect_refusal(self, waiter: Waiter) -> None:
+        """Only a refusal before matching, found by the command's edge sequence (the parts of a
+        cancel-replace are expected under their own keys)."""
+        self.by_source_seq[(waiter.source, waiter.source_seq)] = waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        self.by_source_seq.pop((waiter.source, waiter.source_seq), None)
 
     def _expect(self, queues: dict, key, waiter: Waiter) -> None:
         queues[key].append(waiter)
@@ -290,10 +310,14 @@ class EdgeState:
             w.done(w.records)
 
     def _answer(self, r, w: Waiter | None) -> None:
-        if w is not None:
-            if r.source in self._open_cmd:  # a command without FLAG_END (never a client's) was open
-                del self._open_cmd[r.source]
-            self._open_cmd[r.source] = w
+        if w is None:
+            return
+        if w.single:
+            w.done([r])
+            return
+        if r.source in self._open_cmd:  # a command without FLAG_END (never a client's) was open
+            del self._open_cmd[r.source]
+        self._open_cmd[r.source] = w
 
     def _on_new(self, r) -> None:  # a journaled command (bootstrap): remember what results lack
         if r.flags & R.FLAG_DEFERRED:
@@ -316,6 +340,8 @@ class EdgeState:
 
     def _on_rejected(self, r) -> None:
         self._extras.pop(r.order_id, None)
+        if r.source in self._open_cmd:  # a later record of a refused multi-record command
+            return
         cid = cid_text(r.client_order_id)
         w = self._refusal_waiter(r)
         if w is None and cid:
@@ -336,6 +362,8 @@ class EdgeState:
                 self.by_client_id[(o.account_id, o.client_order_id)] = o.order_id
             if o.status in ENDED:
                 self._ended(o)
+        if r.type == T.ORDER_AMENDED and r.source not in self._open_cmd:
+            self._answer(r, self._take(self.waiting_amend, (r.account_id, r.order_id)))
         if r.type == T.ORDER_CANCELED and r.source not in self._open_cmd:
             cid = cid_text(r.client_order_id)
             if cid:  # a CANCEL's: its own id
@@ -344,12 +372,16 @@ class EdgeState:
                 self._answer(r, self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id)))
 
     def _on_cancel_rejected(self, r) -> None:
+        if r.source in self._open_cmd:
+            return
         w = self._refusal_waiter(r)
         cid = cid_text(r.client_order_id)
         if w is None and cid:
             w = self._take(self.waiting_cancel, (r.account_id, cid))
         elif w is None and r.order_id == 0:
             w = self._take(self.waiting_cancel_all, (r.account_id, r.symbol_id))
+        elif w is None:
+            w = self._take(self.waiting_amend, (r.account_id, r.order_id))
         self._answer(r, w)
 
     def _ended(self, o: Order) -> None:

@@ -27,7 +27,7 @@ from aiohttp import web
 from ganntec.edge import auth as A
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge import errors as E
-from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order
+from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
 from ganntec.edge.units import AssetUnits, SymbolUnits
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType, RecordType, RespType, Side, StpMode, TimeInForce
@@ -432,6 +432,116 @@ async def account(app: web.Application, key: A.ApiKey, params: dict):
     })
 
 
+async def cancel_replace(app: web.Application, key: A.ApiKey, params: dict):
+    """rest-api.md "Cancel an Existing Order and Send a New Order": one CANCEL_REPLACE command
+    (the engines evaluate the new order's filters first, then cancel, then place)."""
+    u = symbol_of(app, params)
+    mode = params.get("cancelReplaceMode")
+    if not mode:
+        raise E.mandatory_param("cancelReplaceMode")
+    if mode not in ("STOP_ON_FAILURE", "ALLOW_FAILURE"):
+        raise E.invalid_param("cancelReplaceMode")
+    target = {"orderId": params.get("cancelOrderId"), "origClientOrderId": params.get("cancelOrigClientOrderId")}
+    if target["orderId"] is None and target["origClientOrderId"] is None:
+        raise E.either_param("cancelOrderId", "cancelOrigClientOrderId")
+    cancel_cid = _client_id(params, "cancelNewClientOrderId") or new_client_order_id()
+    restrictions = _cancel_restrictions(params)
+    leg, extras, resp, cid = new_order_command(params, u, key.account_id)
+    state = _state(app)
+    try:
+        o = _find_order(app, {k: v for k, v in target.items() if v is not None}, key.account_id, u,
+                        E.unknown_order_cancel)
+        order_id = o.order_id
+    except E.BinanceError:
+        # Not one of the account's orders: no order has id -1, so matching refuses the cancel
+        # (UNKNOWN_ORDER) in journal order and the mode decides about the new order.
+        o, order_id = None, -1
+    head = R.empty(RecordType.CANCEL_REPLACE)
+    head["account_id"], head["symbol_id"], head["order_id"] = key.account_id, u.symbol_id, order_id
+    head["new_client_order_id"] = cancel_cid.encode("ascii")
+    head["cancel_restrictions"], head["replace_mode"] = restrictions, int(R.ReplaceMode[mode])
+    head["flags"] = R.FLAG_CONTINUED
+    parts: dict = {}
+
+    def expect(w: Waiter) -> None:
+        def cancel_done(recs):
+            parts["cancel"] = recs[0]
+
+        def new_done(recs):
+            state.forget(w)
+            w.done([parts["cancel"]] + recs if "cancel" in parts else recs)
+        state.expect_refusal(w)
+        state.expect_cancel(key.account_id, cancel_cid, Waiter(cancel_done, single=True))
+        state.expect_new(key.account_id, cid, Waiter(new_done, extras))
+
+    records = await _gateway(app).submit(R.concat([head, leg]), expect, extras)
+    cancel_rec = next((r for r in records if r.type in (RecordType.ORDER_CANCELED, RecordType.CANCEL_REJECTED)), None)
+    new_rec = next((r for r in records if r.type in (RecordType.ORDER_ACCEPTED, RecordType.ORDER_REJECTED)), None)
+    if cancel_rec is None or cancel_rec.type == RecordType.CANCEL_REJECTED:
+        not_attempted = cancel_rec is None or cancel_rec.reason == R.Reason.NOT_ATTEMPTED
+        cancel_result = "NOT_ATTEMPTED" if not_attempted else "FAILURE"
+        cancel_body = None if not_attempted else refusal(cancel_rec).body()
+    else:
+        cancel_result = "SUCCESS"
+        cancel_body = cancel_json(state.orders.get(cancel_rec.order_id) or o, u, cancel_cid, cancel_rec.ts_ns)
+    if new_rec is None or (new_rec.type == RecordType.ORDER_REJECTED and new_rec.reason == R.Reason.NOT_ATTEMPTED):
+        new_result, new_body = "NOT_ATTEMPTED", None
+    elif new_rec.type == RecordType.ORDER_REJECTED:
+        new_result, new_body = "FAILURE", refusal(new_rec).body()
+    else:
+        new_result = "SUCCESS"
+        new_body = new_order_response(state.orders[new_rec.order_id], u, resp, records, new_rec.ts_ns)
+    out = {"cancelResult": cancel_result, "newOrderResult": new_result, "cancelResponse": cancel_body,
+           "newOrderResponse": new_body}
+    if cancel_result == new_result == "SUCCESS":
+        return out
+    if "SUCCESS" in (cancel_result, new_result):
+        raise E.BinanceError(409, -2021, "Order cancel-replace partially failed.", out)
+    raise E.BinanceError(400, -2022, "Order cancel-replace failed.", out)
+
+
+async def amend_keep_priority(app: web.Application, key: A.ApiKey, params: dict):
+    """rest-api.md "Order Amend Keep Priority": the quantity down only, the order keeps its place
+    and takes a new client order id (one is made if none is sent)."""
+    u = symbol_of(app, params)
+    raw = params.get("newQty")
+    if not raw:
+        raise E.mandatory_param("newQty")
+    new_qty = u.qty_lot("newQty", raw)
+    o = _find_order(app, params, key.account_id, u, E.unknown_order_cancel)
+    new_cid = _client_id(params, "newClientOrderId") or new_client_order_id()
+    if not o.is_open:
+        raise E.unknown_order_cancel()
+    if new_qty == 0:
+        raise E.invalid_param("newQty")
+    if new_qty >= o.qty_lot:
+        raise E.engine_refusal(-2038, "Order amend (quantity increase) is not supported." if new_qty > o.qty_lot
+                               else "The requested action would change no state; rejecting")
+    orig_cid = o.client_order_id
+    rec = R.empty(RecordType.AMEND)
+    rec["account_id"], rec["symbol_id"], rec["order_id"], rec["new_qty_lot"] = key.account_id, u.symbol_id, \
+        o.order_id, new_qty
+    rec["flags"] = R.FLAG_CONTINUED
+    ext = R.empty(RecordType.EXT)
+    ext["account_id"], ext["symbol_id"] = key.account_id, u.symbol_id
+    ext["ext_kind"], ext["text1"] = int(R.ExtKind.NEW_CLIENT_ORDER_ID), new_cid.encode("ascii")
+    state = _state(app)
+    records = await _gateway(app).submit(R.concat([rec, ext]), lambda w: state.expect_amend(key.account_id,
+                                                                                            o.order_id, w))
+    head = records[0]
+    if head.type != RecordType.ORDER_AMENDED:
+        raise refusal(head)
+    o = state.orders[o.order_id]
+    f = order_fields(o, u)
+    return {"transactTime": _ms(head.ts_ns), "executionId": head.seq, "amendedOrder": {
+        "symbol": u.name, "orderId": o.order_id, "orderListId": -1, "origClientOrderId": orig_cid,
+        "clientOrderId": o.client_order_id, "price": f["price"], "qty": f["origQty"], "executedQty": f["executedQty"],
+        "preventedQty": u.qty(o.prevented_lot), "quoteOrderQty": u.quote_amount(o.quote_qty_minor),
+        "cumulativeQuoteQty": f["cummulativeQuoteQty"], "status": f["status"], "timeInForce": f["timeInForce"],
+        "type": f["type"], "side": f["side"], "workingTime": _ms(o.working_ns) if o.working_ns >= 0 else -1,
+        "selfTradePreventionMode": _stp_name(o, u)}}
+
+
 # Each operation: its security type and the function of (app, key, params) that does it; REST
 # (here) and the WebSocket API (wsapi.py) both call these.
 OPERATIONS = {
@@ -444,6 +554,8 @@ OPERATIONS = {
     "all_orders": ("USER_DATA", all_orders),
     "my_trades": ("USER_DATA", my_trades),
     "account": ("USER_DATA", account),
+    "cancel_replace": ("TRADE", cancel_replace),
+    "amend_keep_priority": ("TRADE", amend_keep_priority),
 }
 REST_ROUTES = (
     ("POST", "/api/v3/order", "new_order"),
@@ -455,6 +567,8 @@ REST_ROUTES = (
     ("GET", "/api/v3/allOrders", "all_orders"),
     ("GET", "/api/v3/myTrades", "my_trades"),
     ("GET", "/api/v3/account", "account"),
+    ("POST", "/api/v3/order/cancelReplace", "cancel_replace"),
+    ("PUT", "/api/v3/order/amend/keepPriority", "amend_keep_priority"),
 )
 
 

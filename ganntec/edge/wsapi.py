@@ -33,6 +33,7 @@ TRADING = {
     "order.place": "new_order", "order.test": "test_order", "order.status": "query_order",
     "order.cancel": "cancel_order", "openOrders.status": "open_orders", "openOrders.cancelAll": "cancel_open_orders",
     "allOrders": "all_orders", "myTrades": "my_trades", "account.status": "account",
+    "order.cancelReplace": "cancel_replace", "order.amend.keepPriority": "amend_keep_priority",
 }
 MARKET = {"depth": "depth", "trades.recent": "trades", "trades.aggregate": "aggTrades", "klines": "klines",
           "avgPrice": "avgPrice", "ticker.24hr": "ticker.24hr", "ticker.price": "ticker.price",
@@ -61,7 +62,7 @@ class Session:
         try:
             result = await self._call(method, params)
         except E.BinanceError as exc:
-            self.reply(req_id, exc.http_status, {"error": exc.body()})
+            self.reply(req_id, exc.http_status, {"error": exc.body()})  # cancelReplace's "data" inside
         else:
             self.reply(req_id, 200, {"result": result})
 

@@ -283,3 +283,79 @@ def test_reports_match_the_engines_record_by_record(h):
         for o in h.state.open_orders(acc):
             m = h.driver.matching.order(o.order_id)
             assert m is not None and m["executed_lot"] == o.executed_lot
+
+
+def cancel_replace(c, account, **params):
+    params.setdefault("symbol", SYM)
+    return signed(c, "POST", "/api/v3/order/cancelReplace", account, T0_MS, body=True, **params)
+
+
+def test_cancel_replace_success_and_each_failure_as_binance_answers(h):
+    async def go(c):
+        _, first = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100",
+                               newClientOrderId="first")
+        ok = await cancel_replace(c, 1, cancelReplaceMode="STOP_ON_FAILURE", cancelOrigClientOrderId="first",
+                                  side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="101",
+                                  newClientOrderId="second", cancelNewClientOrderId="cx1")
+        stop = await cancel_replace(c, 1, cancelReplaceMode="STOP_ON_FAILURE", cancelOrderId="999999",
+                                    side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="101")
+        allow = await cancel_replace(c, 1, cancelReplaceMode="ALLOW_FAILURE", cancelOrderId="999999",
+                                     side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="102",
+                                     newClientOrderId="third")
+        bad_tick = await cancel_replace(c, 1, cancelReplaceMode="STOP_ON_FAILURE", cancelOrigClientOrderId="second",
+                                        side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="1.001")
+        bad_filter = await cancel_replace(c, 1, cancelReplaceMode="STOP_ON_FAILURE", cancelOrigClientOrderId="second",
+                                          side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.001", price="0.01")
+        await order(c, 2, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="150")
+        new_fails = await cancel_replace(c, 1, cancelReplaceMode="STOP_ON_FAILURE", cancelOrigClientOrderId="third",
+                                         side="BUY", type="LIMIT_MAKER", quantity="0.2", price="150")
+        missing_mode = await cancel_replace(c, 1, cancelOrderId="1", side="BUY", type="MARKET", quantity="1")
+        opened = await signed(c, "GET", "/api/v3/openOrders", 1, T0_MS, symbol=SYM)
+        return first, ok, stop, allow, bad_tick, bad_filter, new_fails, missing_mode, opened
+
+    first, ok, stop, allow, bad_tick, bad_filter, new_fails, missing_mode, opened = run(h, go)
+    status, body = ok
+    assert status == 200 and (body["cancelResult"], body["newOrderResult"]) == ("SUCCESS", "SUCCESS")
+    assert body["cancelResponse"]["orderId"] == first["orderId"] and body["cancelResponse"]["status"] == "CANCELED"
+    assert body["cancelResponse"]["clientOrderId"] == "cx1" and body["cancelResponse"]["origClientOrderId"] == "first"
+    assert body["newOrderResponse"]["clientOrderId"] == "second" and body["newOrderResponse"]["price"] == "101.00000000"
+    assert stop == (400, {"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+        "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+        "cancelResponse": {"code": -2011, "msg": "Unknown order sent."}, "newOrderResponse": None}})
+    assert allow[0] == 409 and allow[1]["code"] == -2021
+    assert (allow[1]["data"]["cancelResult"], allow[1]["data"]["newOrderResult"]) == ("FAILURE", "SUCCESS")
+    assert allow[1]["data"]["newOrderResponse"]["clientOrderId"] == "third"
+    assert bad_tick == (400, {"code": -1013, "msg": "Filter failure: PRICE_FILTER"})  # refused before anything
+    # a filter the engines check first: nothing is cancelled
+    assert bad_filter[0] == 400 and bad_filter[1]["code"] == -2022
+    assert bad_filter[1]["data"]["newOrderResponse"] == {"code": -1013, "msg": "Filter failure: NOTIONAL"}
+    assert bad_filter[1]["data"]["cancelResult"] == "NOT_ATTEMPTED"
+    assert new_fails[0] == 409 and new_fails[1]["data"]["cancelResult"] == "SUCCESS"
+    assert new_fails[1]["data"]["newOrderResponse"] == {"code": -2010, "msg": "Order would immediately match and take."}
+    assert missing_mode[1]["code"] == -1102
+    assert sorted(o["clientOrderId"] for o in opened[1]) == ["second"]  # "third" was replaced by the failed maker
+
+
+def test_amend_keep_priority_reduces_quantity_keeps_place_and_renames(h):
+    async def go(c):
+        _, a = await order(c, 1, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="100",
+                           newClientOrderId="a")
+        await order(c, 2, side="SELL", type="LIMIT", timeInForce="GTC", quantity="1", price="100")
+        amended = await signed(c, "PUT", "/api/v3/order/amend/keepPriority", 1, T0_MS, body=True, symbol=SYM,
+                               origClientOrderId="a", newQty="0.4", newClientOrderId="a2")
+        up = await signed(c, "PUT", "/api/v3/order/amend/keepPriority", 1, T0_MS, body=True, symbol=SYM,
+                          orderId=str(a["orderId"]), newQty="2")
+        same = await signed(c, "PUT", "/api/v3/order/amend/keepPriority", 1, T0_MS, body=True, symbol=SYM,
+                            orderId=str(a["orderId"]), newQty="0.4")
+        _, buy = await order(c, 3, side="BUY", type="MARKET", quantity="0.5")
+        query = await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="a2")
+        return a, amended, up, same, buy, query
+
+    a, (status, amended), up, same, buy, query = run(h, go)
+    assert status == 200 and amended["amendedOrder"]["qty"] == "0.40000000"
+    assert (amended["amendedOrder"]["origClientOrderId"], amended["amendedOrder"]["clientOrderId"]) == ("a", "a2")
+    assert up == (400, {"code": -2038, "msg": "Order amend (quantity increase) is not supported."})
+    assert same[1]["code"] == -2038
+    # kept its place: the market buy fills the amended order first, then 0.1 of the next
+    assert [f["qty"] for f in buy["fills"]] == ["0.40000000", "0.10000000"]
+    assert query[1]["status"] == "FILLED" and query[1]["orderId"] == a["orderId"]
