@@ -374,6 +374,16 @@ def _accounts(raw, assets: tuple[Asset, ...], eng: EngineConfig, problems: list[
         if ok:
             seen.add(acc_id)
             out.append(AccountConfig(acc_id, dict(balances)))
+    # The risk engine keeps every asset's total (all accounts) below 2**62 minor units too, and
+    # refuses a credit past it: a first start must not silently fund only some accounts.
+    totals: dict[str, int] = {}
+    for acc in out:
+        for asset, amount in acc.balances.items():
+            totals[asset] = totals.get(asset, 0) + by_name[asset].to_minor(asset, amount)
+    for asset, total in totals.items():
+        if total >= 1 << 62:
+            problems.append(f"accounts.balances.{asset}={by_name[asset].from_minor(total)} (the total over all "
+                            f"accounts must stay below 2**62 minor units, {by_name[asset].from_minor((1 << 62) - 1)})")
     return tuple(out)
 
 

@@ -201,6 +201,11 @@ class Supervisor:
             if first:
                 if rp.order.seq == 0 and len(cfg.accounts):
                     journal, fund_edge = rp.run(funding_records(cfg))
+                    refused = journal[journal["reason"] != 0]
+                    if len(refused):  # the config is checked against this; a refusal is a bug
+                        r = R.view(refused[0])
+                        raise RuntimeError(f"funding refused: {R.RecordType(int(r['type'])).name} of account "
+                                           f"{int(r['account_id'])} ({R.Reason(int(r['reason'])).name})")
                     writer.append(journal)
                     publish_turn(self.reports, R.as_records(fund_edge).view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
                     self.log(f"funded {len(cfg.accounts)} accounts")

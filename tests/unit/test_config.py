@@ -110,6 +110,9 @@ loss_asset = "USDT"
     ("[[accounts]]\nid = 1\nbalances = { USDT = \"0.0000001\" }", "accounts[0].balances.USDT=0.0000001 (finer than USDT's 6 decimals)"),
     ("[[accounts]]\nid = 1024", "accounts[0].id=1024 (an integer 0 .. engine.max_accounts - 1 = 1023)"),
     ("[[accounts]]\nid = 1\n[[accounts]]\nid = 1", "accounts[1].id=1 (listed twice)"),
+    # each balance fits, their sum does not: the risk engine would refuse the last credits
+    ("[[accounts]]\nid = 1\nbalances = { USDT = \"3000000000000\" }\n[[accounts]]\nid = 2\n"
+     "balances = { USDT = \"3000000000000\" }", "accounts.balances.USDT=6000000000000.000000 (the total over all accounts"),
 ])
 def test_each_problem_names_field_value_and_reason(extra, expected):
     found = problems(MINIMAL + "\n" + extra)
