@@ -104,7 +104,12 @@ def signature_payload(query_string: str, body: str) -> str:
 
 
 def _parse(raw: str) -> dict[str, str]:
-    pairs = parse_qsl(raw, keep_blank_values=True)
+    if not raw:
+        return {}
+    if "%" in raw or "+" in raw:
+        pairs = parse_qsl(raw, keep_blank_values=True)
+    else:  # nothing to decode (what clients send for plain parameters): a plain split
+        pairs = [(p[0], p[2]) for p in (part.partition("=") for part in raw.split("&") if part)]
     out = dict(pairs)
     if len(out) != len(pairs):  # the same name twice in one part
         raise E.duplicate_param()

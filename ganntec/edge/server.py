@@ -57,6 +57,7 @@ def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) 
 # are frozen out of the collector's scans after the start and then every minute, and young
 # collections run less often; refcounting still frees them when they are dropped.
 GC_FREEZE_EVERY_S = 60
+GIL_SWITCH_S = 0.0005
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
@@ -119,7 +120,12 @@ def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeySt
     import uvloop
 
     wait = W.make(wait_name, processes=waiters)
-    del wait_name
+    if wait.name == "spin-block":
+        # The reports reader is a second thread beside the event loop: spinning or yielding it
+        # takes the core and the GIL the loop needs; it sleeps on the ring's semaphore at once.
+        wait = W.make("spin-block", spin_us=2.0, yields=0)
+    # The loop hands the GIL to the reader thread within this, not CPython's default 5 ms.
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wait, port,
                          log=lambda msg: print(f"ganntec: {msg}", flush=True)))
