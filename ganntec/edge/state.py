@@ -82,10 +82,23 @@ class Order:
     trailing_delta_bips: int = 0
     stp_mode: int = 0
     prevented_lot: int = 0
+    list_id: int = -1  # the order list it belongs to (an OCO leg), else -1
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+
+@dataclass(slots=True)
+class OrderList:
+    """An OCO: its id is its ORDER_LIST record's sequence; its legs' ids follow it."""
+
+    list_id: int
+    account_id: int
+    symbol_id: int
+    list_client_order_id: str
+    order_ids: list
+    time_ns: int
 
 
 @dataclass(slots=True)
@@ -151,6 +164,8 @@ class Extras:
     iceberg_lot: int = 0
     trailing_delta_bips: int = 0
     stp_mode: int = 0
+    list_leg: int = 0          # 1 or 2: the first or second leg of an order list (its id - list_leg)
+    list_client_order_id: str = ""
 
 
 class Waiter:
@@ -188,6 +203,9 @@ class EdgeState:
         self.own_trades: dict[tuple[int, int], collections.deque] = collections.defaultdict(
             lambda: collections.deque(maxlen=keep_own_trades))
         self._extras: dict[int, Extras] = {}  # order id -> a journaled NEW's extras (bootstrap)
+        self._leg_extras: dict[tuple[int, str], Extras] = {}  # (account, cid) -> a live list leg's
+        self._journal_list: tuple | None = None  # the ORDER_LIST a journaled leg follows
+        self.lists: dict[int, OrderList] = {}
         self.waiting_new: dict[tuple[int, str], collections.deque[Waiter]] = collections.defaultdict(collections.deque)
         self.waiting_cancel: dict[tuple[int, int], collections.deque[Waiter]] = collections.defaultdict(
             collections.deque)
@@ -293,12 +311,22 @@ class EdgeState:
                 fn()
 
     def remember_commands(self, journal: np.ndarray) -> None:
-        """Journaled NEW_ORDERs (a replay's input): what their results will not say (iceberg
-        quantity, quote amount, trailing delta, STP mode), kept for their ORDER_ACCEPTED."""
+        """Journaled NEW_ORDERs and ORDER_LISTs (a replay's input): what their results will not
+        say (iceberg quantity, quote amount, trailing delta, STP mode, the list of a leg), kept
+        for their ORDER_ACCEPTED."""
         raw = np.ascontiguousarray(journal).view(np.uint8).reshape(-1, RB)
         types = raw.view(R.RECORD_DTYPE).reshape(-1)["type"]
-        for i in np.flatnonzero(types == int(T.NEW_ORDER)):
-            self._on_new(decode(raw[i].tobytes()))
+        for i in np.flatnonzero((types == int(T.NEW_ORDER)) | (types == int(T.ORDER_LIST))):
+            r = decode(raw[i].tobytes())
+            if r.type == T.ORDER_LIST:
+                self._journal_list = (r.seq, cid_text(r.list_client_order_id)) if r.reason == 0 else None
+            else:
+                self._on_new(r)
+
+    def expect_leg(self, account: int, cid: str, extras: Extras) -> None:
+        """A live list's other leg: its extras, for its ORDER_ACCEPTED (no waiter: the list's
+        first leg's waiter collects it)."""
+        self._leg_extras[(account, cid)] = extras
 
     def _collect(self, r) -> None:
         w = self._open_cmd.get(r.source)
@@ -322,17 +350,30 @@ class EdgeState:
     def _on_new(self, r) -> None:  # a journaled command (bootstrap): remember what results lack
         if r.flags & R.FLAG_DEFERRED:
             return
-        self._extras[r.seq] = Extras(r.quote_qty_minor, r.iceberg_qty_lot, r.trailing_delta_bips, r.stp_mode)
+        ex = Extras(r.quote_qty_minor, r.iceberg_qty_lot, r.trailing_delta_bips, r.stp_mode)
+        jl = self._journal_list
+        if jl is not None and 0 < r.seq - jl[0] <= 2:
+            ex.list_leg, ex.list_client_order_id = r.seq - jl[0], jl[1]
+        self._extras[r.seq] = ex
 
     def _on_accepted(self, r) -> None:
         cid = cid_text(r.client_order_id)
-        w = self._take(self.waiting_new, (r.account_id, cid)) if cid else None
-        ex = (w.extras if w is not None else None) or self._extras.pop(r.order_id, None) or Extras()
+        inside = r.source in self._open_cmd  # a list's second leg: its first leg's waiter has it
+        w = self._take(self.waiting_new, (r.account_id, cid)) if cid and not inside else None
+        ex = ((w.extras if w is not None else None) or self._leg_extras.pop((r.account_id, cid), None)
+              or self._extras.pop(r.order_id, None) or Extras())
         o = Order(r.order_id, r.account_id, r.symbol_id, r.side, r.order_type, r.time_in_force, r.price_tick,
                   r.qty_lot, r.stop_price_tick, cid, r.ts_ns, r.status, r.executed_qty_lot, r.cum_quote_minor,
                   r.ts_ns, -1 if r.order_type in STOP_TYPES else r.ts_ns, ex.quote_qty_minor, ex.iceberg_lot,
                   ex.trailing_delta_bips, ex.stp_mode)
         self.orders[o.order_id] = o
+        if ex.list_leg:
+            o.list_id = o.order_id - ex.list_leg
+            lst = self.lists.get(o.list_id)
+            if lst is None:
+                lst = self.lists[o.list_id] = OrderList(o.list_id, o.account_id, o.symbol_id, ex.list_client_order_id,
+                                                        [], r.ts_ns)
+            lst.order_ids.append(o.order_id)
         if cid:
             self.by_client_id[(o.account_id, cid)] = o.order_id
         self.open_by_account[o.account_id][o.order_id] = o
@@ -340,6 +381,7 @@ class EdgeState:
 
     def _on_rejected(self, r) -> None:
         self._extras.pop(r.order_id, None)
+        self._leg_extras.pop((r.account_id, cid_text(r.client_order_id)), None)
         if r.source in self._open_cmd:  # a later record of a refused multi-record command
             return
         cid = cid_text(r.client_order_id)
@@ -389,6 +431,8 @@ class EdgeState:
         self.closed.append(o.order_id)
         while len(self.closed) > self.keep_closed:
             old = self.orders.pop(self.closed.popleft(), None)
+            if old is not None and old.list_id >= 0:
+                self.lists.pop(old.list_id, None)
             if old is not None and self.by_client_id.get((old.account_id, old.client_order_id)) == old.order_id:
                 del self.by_client_id[(old.account_id, old.client_order_id)]
 

@@ -18,6 +18,7 @@ records.REASON_ERRORS."""
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from decimal import Decimal
 
@@ -180,7 +181,7 @@ def _stp_name(o: Order, u: SymbolUnits) -> str:
 def order_fields(o: Order, u: SymbolUnits) -> dict:
     """The fields every order response shares (rest-api.md "Query order")."""
     d = {
-        "symbol": u.name, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_order_id,
+        "symbol": u.name, "orderId": o.order_id, "orderListId": o.list_id, "clientOrderId": o.client_order_id,
         "price": u.price(o.price_tick), "origQty": u.qty(o.qty_lot), "executedQty": u.qty(o.executed_lot),
         "cummulativeQuoteQty": u.quote_amount(o.cum_quote_minor), "status": R.OrderStatus(o.status).name,
         "timeInForce": TimeInForce(o.time_in_force).name, "type": OrderType(o.order_type).name,
@@ -212,7 +213,7 @@ def _commission(u: SymbolUnits, which: int, minor: int) -> str:
 
 
 def new_order_response(o: Order, u: SymbolUnits, resp: RespType, records: list, transact_ns: int) -> dict:
-    d = {"symbol": u.name, "orderId": o.order_id, "orderListId": -1, "clientOrderId": o.client_order_id,
+    d = {"symbol": u.name, "orderId": o.order_id, "orderListId": o.list_id, "clientOrderId": o.client_order_id,
          "transactTime": _ms(transact_ns)}
     if resp == RespType.ACK:
         return d
@@ -237,7 +238,7 @@ def new_order_response(o: Order, u: SymbolUnits, resp: RespType, records: list, 
 
 def cancel_json(o: Order, u: SymbolUnits, cancel_cid: str, transact_ns: int) -> dict:
     f = order_fields(o, u)
-    d = {"symbol": u.name, "origClientOrderId": o.client_order_id, "orderId": o.order_id, "orderListId": -1,
+    d = {"symbol": u.name, "origClientOrderId": o.client_order_id, "orderId": o.order_id, "orderListId": o.list_id,
          "clientOrderId": cancel_cid, "transactTime": _ms(transact_ns)}
     for k in ("price", "origQty", "executedQty"):
         d[k] = f[k]
@@ -540,6 +541,130 @@ async def amend_keep_priority(app: web.Application, key: A.ApiKey, params: dict)
         "selfTradePreventionMode": _stp_name(o, u)}}
 
 
+LIST_LEG_PARAMS = ("Type", "Price", "StopPrice", "TrailingDelta", "TimeInForce", "IcebergQty", "ClientOrderId")
+
+
+def _leg_name(pos: str, param: str) -> str:
+    """A single order's parameter as an OCO leg's ("price" -> "abovePrice")."""
+    if param in ("quantity", "side", "symbol", "selfTradePreventionMode", "newOrderRespType"):
+        return param
+    if param == "newClientOrderId":
+        return pos + "ClientOrderId"
+    return pos + param[0].upper() + param[1:]
+
+
+def list_json(lst, state: EdgeState, u: SymbolUnits, transact_ns: int | None = None) -> dict:
+    """An order list as rest-api.md "Query Order list" shows it."""
+    legs = [state.orders.get(i) for i in sorted(lst.order_ids)]
+    done = all(o is None or not o.is_open for o in legs)
+    return {"orderListId": lst.list_id, "contingencyType": "OCO",
+            "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
+            "listOrderStatus": "ALL_DONE" if done else "EXECUTING",
+            "listClientOrderId": lst.list_client_order_id,
+            "transactionTime": _ms(lst.time_ns if transact_ns is None else transact_ns), "symbol": u.name,
+            "orders": [{"symbol": u.name, "orderId": i, "clientOrderId": o.client_order_id if o else ""}
+                       for i, o in zip(sorted(lst.order_ids), legs)]}
+
+
+async def new_oco(app: web.Application, key: A.ApiKey, params: dict):
+    """rest-api.md "New Order list - OCO": an above and a below order of one quantity; the
+    activation of one expires the other (the engines hold the list rules and check the prices)."""
+    u = symbol_of(app, params)
+    if not params.get("quantity"):
+        raise E.mandatory_param("quantity")
+    for name in ("side", "aboveType", "belowType"):
+        if not params.get(name):
+            raise E.mandatory_param(name)
+    list_cid = _client_id(params, "listClientOrderId") or new_client_order_id()
+    legs = []
+    for pos in ("above", "below"):
+        leg_params = {"side": params["side"], "quantity": params["quantity"],
+                      "selfTradePreventionMode": params.get("selfTradePreventionMode"),
+                      "newOrderRespType": params.get("newOrderRespType")}
+        for name in LIST_LEG_PARAMS:
+            value = params.get(pos + name)
+            if value is not None:
+                leg_params[{"Type": "type", "ClientOrderId": "newClientOrderId"}.get(name, name[0].lower() + name[1:])] = value
+        try:
+            legs.append(new_order_command({k: v for k, v in leg_params.items() if v is not None}, u, key.account_id))
+        except E.BinanceError as exc:  # name the leg's own parameter, as the client sent it
+            raise E.BinanceError(exc.http_status, exc.code, re.sub(r"'(\w+)'", lambda m: f"'{_leg_name(pos, m[1])}'",
+                                                                   exc.msg, count=1)) from None
+    head = R.pack(RecordType.ORDER_LIST, account_id=key.account_id, symbol_id=u.symbol_id,
+                  list_type=int(R.ListType.OCO), list_client_order_id=list_cid.encode("ascii"),
+                  flags=R.FLAG_CONTINUED)
+    (above, ex_a, resp, cid_a), (below, ex_b, _, cid_b) = legs
+    above["flags"] = R.FLAG_CONTINUED
+    ex_a.list_leg, ex_a.list_client_order_id = 1, list_cid
+    ex_b.list_leg, ex_b.list_client_order_id = 2, list_cid
+    state = _state(app)
+
+    def expect(w: Waiter) -> None:
+        state.expect_new(key.account_id, cid_a, w)
+        state.expect_leg(key.account_id, cid_b, ex_b)
+
+    records = await _gateway(app).submit(R.concat([head, above, below]), expect, ex_a)
+    head_rec = records[0]
+    if head_rec.type != RecordType.ORDER_ACCEPTED:
+        raise refusal(next((r for r in records if r.reason), head_rec))
+    first = state.orders[head_rec.order_id]
+    lst = state.lists[first.list_id]
+    out = list_json(lst, state, u, head_rec.ts_ns)
+    out["orderReports"] = [new_order_response(state.orders[i], u, resp, records, head_rec.ts_ns)
+                           for i in sorted(lst.order_ids)]
+    return out
+
+
+def _find_list(app: web.Application, params: dict, account: int, u: SymbolUnits, missing):
+    lid = _long(params, "orderListId")
+    cid = params.get("listClientOrderId") or params.get("origClientOrderId")
+    if lid is None and not cid:
+        raise E.either_param("orderListId", "listClientOrderId")
+    state = _state(app)
+    if lid is not None:
+        lst = state.lists.get(lid)
+    else:
+        lst = next((x for x in state.lists.values() if x.account_id == account and x.list_client_order_id == cid
+                    and any(state.orders.get(i) and state.orders[i].is_open for i in x.order_ids)), None) or next(
+            (x for x in reversed(list(state.lists.values())) if x.account_id == account
+             and x.list_client_order_id == cid), None)
+    if lst is None or lst.account_id != account or (u is not None and lst.symbol_id != u.symbol_id):
+        raise missing()
+    return lst
+
+
+async def query_order_list(app: web.Application, key: A.ApiKey, params: dict):
+    lst = _find_list(app, params, key.account_id, None, E.no_such_order)
+    return list_json(lst, _state(app), app[SYMBOLS_BY_ID][lst.symbol_id])
+
+
+async def open_order_lists(app: web.Application, key: A.ApiKey, params: dict):
+    state = _state(app)
+    return [list_json(x, state, app[SYMBOLS_BY_ID][x.symbol_id]) for x in state.lists.values()
+            if x.account_id == key.account_id and any(state.orders.get(i) and state.orders[i].is_open
+                                                      for i in x.order_ids)]
+
+
+async def cancel_order_list(app: web.Application, key: A.ApiKey, params: dict):
+    """rest-api.md "Cancel Order list": cancelling one leg cancels the list."""
+    u = symbol_of(app, params)
+    lst = _find_list(app, params, key.account_id, u, E.unknown_order_cancel)
+    state = _state(app)
+    leg = next((state.orders[i] for i in sorted(lst.order_ids) if state.orders.get(i) and state.orders[i].is_open), None)
+    if leg is None:
+        raise E.unknown_order_cancel()
+    cancel_cid = _client_id(params, "newClientOrderId") or new_client_order_id()
+    rec = R.pack(RecordType.CANCEL, account_id=key.account_id, symbol_id=u.symbol_id, order_id=leg.order_id,
+                 new_client_order_id=cancel_cid.encode("ascii"))
+    records = await _gateway(app).submit(rec, lambda w: state.expect_cancel(key.account_id, cancel_cid, w))
+    if records[0].type != RecordType.ORDER_CANCELED:
+        raise refusal(records[0])
+    out = list_json(lst, state, u, records[0].ts_ns)
+    out["orderReports"] = [cancel_json(state.orders[i], u, cancel_cid, records[0].ts_ns) for i in sorted(lst.order_ids)
+                           if i in state.orders]
+    return out
+
+
 # Each operation: its security type and the function of (app, key, params) that does it; REST
 # (here) and the WebSocket API (wsapi.py) both call these.
 OPERATIONS = {
@@ -554,6 +679,10 @@ OPERATIONS = {
     "account": ("USER_DATA", account),
     "cancel_replace": ("TRADE", cancel_replace),
     "amend_keep_priority": ("TRADE", amend_keep_priority),
+    "new_oco": ("TRADE", new_oco),
+    "cancel_order_list": ("TRADE", cancel_order_list),
+    "query_order_list": ("USER_DATA", query_order_list),
+    "open_order_lists": ("USER_DATA", open_order_lists),
 }
 REST_ROUTES = (
     ("POST", "/api/v3/order", "new_order"),
@@ -567,6 +696,10 @@ REST_ROUTES = (
     ("GET", "/api/v3/account", "account"),
     ("POST", "/api/v3/order/cancelReplace", "cancel_replace"),
     ("PUT", "/api/v3/order/amend/keepPriority", "amend_keep_priority"),
+    ("POST", "/api/v3/orderList/oco", "new_oco"),
+    ("DELETE", "/api/v3/orderList", "cancel_order_list"),
+    ("GET", "/api/v3/orderList", "query_order_list"),
+    ("GET", "/api/v3/openOrderList", "open_order_lists"),
 )
 
 

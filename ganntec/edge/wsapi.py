@@ -34,6 +34,8 @@ TRADING = {
     "order.cancel": "cancel_order", "openOrders.status": "open_orders", "openOrders.cancelAll": "cancel_open_orders",
     "allOrders": "all_orders", "myTrades": "my_trades", "account.status": "account",
     "order.cancelReplace": "cancel_replace", "order.amend.keepPriority": "amend_keep_priority",
+    "orderList.place.oco": "new_oco", "orderList.cancel": "cancel_order_list", "orderList.status": "query_order_list",
+    "openOrderLists.status": "open_order_lists",
 }
 MARKET = {"depth": "depth", "trades.recent": "trades", "trades.aggregate": "aggTrades", "klines": "klines",
           "avgPrice": "avgPrice", "ticker.24hr": "ticker.24hr", "ticker.price": "ticker.price",

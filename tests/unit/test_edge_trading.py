@@ -359,3 +359,77 @@ def test_amend_keep_priority_reduces_quantity_keeps_place_and_renames(h):
     # kept its place: the market buy fills the amended order first, then 0.1 of the next
     assert [f["qty"] for f in buy["fills"]] == ["0.40000000", "0.10000000"]
     assert query[1]["status"] == "FILLED" and query[1]["orderId"] == a["orderId"]
+
+
+def test_oco_place_query_cancel_and_one_leg_ending_the_other(h):
+    async def go(c):
+        await order(c, 2, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100")
+        await order(c, 3, side="BUY", type="MARKET", quantity="0.1")  # last price 100
+        oco = await signed(c, "POST", "/api/v3/orderList/oco", 1, T0_MS, body=True, symbol=SYM, side="SELL",
+                           quantity="0.5", aboveType="LIMIT_MAKER", abovePrice="110", belowType="STOP_LOSS_LIMIT",
+                           belowPrice="89", belowStopPrice="90", belowTimeInForce="GTC", listClientOrderId="L1",
+                           aboveClientOrderId="up", belowClientOrderId="down", newOrderRespType="RESULT")
+        bad = await signed(c, "POST", "/api/v3/orderList/oco", 1, T0_MS, body=True, symbol=SYM, side="SELL",
+                           quantity="0.5", aboveType="LIMIT_MAKER", abovePrice="90", belowType="STOP_LOSS",
+                           belowStopPrice="95")
+        missing = await signed(c, "POST", "/api/v3/orderList/oco", 1, T0_MS, body=True, symbol=SYM, side="SELL",
+                               quantity="0.5", aboveType="LIMIT_MAKER", belowType="STOP_LOSS", belowStopPrice="95")
+        lid = oco[1]["orderListId"]
+        opened = await signed(c, "GET", "/api/v3/openOrderList", 1, T0_MS)
+        query = await signed(c, "GET", "/api/v3/orderList", 1, T0_MS, orderListId=str(lid))
+        one = await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId="up")
+        await order(c, 3, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="110")  # the maker trades
+        after = await signed(c, "GET", "/api/v3/orderList", 1, T0_MS, listClientOrderId="L1")
+        legs = [await signed(c, "GET", "/api/v3/order", 1, T0_MS, symbol=SYM, origClientOrderId=x)
+                for x in ("up", "down")]
+        oco2 = await signed(c, "POST", "/api/v3/orderList/oco", 1, T0_MS, body=True, symbol=SYM, side="SELL",
+                            quantity="0.1", aboveType="LIMIT_MAKER", abovePrice="120", belowType="STOP_LOSS",
+                            belowStopPrice="95")
+        cancel = await signed(c, "DELETE", "/api/v3/orderList", 1, T0_MS, symbol=SYM,
+                              orderListId=str(oco2[1]["orderListId"]))
+        return oco, bad, missing, opened, query, one, after, legs, cancel
+
+    oco, bad, missing, opened, query, one, after, legs, cancel = run(h, go)
+    status, body = oco
+    assert status == 200 and body["contingencyType"] == "OCO" and body["listClientOrderId"] == "L1"
+    assert body["listOrderStatus"] == "EXECUTING" and len(body["orderReports"]) == 2
+    ids = [o["orderId"] for o in body["orders"]]
+    assert body["orderListId"] == ids[0] - 1 and ids[1] == ids[0] + 1
+    assert {r["clientOrderId"]: r["type"] for r in body["orderReports"]} == {"up": "LIMIT_MAKER", "down": "STOP_LOSS_LIMIT"}
+    assert all(r["orderListId"] == body["orderListId"] for r in body["orderReports"])
+    assert bad == (400, {"code": -1106, "msg": "The relationship of the prices for the orders is not correct."})
+    assert missing == (400, {"code": -1102, "msg": "Mandatory parameter 'abovePrice' was not sent, was empty/null, "
+                                                   "or malformed."})
+    assert [x["orderListId"] for x in opened[1]] == [body["orderListId"]]
+    assert query[1]["listStatusType"] == "EXEC_STARTED" and one[1]["orderListId"] == body["orderListId"]
+    # the maker leg traded (partly): the stop leg expired, the list runs until the maker ends
+    assert after[1]["listOrderStatus"] == "EXECUTING"
+    assert [x[1]["status"] for x in legs] == ["PARTIALLY_FILLED", "EXPIRED"]
+    assert cancel[0] == 200 and [r["status"] for r in cancel[1]["orderReports"]] == ["CANCELED", "CANCELED"]
+    assert cancel[1]["listOrderStatus"] == "ALL_DONE"
+
+
+def test_a_replayed_journal_gives_the_edge_the_same_orders_and_lists(h):
+    """What an edge process rebuilds at its start (server.bootstrap) equals what the live one saw."""
+    from ganntec.edge.state import EdgeState
+    from ganntec.workers.supervisor import replayer_factory
+
+    async def go(c):
+        await order(c, 2, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.1", price="100")
+        await order(c, 3, side="BUY", type="MARKET", quantity="0.1")
+        await signed(c, "POST", "/api/v3/orderList/oco", 1, T0_MS, body=True, symbol=SYM, side="SELL", quantity="0.5",
+                     aboveType="LIMIT_MAKER", abovePrice="110", belowType="STOP_LOSS", belowStopPrice="90",
+                     listClientOrderId="L1")
+        await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price="99", icebergQty="0.01")
+        await signed(c, "PUT", "/api/v3/order/amend/keepPriority", 1, T0_MS, body=True, symbol=SYM,
+                     orderId=str(max(h.state.orders)), newQty="0.05")
+        await order(c, 3, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.2", price="110")
+
+    run(h, go)
+    journal = h.journal_records()
+    rebuilt = EdgeState(len(h.cfg.symbols))
+    rebuilt.remember_commands(journal)
+    rebuilt.apply(replayer_factory(h.cfg)().feed(journal))
+    assert rebuilt.orders == h.state.orders
+    assert rebuilt.lists == h.state.lists and len(rebuilt.lists) == 1
+    assert rebuilt.balances == h.state.balances
