@@ -180,7 +180,7 @@ def test_accepted_limit_is_open():
         "order_id": oid, "account_id": 1, "symbol_id": BTCUSDT, "side": Side.BUY, "order_type": OrderType.LIMIT,
         "time_in_force": TimeInForce.GTC, "price_tick": P, "qty_lot": 100, "stop_price_tick": 0, "client_order_id": "bid-1",
         "time_ns": f.ts, "status": OrderStatus.NEW, "executed_lot": 0, "cum_quote_minor": 0, "update_ns": f.ts, "working_ns": f.ts,
-        "quote_qty_minor": 0, "iceberg_lot": 0, "trailing_delta_bips": 0, "stp_mode": 0, "prevented_lot": 0}
+        "quote_qty_minor": 0, "iceberg_lot": 0, "trailing_delta_bips": 0, "stp_mode": 0, "prevented_lot": 0, "list_id": -1}
     assert o.is_open
     assert f.state.open_orders(1) == [o] and f.state.open_orders(1, BTCUSDT) == [o]
     assert f.state.open_orders(1, ETHUSDT) == [] and f.state.open_orders(2) == []
