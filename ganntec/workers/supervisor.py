@@ -173,6 +173,8 @@ class Supervisor:
             os.makedirs(self.paths.journal, exist_ok=True)
             if self.cfg.edge.enabled:
                 self.keys_path, self.keys = account_keys(self.cfg.instance.data_dir, [a.id for a in self.cfg.accounts])
+            self.log("loading the compiled engines (the first start after an install compiles them: a minute or "
+                     "two; numba caches them for later starts)")
             rp = self._start_engines(first=True)
             if self.cfg.edge.enabled:
                 self._start_edge(rp)
