@@ -323,6 +323,19 @@ class EdgeState:
             else:
                 self._on_new(r)
 
+    @property
+    def remembered(self) -> dict[int, Extras]:
+        """What `remember_commands` keeps for orders whose ORDER_ACCEPTED has not come yet."""
+        return self._extras
+
+    @remembered.setter
+    def remembered(self, extras: dict[int, Extras]) -> None:
+        self._extras = extras
+
+    def forget_command(self, order_id: int) -> None:
+        """Its results are in elsewhere (a history store resuming): drop what was kept for it."""
+        self._extras.pop(order_id, None)
+
     def expect_leg(self, account: int, cid: str, extras: Extras) -> None:
         """A live list's other leg: its extras, for its ORDER_ACCEPTED (no waiter: the list's
         first leg's waiter collects it)."""
