@@ -14,7 +14,7 @@ from aiohttp import web
 from ganntec.config import Config
 from ganntec.edge import errors as E
 from ganntec.edge import market, streams, trading, userdata, wsapi
-from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
 from ganntec.edge.state import EdgeState
@@ -48,8 +48,26 @@ async def exchange_info(request: web.Request) -> web.Response:
     return E.json_response(query_exchange_info(app[CONFIG], app[CLOCK_MS](), request.query))
 
 
+def history_reader(path: str | None) -> Callable[[], object]:
+    """() -> a read-only HistoryStore on `path`, opened on first use (the history process makes
+    the file), or None while there is none."""
+    opened: list = []
+
+    def get():
+        if not opened and path is not None:
+            import sqlite3
+
+            from ganntec.history.store import HistoryStore
+            try:
+                opened.append(HistoryStore.reader(path))
+            except sqlite3.OperationalError:
+                return None
+        return opened[0] if opened else None
+    return get
+
+
 def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: KeyStore | None = None,
-             state: EdgeState | None = None, gateway=None) -> web.Application:
+             state: EdgeState | None = None, gateway=None, history_path: str | None = None) -> web.Application:
     """The edge's app. Without a gateway the trading endpoints answer -1007 (no backend);
     without a state the market endpoints show empty books."""
     app = web.Application(middlewares=[E.binance_errors])
@@ -58,6 +76,7 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     app[KEYS] = keys if keys is not None else KeyStore()
     app[STATE] = state if state is not None else EdgeState(len(cfg.symbols))
     app[GATEWAY] = gateway
+    app[HISTORY] = history_reader(history_path)
     units = [SymbolUnits(s) for s in cfg.symbols]
     app[SYMBOLS] = {u.name: u for u in units}
     app[SYMBOLS_BY_ID] = units

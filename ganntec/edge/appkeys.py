@@ -18,3 +18,4 @@ SYMBOLS = web.AppKey("symbols", dict[str, SymbolUnits])        # by name
 SYMBOLS_BY_ID = web.AppKey("symbols_by_id", list[SymbolUnits])  # by symbol_id
 STATE = web.AppKey("state", object)      # edge.state.EdgeState
 GATEWAY = web.AppKey("gateway", object)  # edge.gateway.Gateway
+HISTORY = web.AppKey("history", Callable[[], object])  # () -> history.store.HistoryStore reader, or None

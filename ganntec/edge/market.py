@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from ganntec.edge import errors as E
-from ganntec.edge.appkeys import CLOCK_MS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import CLOCK_MS, HISTORY, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge.stats import INTERVALS, next_bucket
 from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
 from ganntec.shm.records import Side
@@ -209,6 +209,21 @@ def klines(app: web.Application, query):
     return (out)
 
 
+def historical_trades(app: web.Application, query):
+    """rest-api.md "Old trade lookup": trades by id from the history store (the whole journal's,
+    not only the recent ones the edge keeps)."""
+    u = _symbol(app, query)
+    limit = _limit(query, 500, MAX_TRADES)
+    from_id = _int(query, "fromId")
+    store = app[HISTORY]()
+    if store is None:
+        raise E.BinanceError(503, -1016, "This service is no longer available.")
+    rows = store.trades(u.symbol_id, from_id, limit)
+    return [{"id": t.trade_id, "price": u.price(t.price_tick), "qty": u.qty(t.qty_lot),
+             "quoteQty": u.quote_amount(t.quote_minor), "time": t.ts_ns // 1_000_000,
+             "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True} for t in rows]
+
+
 def _one_or_list(query, rows: list):
     return rows[0] if query.get("symbol") is not None else rows
 
@@ -236,9 +251,9 @@ def book_ticker(app: web.Application, query):
 
 # Each public query: a function of (app, query mapping); REST (here) and the WebSocket API
 # (wsapi.py) both call these.
-QUERIES = {"depth": depth, "trades": trades, "aggTrades": agg_trades, "klines": klines, "avgPrice": avg_price,
+QUERIES = {"depth": depth, "trades": trades, "historicalTrades": historical_trades, "aggTrades": agg_trades, "klines": klines, "avgPrice": avg_price,
            "ticker.24hr": ticker_24hr, "ticker.price": ticker_price, "ticker.book": book_ticker}
-REST_ROUTES = (("/api/v3/depth", "depth"), ("/api/v3/trades", "trades"), ("/api/v3/aggTrades", "aggTrades"),
+REST_ROUTES = (("/api/v3/depth", "depth"), ("/api/v3/trades", "trades"), ("/api/v3/historicalTrades", "historicalTrades"), ("/api/v3/aggTrades", "aggTrades"),
                ("/api/v3/klines", "klines"), ("/api/v3/avgPrice", "avgPrice"), ("/api/v3/ticker/24hr", "ticker.24hr"),
                ("/api/v3/ticker/price", "ticker.price"), ("/api/v3/ticker/bookTicker", "ticker.book"))
 

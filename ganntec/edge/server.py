@@ -27,6 +27,7 @@ from ganntec.edge.app import make_app
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.gateway import RingGateway
 from ganntec.edge.state import EdgeState
+from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
@@ -91,7 +92,7 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     settle_garbage_collector()
     next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(cfg.instance.name, source)) + 1
     gateway = RingGateway(state, cfg.instance.name, source, next_seq, wait, loop)
-    app = make_app(cfg, keys=keys, state=state, gateway=gateway)
+    app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir))
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

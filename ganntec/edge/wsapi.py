@@ -37,7 +37,7 @@ TRADING = {
     "orderList.place.oco": "new_oco", "orderList.cancel": "cancel_order_list", "orderList.status": "query_order_list",
     "openOrderLists.status": "open_order_lists",
 }
-MARKET = {"depth": "depth", "trades.recent": "trades", "trades.aggregate": "aggTrades", "klines": "klines",
+MARKET = {"depth": "depth", "trades.recent": "trades", "trades.historical": "historicalTrades", "trades.aggregate": "aggTrades", "klines": "klines",
           "avgPrice": "avgPrice", "ticker.24hr": "ticker.24hr", "ticker.price": "ticker.price",
           "ticker.book": "ticker.book"}
 MAX_SUBSCRIPTIONS = 1000

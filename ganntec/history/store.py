@@ -152,6 +152,16 @@ class Ticker24h:
 
 
 class HistoryStore:
+    @classmethod
+    def reader(cls, path: str | os.PathLike) -> "HistoryStore":
+        """A read-only view for queries (the edge's): no schema made, no projection loaded;
+        `apply` is not for it. Raises sqlite3.OperationalError while the file does not exist."""
+        self = cls.__new__(cls)
+        self.path = os.fspath(path)
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        self.last_seq = self._meta("last_seq")
+        return self
+
     def __init__(self, path: str | os.PathLike, keep_closed: int = 1024):
         self.path = os.fspath(path)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit

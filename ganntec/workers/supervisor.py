@@ -39,6 +39,7 @@ from ganntec.config import Config
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.keys import account_keys
 from ganntec.edge.server import edge_main
+from ganntec.history.projector import history_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
@@ -148,6 +149,7 @@ class Supervisor:
         self.stop_requests = 0
         self.restarts = 0
         self.edge_pid = 0
+        self.history_pid = 0
         self.edge_started, self.edge_quick_failures = 0.0, 0
         self.keys_path, self.keys = "", []
         self.snapshotter = Snapshotter(cfg, self.paths)
@@ -178,7 +180,9 @@ class Supervisor:
             rp = self._start_engines(first=True)
             if self.cfg.edge.enabled:
                 self._start_edge(rp)
+                self._start_history()
         except BaseException:
+            self._kill_history()
             self._kill_edge()
             self._kill_workers()
             self._unlink()
@@ -291,6 +295,28 @@ class Supervisor:
                              EDGE_SOURCE, self.wait_name, self.waiters, self.cfg.edge.port)
         self.edge_pid, self.edge_started = self._fork("edge", body), time.monotonic()
 
+    # --- the history process ----------------------------------------------------------------
+    def _start_history(self) -> None:
+        """Fork the history process (it follows the journal on its own; see history/projector.py)."""
+        def body() -> int:
+            return history_main(self.cfg.instance.data_dir, self.paths.journal, replayer_factory(self.cfg))
+        self.history_pid = self._fork("history", body)
+
+    def _kill_history(self) -> None:
+        if self.history_pid:
+            os.kill(self.history_pid, signal.SIGKILL)
+            os.waitpid(self.history_pid, 0)
+            self.history_pid = 0
+
+    def _history_state(self) -> str | None:
+        if not self.history_pid:
+            return None
+        pid, status = os.waitpid(self.history_pid, os.WNOHANG)
+        if pid:
+            self.history_pid = 0
+            return f"history {pid} exited ({_describe(status)})"
+        return None
+
     def _kill_edge(self) -> None:
         if self.edge_pid:
             os.kill(self.edge_pid, signal.SIGKILL)
@@ -299,19 +325,23 @@ class Supervisor:
 
     def _stop_edge(self) -> None:
         """SIGTERM: the edge closes its sockets and rings; a hung one is killed."""
-        if not self.edge_pid:
+        self._stop_child("edge_pid")
+
+    def _stop_child(self, attr: str) -> None:
+        """SIGTERM the child whose pid is in `attr`; kill it if it has not exited in 10 s."""
+        pid = getattr(self, attr)
+        if not pid:
             return
-        os.kill(self.edge_pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pid, _ = os.waitpid(self.edge_pid, os.WNOHANG)
-            if pid:
-                self.edge_pid = 0
+        while time.monotonic() < deadline and self.stop_requests < 2:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                setattr(self, attr, 0)
                 return
-            if self.stop_requests > 1:
-                break
             time.sleep(0.01)
-        self._kill_edge()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        setattr(self, attr, 0)
 
     def _edge_state(self) -> str | None:
         if not self.edge_pid:
@@ -383,6 +413,10 @@ class Supervisor:
                 if why and self.stop_requests == 0:
                     self._restart(why)
                     continue
+                why = self._history_state()
+                if why and self.stop_requests == 0:
+                    self.log(f"{why}: starting it again (it catches up from the journal)")
+                    self._start_history()
                 why = self._edge_state()
                 if why and self.stop_requests == 0:
                     quick = time.monotonic() - self.edge_started < EDGE_QUICK_FAILURE_S
@@ -405,6 +439,7 @@ class Supervisor:
                         self.log(f"journal: archived {archive}")
             code = self._stop() or code
         finally:
+            self._kill_history()
             self._kill_edge()
             self._kill_workers()
             self._unlink()
@@ -414,6 +449,7 @@ class Supervisor:
         """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
         self._stop_edge()  # clients first: no new commands while the engines finish
+        self._stop_child("history_pid")
         for pid in self.pids.values():
             os.kill(pid, signal.SIGTERM)
         while self.pids:

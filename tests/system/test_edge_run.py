@@ -73,6 +73,20 @@ async def with_clients(port: int, keys: list[dict], fn):
             await ex.close()
 
 
+async def historical_trades(port: int, want: int, timeout_s: float = 60.0) -> list:
+    """GET historicalTrades until it shows `want` trades (the history process lags the journal by
+    a poll); fails after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://127.0.0.1:{port}/api/v3/historicalTrades?symbol=BTCUSDT") as r:
+                rows = await r.json() if r.status == 200 else []
+            if len(rows) >= want:
+                return rows
+            assert time.monotonic() < deadline, f"historicalTrades has {rows} after {timeout_s} s"
+            await asyncio.sleep(0.05)
+
+
 def current_worker(server: Server) -> int:
     """The engine worker's pid now (a stale heartbeat under load may have restarted it)."""
     with server.changed:
@@ -152,8 +166,12 @@ def test_ccxt_trades_through_ganntec_run_across_an_engine_crash_and_a_restart(se
     assert balance["USDT"]["total"] == 100000 - 50
     assert [o["id"] for o in open_orders] == [sell["id"]]
 
+    history = asyncio.run(historical_trades(port, want=2))  # the history process follows the journal
+    assert [(t["id"], t["qty"]) for t in history] == [(1, "0.40000000"), (2, "0.10000000")]
+
     assert server.stop() == 0
     assert "stopped cleanly" in server.lines[-1]
+    assert (server.data / "history.sqlite").exists()
 
     server.start()  # a new edge on the same data: same keys, same orders and trades
     port = edge_port(server)
@@ -165,4 +183,5 @@ def test_ccxt_trades_through_ganntec_run_across_an_engine_crash_and_a_restart(se
     order2, trades2 = asyncio.run(with_clients(port, keys, after_restart))
     assert order2["filled"] == 0.5 and order2["clientOrderId"] == sell["clientOrderId"]
     assert [t["id"] for t in trades2] == [t["id"] for t in trades]
+    assert asyncio.run(historical_trades(port, want=2)) == history  # the store survived, nothing twice
     assert server.stop() == 0
