@@ -13,14 +13,29 @@ import numpy as np
 import pytest
 
 from ganntec.shm import wait as wt
-from ganntec.shm.ring import Ring, unlink_doorbells
+from ganntec.shm.atomics import py_load_acquire
+from ganntec.shm.ring import OFF_CONSUMER_SLEEPING, Ring, unlink_doorbells
 
 RINGS = 3
 PER_PRODUCER = 3000
 DEADLINE_S = 120.0
 
 
-def _produce(instance: str, name: str, seed: int, start: mp.Event) -> None:
+def _until_consumer_sleeps(instance: str) -> None:
+    """Halfway, a spin-block consumer must be seen asleep: every producer holds back until the
+    consumer's sleep flags are up on every ring at once, which it does only on its way into the
+    semaphore (with one ring still holding data it takes them down again and goes on)."""
+    rings = [Ring.attach(instance, f"in.{k}") for k in range(RINGS)]
+    deadline = time.monotonic() + 30
+    try:
+        while not all(py_load_acquire(r.address + OFF_CONSUMER_SLEEPING) for r in rings):
+            assert time.monotonic() < deadline, "the consumer never went to sleep"
+    finally:
+        for r in rings:
+            r.close(unlink=False)
+
+
+def _produce(instance: str, name: str, seed: int, start: mp.Event, await_sleep: bool) -> None:
     ring = Ring.attach(instance, name, role="producer")
     rnd = random.Random(seed)
     wait = wt.make("spin-block", spin_us=0, yields=0)
@@ -28,6 +43,9 @@ def _produce(instance: str, name: str, seed: int, start: mp.Event) -> None:
     sent = 0
     try:
         while sent < PER_PRODUCER:
+            if await_sleep and sent >= PER_PRODUCER // 2:
+                _until_consumer_sleeps(instance)
+                await_sleep = False
             k = min(rnd.randint(1, 8), PER_PRODUCER - sent)
             batch = np.zeros((k, 128), np.uint8)
             batch.view(np.int64)[:, 0] = np.arange(sent, sent + k)
@@ -45,7 +63,8 @@ def test_wait_for_any_sees_every_record_of_every_ring(instance, strategy):
     rings = [Ring.create(instance, n, 16, lock_memory=False, doorbell=1) for n in names]
     ctx = mp.get_context("fork")
     start = ctx.Event()
-    procs = [ctx.Process(target=_produce, args=(instance, n, k, start)) for k, n in enumerate(names)]
+    procs = [ctx.Process(target=_produce, args=(instance, n, k, start, strategy == "spin-block"))
+             for k, n in enumerate(names)]
     consumers = [Ring.attach(instance, n, role="consumer") for n in names]
     wait = wt.make(strategy, **({"spin_us": 0, "yields": 0} if strategy == "spin-block" else {}))
     try:
