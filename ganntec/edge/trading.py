@@ -26,7 +26,7 @@ import numpy as np
 from aiohttp import web
 
 from ganntec.edge import auth as A
-from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge import errors as E
 from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
 from ganntec.edge.units import AssetUnits, SymbolUnits
@@ -373,31 +373,43 @@ def _time_range(params: dict) -> tuple[int, int]:
 
 
 async def all_orders(app: web.Application, key: A.ApiKey, params: dict):
+    """The account's orders on the symbol: the history store's (every order since the journal
+    began) joined with the edge's own (fresher: the store follows the journal by polls)."""
     u = symbol_of(app, params)
     from_id, limit = _long(params, "orderId"), _limit(params)
     t0, t1 = _time_range(params)
-    orders = sorted((o for o in _state(app).orders.values()
-                     if o.account_id == key.account_id and o.symbol_id == u.symbol_id
-                     and (from_id is None or o.order_id >= from_id) and t0 <= o.time_ns < t1),
-                    key=lambda o: o.order_id)
+    known = {o.order_id: o for o in _state(app).orders.values()
+             if o.account_id == key.account_id and o.symbol_id == u.symbol_id
+             and (from_id is None or o.order_id >= from_id) and t0 <= o.time_ns < t1}
+    store = app[HISTORY]()
+    if store is not None:
+        for o in store.orders(key.account_id, u.symbol_id, from_id, t0, t1, limit):
+            known.setdefault(o.order_id, o)
+    orders = [known[i] for i in sorted(known)]
     orders = orders[:limit] if from_id is not None else orders[-limit:]
-    return ([order_json(o, u) for o in orders])
+    return [order_json(o, u) for o in orders]
 
 
 async def my_trades(app: web.Application, key: A.ApiKey, params: dict):
+    """The account's trades on the symbol, from the history store and the edge, as allOrders."""
     u = symbol_of(app, params)
     order_id, from_id, limit = _long(params, "orderId"), _long(params, "fromId"), _limit(params)
     t0, t1 = _time_range(params)
     own = _state(app).own_trades.get((key.account_id, u.symbol_id), ())
-    rows = [t for t in own if (order_id is None or t.order_id == order_id)
-            and (from_id is None or t.trade.trade_id >= from_id) and t0 <= t.trade.ts_ns < t1]
+    known = {(t.trade.trade_id, t.is_maker): t for t in own if (order_id is None or t.order_id == order_id)
+             and (from_id is None or t.trade.trade_id >= from_id) and t0 <= t.trade.ts_ns < t1}
+    store = app[HISTORY]()
+    if store is not None:
+        for t in store.account_trades(key.account_id, u.symbol_id, order_id, from_id, t0, t1, limit):
+            known.setdefault((t.trade.trade_id, t.is_maker), t)
+    rows = [known[k] for k in sorted(known, key=lambda k: (k[0], k[1]))]  # a self-trade: taker first
     rows = rows[:limit] if from_id is not None else rows[-limit:]
-    return ([{
+    return [{
         "symbol": u.name, "id": t.trade.trade_id, "orderId": t.order_id, "orderListId": -1,
         "price": u.price(t.trade.price_tick), "qty": u.qty(t.trade.qty_lot), "quoteQty": u.quote_amount(t.trade.quote_minor),
         "commission": _commission(u, t.commission_asset_id, t.commission_minor),
         "commissionAsset": _commission_asset(u, t.commission_asset_id), "time": _ms(t.trade.ts_ns),
-        "isBuyer": t.is_buyer, "isMaker": t.is_maker, "isBestMatch": True} for t in rows])
+        "isBuyer": t.is_buyer, "isMaker": t.is_maker, "isBestMatch": True} for t in rows]
 
 
 def _rate(fee: str) -> str:

@@ -433,3 +433,35 @@ def test_a_replayed_journal_gives_the_edge_the_same_orders_and_lists(h):
     assert rebuilt.orders == h.state.orders
     assert rebuilt.lists == h.state.lists and len(rebuilt.lists) == 1
     assert rebuilt.balances == h.state.balances
+
+
+def test_all_orders_and_my_trades_join_the_history_store_without_duplicates(h, tmp_path):
+    """Orders the edge's memory let go of still come back (from the history store), and what
+    both have comes once."""
+    from ganntec.edge.appkeys import HISTORY
+    from ganntec.history.store import HistoryStore
+    from ganntec.workers.supervisor import replayer_factory
+
+    h.state.keep_closed = 1  # the edge keeps one ended order
+    stores = []
+    h.app[HISTORY] = lambda: stores[0] if stores else None
+
+    async def go(c):
+        for p in ("100", "101", "102"):
+            _, o = await order(c, 1, side="BUY", type="LIMIT", timeInForce="GTC", quantity="0.1", price=p)
+            await signed(c, "DELETE", "/api/v3/order", 1, T0_MS, symbol=SYM, orderId=str(o["orderId"]))
+        await order(c, 2, side="SELL", type="LIMIT", timeInForce="GTC", quantity="0.3", price="150")
+        await order(c, 1, side="BUY", type="MARKET", quantity="0.1")
+        kept = len([o for o in h.state.orders.values() if o.account_id == 1])
+        journal = h.journal_records()
+        store = HistoryStore(tmp_path / "history.sqlite")
+        store.apply(replayer_factory(h.cfg)().feed(journal), journal)
+        stores.append(store)
+        return (kept, await signed(c, "GET", "/api/v3/allOrders", 1, T0_MS, symbol=SYM),
+                await signed(c, "GET", "/api/v3/myTrades", 1, T0_MS, symbol=SYM))
+
+    kept, (_, orders), (_, trades) = run(h, go)
+    assert kept < 4
+    assert [o["status"] for o in orders] == ["CANCELED", "CANCELED", "CANCELED", "FILLED"]
+    assert [o["price"] for o in orders[:3]] == ["100.00000000", "101.00000000", "102.00000000"]
+    assert [(t["id"], t["isMaker"], t["qty"]) for t in trades] == [(1, False, "0.10000000")]
