@@ -16,6 +16,7 @@ clock)."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
 import time
@@ -34,7 +35,7 @@ MAX_BATCHES_QUEUED = 64
 REPORT_BATCH = 4096
 
 
-class Gateway:
+class Gateway(abc.ABC):
     def __init__(self, state: EdgeState, source: int, next_seq: int, clock_ns: Callable[[], int],
                  timeout_s: float = 10.0):
         self.state, self.source, self.next_seq, self.clock_ns = state, source, next_seq, clock_ns
@@ -63,8 +64,9 @@ class Gateway:
         expect(Waiter(done, extras, self.source, int(raw["source_seq"][0])))
         return await self._send(raw, fut)
 
+    @abc.abstractmethod
     async def _send(self, raw: np.ndarray, fut) -> list:
-        raise NotImplementedError
+        """Deliver one stamped command; return its answer (`fut`'s result)."""
 
     def close(self) -> None:
         pass

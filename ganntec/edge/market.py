@@ -16,6 +16,7 @@ from aiohttp import web
 from ganntec.edge import errors as E
 from ganntec.edge.appkeys import CLOCK_MS, HISTORY, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge.stats import INTERVALS, next_bucket
+from ganntec.edge.trading import long_param, symbol_of
 from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
 from ganntec.shm.records import Side
 
@@ -23,18 +24,6 @@ MAX_DEPTH = 5000
 MAX_TRADES = 1000
 AVG_PRICE_MINS = 5
 _CTX = Context(prec=60)
-
-
-def _symbol(app: web.Application, query, mandatory: bool = True):
-    raw = query.get("symbol")
-    if raw is None or raw == "":
-        if mandatory:
-            raise E.mandatory_param("symbol")
-        return None
-    u = app[SYMBOLS].get(raw)
-    if u is None:
-        raise E.bad_symbol()
-    return u
 
 
 def _symbols(app: web.Application, query) -> list:
@@ -59,7 +48,7 @@ def _symbols(app: web.Application, query) -> list:
     if one is not None:
         if one == "":
             raise E.illegal_chars("symbol", SYMBOL_RANGE)
-        return [_symbol(app, query)]
+        return [symbol_of(app, query)]
     return list(app[SYMBOLS_BY_ID])
 
 
@@ -73,7 +62,7 @@ def _limit(query, default: int, maximum: int) -> int:
 
 
 def depth(app: web.Application, query):
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     limit = _limit(query, 100, MAX_DEPTH)
     book = app[STATE].books[u.symbol_id]
     return ({
@@ -84,7 +73,7 @@ def depth(app: web.Application, query):
 
 
 def trades(app: web.Application, query):
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     limit = _limit(query, 500, MAX_TRADES)
     recent = list(app[STATE].trades[u.symbol_id])[-limit:]
     return ([{"id": t.trade_id, "price": u.price(t.price_tick), "qty": u.qty(t.qty_lot),
@@ -94,11 +83,11 @@ def trades(app: web.Application, query):
 
 def agg_trades(app: web.Application, query):
     """rest-api.md "Compressed/Aggregate trades list": the edge keeps the recent ones."""
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     limit = _limit(query, 500, MAX_TRADES)
     q = query
-    from_id = _int(q, "fromId")
-    start, end = _int(q, "startTime"), _int(q, "endTime")
+    from_id = long_param(q, "fromId")
+    start, end = long_param(q, "startTime"), long_param(q, "endTime")
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
     rows = [a for a in app[STATE].agg_trades[u.symbol_id]
@@ -108,15 +97,6 @@ def agg_trades(app: web.Application, query):
     return ([{"a": a.agg_id, "p": u.price(a.price_tick), "q": u.qty(a.qty_lot), "f": a.first_trade_id,
                              "l": a.last_trade_id, "T": a.ts_ns // 1_000_000, "m": a.buyer_is_maker, "M": True}
                             for a in rows])
-
-
-def _int(query, name: str) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise E.illegal_chars(name, "^[0-9]{1,20}$")
-    return int(raw)
 
 
 def _ratio(num: Decimal, den: Decimal, places: int) -> str:
@@ -134,8 +114,7 @@ def ticker_row(state, u, now_ns: int, kind: str = "FULL") -> dict:
     streams' ticker events are made from the same row)."""
     window = state.stats[u.symbol_id].last_24h(now_ns)
     book = state.books[u.symbol_id]
-    bid = book.top(Side.BUY, 1) or [(0, 0)]
-    ask = book.top(Side.SELL, 1) or [(0, 0)]
+    bid, ask = book.best(Side.BUY), book.best(Side.SELL)
     vol = sum(t[2] for t in window)
     quote = sum(t[3] for t in window)
     if window:
@@ -159,8 +138,8 @@ def ticker_row(state, u, now_ns: int, kind: str = "FULL") -> dict:
             "weightedAvgPrice": _ratio(quote_dec, volume_dec, 8),
             "prevClosePrice": u.price(state.stats[u.symbol_id].before_window_tick),
             "lastPrice": row["lastPrice"], "lastQty": u.qty(last_qty),
-            "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
-            "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1]),
+            "bidPrice": u.price(bid[0]), "bidQty": u.qty(bid[1]),
+            "askPrice": u.price(ask[0]), "askQty": u.qty(ask[1]),
             **{k: row[k] for k in ("openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime",
                                    "closeTime", "firstId", "lastId", "count")}}
 
@@ -176,7 +155,7 @@ def ticker_24hr(app: web.Application, query):
 
 def avg_price(app: web.Application, query):
     """rest-api.md "Current average price": volume-weighted over the last 5 minutes."""
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     state, now_ns = app[STATE], app[CLOCK_MS]() * 1_000_000
     recent = [t for t in state.stats[u.symbol_id].last_24h(now_ns) if t[0] > now_ns - AVG_PRICE_MINS * 60 * 10**9]
     vol = Decimal(sum(t[2] for t in recent)) * Decimal(u.symbol.step_size)
@@ -187,7 +166,7 @@ def avg_price(app: web.Application, query):
 
 def klines(app: web.Application, query):
     """rest-api.md "Kline/Candlestick data" (UTC; timeZone 0 only)."""
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     interval = query.get("interval")
     if not interval:
         raise E.mandatory_param("interval")
@@ -197,7 +176,7 @@ def klines(app: web.Application, query):
     if tz not in ("0", "+0", "-0", "0:00", "+00:00", "-00:00"):
         raise E.invalid_param("timeZone")
     limit = _limit(query, 500, MAX_TRADES)
-    start, end = _int(query, "startTime"), _int(query, "endTime")
+    start, end = long_param(query, "startTime"), long_param(query, "endTime")
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
     out = []
@@ -212,9 +191,9 @@ def klines(app: web.Application, query):
 def historical_trades(app: web.Application, query):
     """rest-api.md "Old trade lookup": trades by id from the history store (the whole journal's,
     not only the recent ones the edge keeps)."""
-    u = _symbol(app, query)
+    u = symbol_of(app, query)
     limit = _limit(query, 500, MAX_TRADES)
-    from_id = _int(query, "fromId")
+    from_id = long_param(query, "fromId")
     store = app[HISTORY]()
     if store is None:
         raise E.BinanceError(503, -1016, "This service is no longer available.")
@@ -242,10 +221,9 @@ def book_ticker(app: web.Application, query):
     rows = []
     for u in _symbols(app, query):
         book = state.books[u.symbol_id]
-        bid = book.top(Side.BUY, 1) or [(0, 0)]
-        ask = book.top(Side.SELL, 1) or [(0, 0)]
-        rows.append({"symbol": u.name, "bidPrice": u.price(bid[0][0]), "bidQty": u.qty(bid[0][1]),
-                     "askPrice": u.price(ask[0][0]), "askQty": u.qty(ask[0][1])})
+        bid, ask = book.best(Side.BUY), book.best(Side.SELL)
+        rows.append({"symbol": u.name, "bidPrice": u.price(bid[0]), "bidQty": u.qty(bid[1]),
+                     "askPrice": u.price(ask[0]), "askQty": u.qty(ask[1])})
     return _one_or_list(query, rows)
 
 

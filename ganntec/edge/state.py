@@ -145,6 +145,11 @@ class Book:
     def side(self, side: int) -> dict[int, int]:
         return self.bids if side == Side.BUY else self.asks
 
+    def best(self, side: int) -> tuple[int, int]:
+        """(price_tick, qty_lot) of the side's best level; (0, 0) when it is empty."""
+        top = self.top(side, 1)
+        return top[0] if top else (0, 0)
+
     def top(self, side: int, limit: int) -> list[tuple[int, int]]:
         levels = self.side(side)
         if not levels:

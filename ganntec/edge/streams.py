@@ -197,11 +197,10 @@ class StreamHub:
                 for s in streams:
                     self._publish(s, part)
         if f"{name}@bookTicker" in self.subscribers:
-            bid = book.top(Side.BUY, 1) or [(0, 0)]
-            ask = book.top(Side.SELL, 1) or [(0, 0)]
-            self._publish(f"{name}@bookTicker", {"u": book.last_update_id, "s": u.name, "b": u.price(bid[0][0]),
-                                                 "B": u.qty(bid[0][1]), "a": u.price(ask[0][0]),
-                                                 "A": u.qty(ask[0][1])})
+            bid, ask = book.best(Side.BUY), book.best(Side.SELL)
+            self._publish(f"{name}@bookTicker", {"u": book.last_update_id, "s": u.name, "b": u.price(bid[0]),
+                                                 "B": u.qty(bid[1]), "a": u.price(ask[0]),
+                                                 "A": u.qty(ask[1])})
 
     def _trade_stats_events(self, sid: int, now_ms: int) -> None:
         u = self.units[sid]

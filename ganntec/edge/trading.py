@@ -74,7 +74,7 @@ def symbol_of(app: web.Application, params: dict, mandatory: bool = True) -> Sym
     return units
 
 
-def _long(params: dict, name: str, default: int | None = None, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
+def long_param(params, name: str, default: int | None = None, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
@@ -89,7 +89,7 @@ def _long(params: dict, name: str, default: int | None = None, lo: int = 0, hi: 
 
 
 def _limit(params: dict, default: int = 500, hi: int = MAX_LIMIT) -> int:
-    return _long(params, "limit", default, 1, hi)
+    return long_param(params, "limit", default, 1, hi)
 
 
 def _client_id(params: dict, name: str) -> str | None:
@@ -145,7 +145,7 @@ def new_order_command(params: dict, u: SymbolUnits, account: int) -> tuple[np.nd
         if stop:
             rec["stop_price_tick"] = u.price_tick("stopPrice", stop)
         if trailing:
-            rec["trailing_delta_bips"] = _long(params, "trailingDelta", hi=(1 << 31) - 1)
+            rec["trailing_delta_bips"] = long_param(params, "trailingDelta", hi=(1 << 31) - 1)
     elif stop:
         raise E.param_not_required("stopPrice")
     elif trailing:
@@ -295,7 +295,7 @@ async def test_order(app: web.Application, key: A.ApiKey, params: dict):
 
 
 def _find_order(app: web.Application, params: dict, account: int, u: SymbolUnits, missing) -> Order:
-    oid = _long(params, "orderId")
+    oid = long_param(params, "orderId")
     cid = _client_id(params, "origClientOrderId")
     if oid is None and cid is None:
         raise E.either_param("orderId", "origClientOrderId")
@@ -366,7 +366,7 @@ async def open_orders(app: web.Application, key: A.ApiKey, params: dict):
 
 
 def _time_range(params: dict) -> tuple[int, int]:
-    start, end = _long(params, "startTime"), _long(params, "endTime")
+    start, end = long_param(params, "startTime"), long_param(params, "endTime")
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
     return ((start or 0) * 1_000_000, (end + 1) * 1_000_000 if end is not None else 1 << 62)
@@ -376,7 +376,7 @@ async def all_orders(app: web.Application, key: A.ApiKey, params: dict):
     """The account's orders on the symbol: the history store's (every order since the journal
     began) joined with the edge's own (fresher: the store follows the journal by polls)."""
     u = symbol_of(app, params)
-    from_id, limit = _long(params, "orderId"), _limit(params)
+    from_id, limit = long_param(params, "orderId"), _limit(params)
     t0, t1 = _time_range(params)
     known = {o.order_id: o for o in _state(app).orders.values()
              if o.account_id == key.account_id and o.symbol_id == u.symbol_id
@@ -393,7 +393,7 @@ async def all_orders(app: web.Application, key: A.ApiKey, params: dict):
 async def my_trades(app: web.Application, key: A.ApiKey, params: dict):
     """The account's trades on the symbol, from the history store and the edge, as allOrders."""
     u = symbol_of(app, params)
-    order_id, from_id, limit = _long(params, "orderId"), _long(params, "fromId"), _limit(params)
+    order_id, from_id, limit = long_param(params, "orderId"), long_param(params, "fromId"), _limit(params)
     t0, t1 = _time_range(params)
     own = _state(app).own_trades.get((key.account_id, u.symbol_id), ())
     known = {(t.trade.trade_id, t.is_maker): t for t in own if (order_id is None or t.order_id == order_id)
@@ -628,7 +628,7 @@ async def new_oco(app: web.Application, key: A.ApiKey, params: dict):
 
 
 def _find_list(app: web.Application, params: dict, account: int, u: SymbolUnits, missing):
-    lid = _long(params, "orderListId")
+    lid = long_param(params, "orderListId")
     cid = params.get("listClientOrderId") or params.get("origClientOrderId")
     if lid is None and not cid:
         raise E.either_param("orderListId", "listClientOrderId")

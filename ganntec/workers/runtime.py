@@ -46,6 +46,7 @@ its inputs are drained.
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import sys
@@ -144,7 +145,7 @@ class Inbox:
         return self.n > 0 and order.command_records(self.address, self.n) > 0
 
 
-class Worker:
+class Worker(abc.ABC):
     """The loop of every engine process: turns, heartbeat, idle waits, stop on a signal."""
 
     def __init__(self, inputs: list[Ring], wait, heartbeat_ms: int):
@@ -158,9 +159,9 @@ class Worker:
     def beat(self) -> None:
         self.inputs[0].heartbeat(time.monotonic_ns())
 
+    @abc.abstractmethod
     def turn(self) -> bool:
         """One pass over the inputs. Returns True if anything happened."""
-        raise NotImplementedError
 
     def finished(self) -> bool:
         """Once a stop is asked: may the loop end now (nothing owed downstream)?"""

@@ -182,8 +182,8 @@ class Supervisor:
                 self._start_edge(rp)
                 self._start_history()
         except BaseException:
-            self._kill_history()
-            self._kill_edge()
+            self._kill_child("history_pid")
+            self._kill_child("edge_pid")
             self._kill_workers()
             self._unlink()
             raise
@@ -302,30 +302,13 @@ class Supervisor:
             return history_main(self.cfg.instance.data_dir, self.paths.journal, replayer_factory(self.cfg))
         self.history_pid = self._fork("history", body)
 
-    def _kill_history(self) -> None:
-        if self.history_pid:
-            os.kill(self.history_pid, signal.SIGKILL)
-            os.waitpid(self.history_pid, 0)
-            self.history_pid = 0
-
-    def _history_state(self) -> str | None:
-        if not self.history_pid:
-            return None
-        pid, status = os.waitpid(self.history_pid, os.WNOHANG)
+    def _kill_child(self, attr: str) -> None:
+        """SIGKILL the child whose pid is in `attr` (edge_pid, history_pid) and reap it."""
+        pid = getattr(self, attr)
         if pid:
-            self.history_pid = 0
-            return f"history {pid} exited ({_describe(status)})"
-        return None
-
-    def _kill_edge(self) -> None:
-        if self.edge_pid:
-            os.kill(self.edge_pid, signal.SIGKILL)
-            os.waitpid(self.edge_pid, 0)
-            self.edge_pid = 0
-
-    def _stop_edge(self) -> None:
-        """SIGTERM: the edge closes its sockets and rings; a hung one is killed."""
-        self._stop_child("edge_pid")
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            setattr(self, attr, 0)
 
     def _stop_child(self, attr: str) -> None:
         """SIGTERM the child whose pid is in `attr`; kill it if it has not exited in 10 s."""
@@ -339,18 +322,18 @@ class Supervisor:
                 setattr(self, attr, 0)
                 return
             time.sleep(0.01)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        setattr(self, attr, 0)
+        self._kill_child(attr)
 
-    def _edge_state(self) -> str | None:
-        if not self.edge_pid:
+    def _exited(self, attr: str, what: str) -> str | None:
+        """Why the child whose pid is in `attr` is gone (reaped now), or None while it runs."""
+        pid = getattr(self, attr)
+        if not pid:
             return None
-        pid, status = os.waitpid(self.edge_pid, os.WNOHANG)
-        if pid:
-            self.edge_pid = 0
-            return f"edge {pid} exited ({_describe(status)})"
-        return None
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            return None
+        setattr(self, attr, 0)
+        return f"{what} {pid} exited ({_describe(status)})"
 
     # --- health --------------------------------------------------------------------------
     def _beat_ring(self, engine: str) -> Ring:
@@ -413,11 +396,11 @@ class Supervisor:
                 if why and self.stop_requests == 0:
                     self._restart(why)
                     continue
-                why = self._history_state()
+                why = self._exited("history_pid", "history")
                 if why and self.stop_requests == 0:
                     self.log(f"{why}: starting it again (it catches up from the journal)")
                     self._start_history()
-                why = self._edge_state()
+                why = self._exited("edge_pid", "edge")
                 if why and self.stop_requests == 0:
                     quick = time.monotonic() - self.edge_started < EDGE_QUICK_FAILURE_S
                     self.edge_quick_failures = self.edge_quick_failures + 1 if quick else 0
@@ -439,8 +422,8 @@ class Supervisor:
                         self.log(f"journal: archived {archive}")
             code = self._stop() or code
         finally:
-            self._kill_history()
-            self._kill_edge()
+            self._kill_child("history_pid")
+            self._kill_child("edge_pid")
             self._kill_workers()
             self._unlink()
         return code
@@ -448,7 +431,7 @@ class Supervisor:
     def _stop(self) -> int:
         """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
-        self._stop_edge()  # clients first: no new commands while the engines finish
+        self._stop_child("edge_pid")  # clients first: no new commands while the engines finish
         self._stop_child("history_pid")
         for pid in self.pids.values():
             os.kill(pid, signal.SIGTERM)
