@@ -64,7 +64,7 @@ from ganntec.workers.runtime import (  # noqa: E402
     INTERNAL_RINGS,
     MATCHING_ORDER,
     ORDER_DOORBELL,
-    REPORTS,
+    reports_ring,
     cmd_ring,
     worker_main,
 )
@@ -133,7 +133,7 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
     waiters = len(engines) + 1
     rings = [Ring.create(instance, cmd_ring(s), RING_CAPACITY, lock_memory=False, doorbell=ORDER_DOORBELL)
              for s in range(2)]
-    rings.append(Ring.create(instance, REPORTS, RING_CAPACITY, lock_memory=False))
+    rings.append(Ring.create(instance, reports_ring(1), RING_CAPACITY, lock_memory=False))
     if placement != "single":
         rings += [Ring.create(instance, name, RING_CAPACITY, lock_memory=False,
                               doorbell=ORDER_DOORBELL if name == MATCHING_ORDER else 0) for name in INTERNAL_RINGS]
@@ -149,7 +149,7 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
             if not ready.wait(120):
                 raise BenchFailure(f"{engine} worker did not start")
         cmd = Ring.attach(instance, cmd_ring(1), role="producer")
-        rep = Ring.attach(instance, REPORTS, role="consumer")
+        rep = Ring.attach(instance, reports_ring(1), role="consumer")
         wait = W.make("auto", processes=waiters)
         out = np.zeros((RING_CAPACITY, RB), np.uint8)
         # setup: funding and the starting book, not timed

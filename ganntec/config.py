@@ -29,8 +29,8 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
   [edge]
     host            "127.0.0.1"
     port            8080               REST and WebSocket
-    enabled         true               start the edge (false: clients use the rings cmd.1.. and reports)
-    processes       1                  edge processes (SO_REUSEPORT); one until per-edge report rings
+    enabled         true               start the edge (false: clients use the rings cmd.<i> and reports.<i>)
+    processes       1                  edge processes sharing the port (SO_REUSEPORT), each with its rings
     admin_host      "127.0.0.1"
     admin_port      8081
   [[assets]]        name, precision (decimals of the minor unit, 0..18); id = position
@@ -228,9 +228,6 @@ def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"edge.admin_port={edge.admin_port} (must differ from edge.port)")
     if not 1 <= edge.processes <= 64:
         problems.append(f"edge.processes={edge.processes} (1 .. 64)")
-    elif edge.enabled and edge.processes > 1:
-        problems.append(f"edge.processes={edge.processes} (one edge process serves until each has its own report "
-                        f"ring; more are allowed only with edge.enabled = false, clients on the rings)")
 
 
 def _unknown_field(where: str, table: dict, allowed: set[str], problems: list[str]) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 from aiohttp import web
 
 from ganntec.config import Config
 from ganntec.edge import errors as E
-from ganntec.edge import market, streams, trading, userdata, wsapi
-from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge import listenkeys, market, streams, trading, userdata, wsapi
+from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, LISTEN_EXPIRY_MS, STATE, SYMBOLS,
+                                  SYMBOLS_BY_ID)
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
 from ganntec.edge.state import EdgeState
@@ -67,9 +69,17 @@ def history_reader(path: str | None) -> Callable[[], object]:
 
 
 def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: KeyStore | None = None,
-             state: EdgeState | None = None, gateway=None, history_path: str | None = None) -> web.Application:
+             state: EdgeState | None = None, gateway=None, history_path: str | None = None,
+             listen_expiry_ms: np.ndarray | None = None) -> web.Application:
     """The edge's app. Without a gateway the trading endpoints answer -1007 (no backend);
-    without a state the market endpoints show empty books."""
+    without a state the market endpoints show empty books. `listen_expiry_ms`: each account's
+    listen key validity (int64 ms, indexed by account id; listenkeys.py), shared by the edge
+    processes so a keepalive on one extends the streams of all; by default this app's own."""
+    if listen_expiry_ms is None:
+        listen_expiry_ms = np.zeros(cfg.engine.max_accounts, np.int64)
+    if listen_expiry_ms.dtype != np.int64 or listen_expiry_ms.ndim != 1:
+        raise ValueError(f"listen_expiry_ms must be a 1-d int64 array, not {listen_expiry_ms.dtype} "
+                         f"{listen_expiry_ms.shape}")
     app = web.Application(middlewares=[E.binance_errors])
     app[CONFIG] = cfg
     app[CLOCK_MS] = clock_ms
@@ -77,6 +87,7 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     app[STATE] = state if state is not None else EdgeState(len(cfg.symbols))
     app[GATEWAY] = gateway
     app[HISTORY] = history_reader(history_path)
+    app[LISTEN_EXPIRY_MS] = listen_expiry_ms
     units = [SymbolUnits(s) for s in cfg.symbols]
     app[SYMBOLS] = {u.name: u for u in units}
     app[SYMBOLS_BY_ID] = units
@@ -87,5 +98,6 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     trading.add_routes(app)
     streams.add_routes(app)
     userdata.setup(app)
+    listenkeys.setup(app)
     wsapi.add_routes(app)
     return app

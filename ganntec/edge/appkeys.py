@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from aiohttp import web
 
 from ganntec.config import Config
@@ -19,3 +20,8 @@ SYMBOLS_BY_ID = web.AppKey("symbols_by_id", list[SymbolUnits])  # by symbol_id
 STATE = web.AppKey("state", object)      # edge.state.EdgeState
 GATEWAY = web.AppKey("gateway", object)  # edge.gateway.Gateway
 HISTORY = web.AppKey("history", Callable[[], object])  # () -> history.store.HistoryStore reader, or None
+STREAMS_KEY = web.AppKey("streams", object)  # edge.streams.StreamHub
+# Each account's listen key validity, ms since the epoch (0: none): may be a view of shared memory,
+# so a keepalive on one edge process extends the streams another one serves.
+LISTEN_EXPIRY_MS = web.AppKey("listen_expiry_ms", np.ndarray)
+LISTEN_KEYS = web.AppKey("listen_keys", object)  # edge.listenkeys.ListenKeys

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import parse_qsl, unquote_plus
@@ -82,6 +82,9 @@ class KeyStore:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+    def __iter__(self) -> Iterator[ApiKey]:
+        return iter(self._by_key.values())
 
 
 def sign(secret: str, payload: str) -> str:
@@ -215,11 +218,14 @@ def ws_param_text(value) -> str:
     raise E.invalid_param("params")
 
 
-def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, need: str) -> tuple[ApiKey | None, dict]:
+def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, need: str,
+                    signed: bool = True) -> tuple[ApiKey | None, dict]:
     """Authorize one WebSocket API request (web-socket-api.md "SIGNED request security"): the
     key is the `apiKey` parameter; the signature is HMAC-SHA256 over every other parameter but
     `signature`, sorted by name, as `name=value` joined by `&`. Returns the key (None for
-    security type NONE) and the parameters as text, without apiKey and signature."""
+    security type NONE) and the parameters as text, without apiKey and signature.
+    `signed=False`: the key alone (the listen-key methods, "This request does not require
+    `signature`")."""
     text = {k: ws_param_text(v) for k, v in params.items()}
     if need == "NONE":
         return None, text
@@ -232,6 +238,8 @@ def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, n
     if key is None or need not in key.permissions:
         raise E.rejected_api_key()
     signature = text.pop("signature", None)
+    if not signed:
+        return key, text
     payload = "&".join(f"{k}={v}" for k, v in sorted({**text, "apiKey": api_key}.items()))
     _verify(key, signature, payload, text, now_ms)
     return key, text

@@ -52,6 +52,10 @@ def bad_symbol_status() -> BinanceError:
     return BinanceError(400, -1122, "Invalid symbolStatus.")
 
 
+def unknown_listen_key() -> BinanceError:
+    return BinanceError(400, -1125, "This listenKey does not exist.")
+
+
 def bad_combo() -> BinanceError:
     return BinanceError(400, -1128, "Combination of optional parameters invalid.")
 

@@ -1,7 +1,7 @@
 """The edge's link to the engines: commands out, reports in.
 
 `RingGateway` (an edge process): commands go on the edge's own ring `cmd.<source>`, one
-command per publish; a reader thread waits on the `reports` ring (the configured wait
+command per publish; a reader thread waits on its `reports.<source>` ring (the configured wait
 strategy, off the event loop), copies what it pops and hands each batch to the event loop,
 which applies it to the EdgeState in order. The thread beats the ring's consumer heartbeat.
 At most `MAX_BATCHES_QUEUED` batches wait for the loop: beyond that the thread stops
@@ -29,6 +29,7 @@ from ganntec.edge import errors as E
 from ganntec.edge.state import EdgeState, Waiter
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
+from ganntec.workers.runtime import last_reported_seq, reports_ring
 
 RB = R.RECORD_BYTES
 MAX_BATCHES_QUEUED = 64
@@ -39,6 +40,7 @@ class Gateway(abc.ABC):
     def __init__(self, state: EdgeState, source: int, next_seq: int, clock_ns: Callable[[], int],
                  timeout_s: float = 10.0):
         self.state, self.source, self.next_seq, self.clock_ns = state, source, next_seq, clock_ns
+        state.own_source = source  # its waiters are this edge's commands
         self.timeout_s = timeout_s
 
     def _stamp(self, records: np.ndarray) -> np.ndarray:
@@ -64,6 +66,10 @@ class Gateway(abc.ABC):
         expect(Waiter(done, extras, self.source, int(raw["source_seq"][0])))
         return await self._send(raw, fut)
 
+    async def caught_up(self) -> None:
+        """Return once the state has applied every report published so far: an order another
+        edge process placed is then known here (read-your-writes across edges)."""
+
     @abc.abstractmethod
     async def _send(self, raw: np.ndarray, fut) -> list:
         """Deliver one stamped command; return its answer (`fut`'s result)."""
@@ -74,16 +80,22 @@ class Gateway(abc.ABC):
 
 class RingGateway(Gateway):
     def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wait, loop,
-                 clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0):
+                 clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1):
         super().__init__(state, source, next_seq, clock_ns, timeout_s)
         self.wait, self.loop = wait, loop
         self.cmd = Ring.attach(instance, f"cmd.{source}", role="producer")
+        self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
         try:
-            self.reports = Ring.attach(instance, "reports", role="consumer")
+            self.reports = Ring.attach(instance, reports_ring(source), role="consumer")
+            self.all_reports.append(self.reports)
+            for e in range(1, edges + 1):
+                if e != source:
+                    self.all_reports.append(Ring.attach(instance, reports_ring(e)))
         except BaseException:
-            self.cmd.close(unlink=False)
+            self._close_rings()
             raise
         self._stop = False
+        self._catching_up: list[tuple[int, asyncio.Future]] = []  # (journal sequence, caught_up's future)
         self._room = threading.Semaphore(MAX_BATCHES_QUEUED)
         self.reader = threading.Thread(target=self._read, name="ganntec-edge-reports", daemon=True)
         self.reader.start()
@@ -93,6 +105,28 @@ class RingGateway(Gateway):
             self.state.apply(batch)
         finally:
             self._room.release()
+        if self._catching_up:
+            waiting = []
+            for target, fut in self._catching_up:
+                if target > self.state.seq:
+                    waiting.append((target, fut))
+                elif not fut.done():
+                    fut.set_result(None)
+            self._catching_up = waiting
+
+    async def caught_up(self) -> None:
+        # The engines publish a turn's reports on one edge's ring after another: what any ring
+        # has, this edge's will have. (A slot's sequence read while the producer may reuse it
+        # can only be newer: waiting for it is still right.)
+        target = max(last_reported_seq(r) for r in self.all_reports)
+        if target <= self.state.seq:
+            return
+        fut = self.loop.create_future()
+        self._catching_up.append((target, fut))
+        try:
+            await asyncio.wait_for(fut, self.timeout_s)
+        except asyncio.TimeoutError:
+            raise E.backend_timeout() from None
 
     def _read(self) -> None:
         buf = np.zeros((REPORT_BATCH, RB), np.uint8)
@@ -132,8 +166,12 @@ class RingGateway(Gateway):
     def close(self) -> None:
         self._stop = True
         self.reader.join(5)
+        self._close_rings()
+
+    def _close_rings(self) -> None:
         self.cmd.close(unlink=False)
-        self.reports.close(unlink=False)
+        for ring in self.all_reports:
+            ring.close(unlink=False)
 
 
 class DriverGateway(Gateway):

@@ -3,7 +3,7 @@
 
 Its projection starts from a replay of the journal up to the sequence of the recovered engines
 it inherits through the fork (every report they made, applied as the live stream would
-have delivered it), then follows the `reports` ring. It stays up while the supervisor restarts the engines: commands wait in its
+have delivered it), then follows its `reports.<source>` ring. It stays up while the supervisor restarts the engines: commands wait in its
 ring, and the reports the stopped engines owed are republished. Its edge sequence starts
 above both what the order engine journaled and what still waits in its ring (a restarted
 edge must not reuse the sequence of a command its predecessor sent).
@@ -26,6 +26,7 @@ from ganntec.config import Config
 from ganntec.edge.app import make_app
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.gateway import RingGateway
+from ganntec.edge.shared import EdgeShared
 from ganntec.edge.state import EdgeState
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
@@ -91,8 +92,14 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     replayed = bootstrap(state, make_replayer, journal_dir, int(engines.order.seq))
     settle_garbage_collector()
     next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(cfg.instance.name, source)) + 1
-    gateway = RingGateway(state, cfg.instance.name, source, next_seq, wait, loop)
-    app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir))
+    shared = EdgeShared.attach(cfg.instance.name)
+    try:
+        gateway = RingGateway(state, cfg.instance.name, source, next_seq, wait, loop, edges=cfg.edge.processes)
+    except BaseException:
+        shared.close(unlink=False)
+        raise
+    app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir),
+                   listen_expiry_ms=shared.listen_expiry_ms)
     from aiohttp import web
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -113,6 +120,7 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     finally:
         await runner.cleanup()
         gateway.close()
+        shared.close(unlink=False)
 
 
 def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wait_name: str,

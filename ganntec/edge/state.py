@@ -20,6 +20,8 @@ edge's, so the edge matches them by content, in the order the engines made them)
                 command's source and edge sequence, so it is found exactly by them (every
                 record of a refused multi-record command, up to the one with FLAG_END)
 Waiters of one key are answered first in, first out (one edge ring keeps its commands in order).
+With several edge processes every edge sees every result; a matching result names the command
+that caused it (records.cause_of), so one caused by another edge's command answers none here.
 The result that answers a command opens it; every later record from the same source belongs
 to it until the one with FLAG_END (matching emits one command's results together), so a
 NEW's fills and its expiry arrive with it.
@@ -220,6 +222,10 @@ class EdgeState:
             collections.deque)
         self.by_source_seq: dict[tuple[int, int], Waiter] = {}
         self._open_cmd: dict[int, Waiter] = {}  # source -> the command its results answer now
+        # The edge whose commands the waiters are (its gateway sets it; None: every result may
+        # answer, one client). Results another edge process caused answer none of ours.
+        self.own_source: int | None = None
+        self._foreign = False  # the record being applied is a result of another edge's command
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
         self.batch_listeners: list[Callable] = []  # called after each applied batch (events go out)
 
@@ -253,6 +259,8 @@ class EdgeState:
             self.by_source_seq[(waiter.source, waiter.source_seq)] = waiter
 
     def _take(self, queues: dict, key) -> Waiter | None:
+        if self._foreign:
+            return None
         q = queues.get(key)
         w = None
         while q and w is None:
@@ -299,12 +307,14 @@ class EdgeState:
             return
         buf = raw.tobytes()
         listeners = self.listeners if notify else ()
-        floor = self.floor
+        floor, own = self.floor, self.own_source
         for i in range(len(raw)):
             r = decode(buf, i * RB)
             if r.seq <= floor:
                 continue
             self.seq = r.seq
+            self._foreign = (own is not None and r.source >= R.SOURCE_MATCHING
+                             and r.source_seq >> R.CAUSE_SOURCE_SHIFT != own)
             handler = _HANDLERS.get(r.type)
             if handler is not None:
                 handler(self, r)

@@ -5,7 +5,8 @@ LIST_SUBSCRIPTIONS / SET_PROPERTY / GET_PROPERTY.
 Streams (symbol in lower case): <s>@trade, <s>@aggTrade, <s>@depth and <s>@depth@100ms (diff
 depth with U/u: the book update ids the matching engine numbers, +1 per level change, so the
 documented snapshot + diff procedure rebuilds the book exactly), <s>@depth5|10|20[@100ms]
-(partial book), <s>@bookTicker, <s>@kline_<interval>, <s>@miniTicker, <s>@ticker.
+(partial book), <s>@bookTicker, <s>@kline_<interval>, <s>@miniTicker, <s>@ticker; and a listen
+key given in the URL: its account's user data events (listenkeys.py).
 
 Events are made once per batch of reports the edge applies (at most one depth, ticker, kline
 or partial-book event per symbol per batch; one event per trade): as soon as the engines
@@ -27,7 +28,7 @@ import re
 import orjson
 from aiohttp import WSMsgType, web
 
-from ganntec.edge.appkeys import CLOCK_MS, STATE, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import CLOCK_MS, LISTEN_KEYS, STATE, STREAMS_KEY, SYMBOLS_BY_ID
 from ganntec.edge.market import ticker_row
 from ganntec.edge.stats import INTERVALS, bucket_start, next_bucket
 from ganntec.shm.records import RecordType, Side
@@ -36,7 +37,7 @@ QUEUE_FRAMES = 4096          # frames waiting for one slow connection before it 
 MAX_STREAMS = 1024           # per connection (web-socket-streams.md)
 _STREAM_RE = re.compile(r"^([a-z0-9_.-]{1,20})@(trade|aggTrade|bookTicker|miniTicker|ticker|depth(?:5|10|20)?"
                         r"(?:@100ms|@1000ms)?|kline_[0-9a-zA-Z]{2,3})$")
-STREAMS_KEY = web.AppKey("streams", object)
+LISTEN_KEY_LENGTH = 64
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 
@@ -71,6 +72,11 @@ class Connection:
             await self.ws.send_frame(frame, WSMsgType.TEXT)  # JSON text, serialised once for all
 
 
+def looks_like_listen_key(name: str) -> bool:
+    """A stream name that is a listen key (64 letters and digits; market streams have an '@')."""
+    return len(name) == LISTEN_KEY_LENGTH and name.isascii() and name.isalnum()
+
+
 class StreamHub:
     """Subscriptions and the events made from each applied batch of reports."""
 
@@ -80,6 +86,7 @@ class StreamHub:
         self.units = app[SYMBOLS_BY_ID]
         self.by_lower = {u.name.lower(): u for u in self.units}
         self.subscribers: dict[str, set[Connection]] = collections.defaultdict(set)
+        self._market_streams = 0              # subscribed names that are not listen keys
         self._trades: list = []
         self._book: dict[int, dict] = {}      # symbol -> {"U", "u", bids{}, asks{}}
         self._traded: set[int] = set()        # symbols with trades in this batch
@@ -98,6 +105,8 @@ class StreamHub:
 
     def subscribe(self, conn: Connection, names) -> None:
         for n in names:
+            if n not in self.subscribers and not looks_like_listen_key(n):
+                self._market_streams += 1
             conn.streams.add(n)
             self.subscribers[n].add(conn)
         for waiter in [w for w in self._watchers if w[0](self)]:
@@ -121,10 +130,12 @@ class StreamHub:
                 subs.discard(conn)
                 if not subs:
                     del self.subscribers[n]
+                    if not looks_like_listen_key(n):
+                        self._market_streams -= 1
 
     # --- events -------------------------------------------------------------------------------
     def on_record(self, r) -> None:
-        if not self.subscribers:
+        if not self._market_streams:  # user streams only: no market event to make
             return
         if r.type == RecordType.BOOK_UPDATE:
             d = self._book.get(r.symbol_id)
@@ -138,7 +149,7 @@ class StreamHub:
             agg = self.state.agg_trades[r.symbol_id][-1]
             self._aggs.setdefault(r.symbol_id, {})[agg.agg_id] = agg
 
-    def _publish(self, stream: str, data: dict) -> None:
+    def publish(self, stream: str, data: dict) -> None:
         subs = self.subscribers.get(stream)
         if not subs:
             return
@@ -154,18 +165,18 @@ class StreamHub:
                 conn.send(raw)
 
     def flush(self) -> None:
-        if not self.subscribers:
+        if not self._market_streams:
             self._reset()
             return
         for r in self._trades:
             u = self.units[r.symbol_id]
-            self._publish(f"{u.name.lower()}@trade", {
+            self.publish(f"{u.name.lower()}@trade", {
                 "e": "trade", "E": r.ts_ns // 1_000_000, "s": u.name, "t": r.trade_id, "p": u.price(r.price_tick),
                 "q": u.qty(r.qty_lot), "T": r.ts_ns // 1_000_000, "m": r.taker_side == Side.SELL, "M": True})
         for sid, aggs in self._aggs.items():
             u = self.units[sid]
             for a in aggs.values():
-                self._publish(f"{u.name.lower()}@aggTrade", {
+                self.publish(f"{u.name.lower()}@aggTrade", {
                     "e": "aggTrade", "E": a.ts_ns // 1_000_000, "s": u.name, "a": a.agg_id, "p": u.price(a.price_tick),
                     "q": u.qty(a.qty_lot), "f": a.first_trade_id, "l": a.last_trade_id, "T": a.ts_ns // 1_000_000,
                     "m": a.buyer_is_maker, "M": True})
@@ -186,7 +197,7 @@ class StreamHub:
                 "b": [[u.price(p), u.qty(q)] for p, q in d["b"].items()],
                 "a": [[u.price(p), u.qty(q)] for p, q in d["a"].items()]}
         for suffix in ("", "@100ms", "@1000ms"):
-            self._publish(f"{name}@depth{suffix}", diff)
+            self.publish(f"{name}@depth{suffix}", diff)
         book = self.state.books[sid]
         for levels in (5, 10, 20):
             streams = [f"{name}@depth{levels}{s}" for s in ("", "@100ms", "@1000ms")]
@@ -195,12 +206,12 @@ class StreamHub:
                         "bids": [[u.price(p), u.qty(q)] for p, q in book.top(Side.BUY, levels)],
                         "asks": [[u.price(p), u.qty(q)] for p, q in book.top(Side.SELL, levels)]}
                 for s in streams:
-                    self._publish(s, part)
+                    self.publish(s, part)
         if f"{name}@bookTicker" in self.subscribers:
             bid, ask = book.best(Side.BUY), book.best(Side.SELL)
-            self._publish(f"{name}@bookTicker", {"u": book.last_update_id, "s": u.name, "b": u.price(bid[0]),
-                                                 "B": u.qty(bid[1]), "a": u.price(ask[0]),
-                                                 "A": u.qty(ask[1])})
+            self.publish(f"{name}@bookTicker", {"u": book.last_update_id, "s": u.name, "b": u.price(bid[0]),
+                                                "B": u.qty(bid[1]), "a": u.price(ask[0]),
+                                                "A": u.qty(ask[1])})
 
     def _trade_stats_events(self, sid: int, now_ms: int) -> None:
         u = self.units[sid]
@@ -213,7 +224,7 @@ class StreamHub:
             if not candles:
                 continue
             c = candles[0]
-            self._publish(stream, {"e": "kline", "E": now_ms, "s": u.name, "k": {
+            self.publish(stream, {"e": "kline", "E": now_ms, "s": u.name, "k": {
                 "t": c.open_ms, "T": next_bucket(interval, c.open_ms) - 1, "s": u.name, "i": interval,
                 "f": -1, "L": -1, "o": u.price(c.open_tick), "c": u.price(c.close_tick), "h": u.price(c.high_tick),
                 "l": u.price(c.low_tick), "v": u.qty(c.volume_lot), "n": c.trades, "x": False,
@@ -221,10 +232,10 @@ class StreamHub:
                 "Q": u.quote_amount(c.taker_buy_quote_minor), "B": "0"}})
         if f"{name}@ticker" in self.subscribers or f"{name}@miniTicker" in self.subscribers:
             t = ticker_row(self.state, u, now_ms * 1_000_000)
-            self._publish(f"{name}@miniTicker", {
+            self.publish(f"{name}@miniTicker", {
                 "e": "24hrMiniTicker", "E": now_ms, "s": u.name, "c": t["lastPrice"], "o": t["openPrice"],
                 "h": t["highPrice"], "l": t["lowPrice"], "v": t["volume"], "q": t["quoteVolume"]})
-            self._publish(f"{name}@ticker", {
+            self.publish(f"{name}@ticker", {
                 "e": "24hrTicker", "E": now_ms, "s": u.name, "p": t["priceChange"], "P": t["priceChangePercent"],
                 "w": t["weightedAvgPrice"], "x": t["prevClosePrice"], "c": t["lastPrice"], "Q": t["lastQty"],
                 "b": t["bidPrice"], "B": t["bidQty"], "a": t["askPrice"], "A": t["askQty"], "o": t["openPrice"],
@@ -292,26 +303,40 @@ def _control(hub: StreamHub, conn: Connection, text: str) -> bytes:
 
 async def _serve(request: web.Request, names: list[str], combined: bool) -> web.WebSocketResponse:
     hub: StreamHub = request.app[STREAMS_KEY]
+    listen = request.app[LISTEN_KEYS]
+    user_streams = [n for n in names if looks_like_listen_key(n)]
+    for listen_key in user_streams:
+        # The docs do not say how an unknown or expired key is answered: the upgrade is refused
+        # with Binance's error (400, -1125) rather than a connection that would stay silent.
+        listen.account_of(listen_key)
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
-    await ws.prepare(request)
     conn = Connection(ws, combined, request.transport)
-    hub.subscribe(conn, [n for n in names if hub.valid(n)][:MAX_STREAMS])
-    sender = asyncio.create_task(conn.sender())
+    sender = None
     try:
+        # Subscribed before the handshake completes: what happens once the client is connected
+        # reaches it (the frames wait in its queue until the sender starts).
+        market = [n for n in names if hub.valid(n)][:MAX_STREAMS]
+        hub.subscribe(conn, market)
+        listen.attach(conn, user_streams[:MAX_STREAMS - len(conn.streams)])
+        await ws.prepare(request)
+        sender = asyncio.create_task(conn.sender())
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 conn.send(_control(hub, conn, msg.data))
             elif msg.type in (WSMsgType.BINARY,):
                 conn.send(_error(3, "Invalid JSON: binary frames are not supported"))
     finally:
+        listen.detach(conn)
         hub.unsubscribe(conn, list(conn.streams))
-        sender.cancel()
+        if sender is not None:
+            sender.cancel()
     return ws
 
 
 async def raw_streams(request: web.Request) -> web.WebSocketResponse:
     """`/ws/<stream>/<stream>...`: raw payloads (a path that names no stream connects with none,
-    as the clients that put an index there expect)."""
+    as the clients that put an index there expect). A stream may be a listen key (listenkeys.py):
+    that account's user data events."""
     return await _serve(request, request.match_info.get("streams", "").split("/"), combined=False)
 
 

@@ -10,6 +10,7 @@ endpoints"): parameters to command records, results to Binance's JSON.
   GET    /api/v3/allOrders      the orders the edge knows (open and recently ended)
   GET    /api/v3/myTrades       the account's trades on a symbol
   GET    /api/v3/account        balances (free, locked) and commission rates
+  POST / PUT / DELETE /api/v3/userDataStream   listen keys (listenkeys.py)
 
 Parameter checks that need no engine state happen here with Binance's codes; everything else
 (filters, balances, duplicates, STP, ...) is the engines' refusal, mapped by
@@ -26,6 +27,7 @@ import numpy as np
 from aiohttp import web
 
 from ganntec.edge import auth as A
+from ganntec.edge import listenkeys
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge import errors as E
 from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
@@ -695,6 +697,7 @@ OPERATIONS = {
     "cancel_order_list": ("TRADE", cancel_order_list),
     "query_order_list": ("USER_DATA", query_order_list),
     "open_order_lists": ("USER_DATA", open_order_lists),
+    **listenkeys.OPERATIONS,
 }
 REST_ROUTES = (
     ("POST", "/api/v3/order", "new_order"),
@@ -712,7 +715,18 @@ REST_ROUTES = (
     ("DELETE", "/api/v3/orderList", "cancel_order_list"),
     ("GET", "/api/v3/orderList", "query_order_list"),
     ("GET", "/api/v3/openOrderList", "open_order_lists"),
+    ("POST", "/api/v3/userDataStream", "start_user_stream"),
+    ("PUT", "/api/v3/userDataStream", "keepalive_user_stream"),
+    ("DELETE", "/api/v3/userDataStream", "close_user_stream"),
 )
+
+
+async def caught_up(app: web.Application) -> None:
+    """Before an account's operation: the state has every report published so far (an order
+    placed through another edge process is known here)."""
+    gateway = app[GATEWAY]
+    if gateway is not None:
+        await gateway.caught_up()
 
 
 def _rest(operation: str):
@@ -720,6 +734,7 @@ def _rest(operation: str):
 
     async def handler(request: web.Request) -> web.Response:
         key, params = await _auth(request, need)
+        await caught_up(request.app)
         return E.json_response(await fn(request.app, key, params))
     handler.__name__ = operation
     return handler

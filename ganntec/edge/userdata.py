@@ -4,9 +4,10 @@ balanceUpdate per admin credit or debit. Made from the report stream as the edge
 so they come in journal order, each once: after an engine restart the supervisor republishes
 only what no publish reached, and the projection skips what it has (state.py).
 
-Binance retired listen keys for spot (CHANGELOG 2026-01-21: POST/PUT/DELETE
-/api/v3/userDataStream and userDataStream.start/ping/stop are gone); clients subscribe on the
-WebSocket API with `userDataStream.subscribe.signature` (wsapi.py), as ccxt does."""
+Two ways in: the WebSocket API's `userDataStream.subscribe.signature` (wsapi.py), what Binance
+keeps and ccxt uses; and listen keys on `/ws/<listenKey>` and `/stream?streams=<listenKey>`
+(listenkeys.py), which Binance retired for spot (CHANGELOG 2026-01-21) but many bots still use.
+Both register sinks here, so the events are made once whichever way they leave."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Methods: ping, time, exchangeInfo, depth, trades.recent, klines, avgPrice, ticke
 ticker.price, ticker.book; order.place, order.test, order.status, order.cancel,
 openOrders.status, openOrders.cancelAll, allOrders, myTrades, account.status (the same
 operations as REST, trading.py and market.py); userDataStream.subscribe.signature,
-userDataStream.unsubscribe, session.subscriptions.
+userDataStream.unsubscribe, session.subscriptions; the deprecated listen-key methods
+userDataStream.start, userDataStream.ping, userDataStream.stop (listenkeys.py).
 
 Requests of one connection run concurrently (responses carry their id), and each leaves for the
 engines in the order it arrived: a request's command is stamped and pushed before its first
@@ -40,6 +41,11 @@ TRADING = {
 MARKET = {"depth": "depth", "trades.recent": "trades", "trades.historical": "historicalTrades", "trades.aggregate": "aggTrades", "klines": "klines",
           "avgPrice": "avgPrice", "ticker.24hr": "ticker.24hr", "ticker.price": "ticker.price",
           "ticker.book": "ticker.book"}
+# method -> operation of trading.OPERATIONS authorized by `apiKey` alone ("This request does not
+# require `signature`"). ping and stop answer "result": {}: the docs' examples show "response": {},
+# but "Response format" makes `result` mandatory in every successful response.
+LISTEN_KEY = {"userDataStream.start": "start_user_stream", "userDataStream.ping": "keepalive_user_stream",
+              "userDataStream.stop": "close_user_stream"}
 MAX_SUBSCRIPTIONS = 1000
 
 
@@ -86,6 +92,11 @@ class Session:
             key, text = A.authenticate_ws(params, app[KEYS], now_ms, need)
             for name in ("timestamp", "recvWindow"):
                 text.pop(name, None)
+            await trading.caught_up(app)
+            return await fn(app, key, text)
+        if method in LISTEN_KEY:
+            need, fn = trading.OPERATIONS[LISTEN_KEY[method]]
+            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need, signed=False)
             return await fn(app, key, text)
         if method == "userDataStream.subscribe.signature":
             key, _ = A.authenticate_ws(params, app[KEYS], now_ms, "USER_STREAM")

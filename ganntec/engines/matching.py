@@ -114,8 +114,9 @@ an input record with FLAG_CONTINUED ends none, nor does a cancel-replace leg han
 the order engine counts them to return credits.
 Order events carry order_id, price_tick, qty_lot (original total), executed_qty_lot,
 cum_quote_minor, stop_price_tick, side, order_type, time_in_force and status after the event. Result headers:
-seq 0 (the order engine stamps it), source SOURCE_MATCHING | shard, source_seq = this engine's
-output counter from 1, ts_ns of the command, account_id of the order (taker for fills).
+seq 0 (the order engine stamps it), source SOURCE_MATCHING | shard, source_seq = the cause: the
+command's (source << 48) | its source_seq (records.cause_of; pending work, e.g. stops fired,
+keeps its command's), ts_ns of the command, account_id of the order (taker for fills).
 
 Stops trigger on the symbol's last trade price: STOP_LOSS* BUY and TAKE_PROFIT* SELL when
 last >= stop_price_tick, STOP_LOSS* SELL and TAKE_PROFIT* BUY when last <= stop_price_tick.
@@ -335,10 +336,11 @@ P_ID, P_PRICE, P_TAKER_LOTS, P_MAKER_LOTS, P_MAKER, P_TAKER, P_MACC, P_SIDE, P_S
 STOP_ON_FAILURE = int(R.ReplaceMode.STOP_ON_FAILURE)
 RS_NOT_ATTEMPTED = int(R.Reason.NOT_ATTEMPTED)
 SOURCE_MATCHING = R.SOURCE_MATCHING
+CAUSE_SHIFT, CAUSE_MASK = R.CAUSE_SOURCE_SHIFT, R.CAUSE_SEQ_MASK
 
 # --- the control block: one int64 array whose slots hold every base address and counter ----
 (E_SYM, E_ORD, E_MAXORD, E_OFREE, E_NOFREE, E_LVL, E_LFREE, E_NLFREE, E_BKEYS, E_BLVL, E_BN, E_BCAP,
- E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_OUTSEQ, E_OUT, E_OUTCAP,
+ E_HKEYS, E_HVALS, E_HMASK, E_SYMST, E_TBOOK, E_TPRICE, E_TCAP, E_NT, E_EPOCH, E_CAUSE, E_OUT, E_OUTCAP,
  E_OUTN, E_TS, E_SHARD, E_PEND, E_PSLOT, E_PACC, E_PSYM, E_PFOUND, E_NSYM, E_MAXLVL, E_TQTY, E_TCNT,
  E_REPLACE, E_TLVL) = range(38)
 E_SLOTS = 40
@@ -739,15 +741,13 @@ def _emit(E, rtype, account, symbol, reason, flags):
     n = _g(E, E_OUTN)
     a = _g(E, E_OUT) + n * RB
     zero_bytes(a, RB)
-    seq = _g(E, E_OUTSEQ) + 1
-    _s(E, E_OUTSEQ, seq)
     _s(E, E_OUTN, n + 1)
     st_u16(a + H_TYPE, rtype)
     st_u16(a + H_FLAGS, flags)
     st_u16(a + H_SOURCE, SOURCE_MATCHING | _g(E, E_SHARD))
     st_u16(a + H_REASON, reason)
     st_i64(a + H_TS, _g(E, E_TS))
-    st_i64(a + H_SRCSEQ, seq)
+    st_i64(a + H_SRCSEQ, _g(E, E_CAUSE))
     st_u32(a + H_ACC, account)
     st_u32(a + H_SYM, symbol)
     return a
@@ -1584,6 +1584,11 @@ def run(E, in_address, n_in, out_address, out_cap):
                     and ld_u16(c + RB + H_TYPE) == T_EXT)
         i += 3 if is_list else (2 if with_ext else 1)
         _s(E, E_TS, ld_i64(c + H_TS))
+        src = ld_u16(c + H_SOURCE)
+        if src >= SOURCE_MATCHING:  # an echoed result names its cause already (records.cause_of)
+            _s(E, E_CAUSE, ld_i64(c + H_SRCSEQ))
+        else:
+            _s(E, E_CAUSE, (np.int64(src) << CAUSE_SHIFT) | (ld_i64(c + H_SRCSEQ) & CAUSE_MASK))
         _s(E, E_EPOCH, _g(E, E_EPOCH) + 1)
         _s(E, E_NT, 0)
         _s(E, E_PFOUND, 0)

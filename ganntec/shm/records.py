@@ -24,7 +24,8 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
          6     2  u2    reason                   Reason code; 0 = none
          8     8  i8    seq                      global sequence, stamped by the order engine (0 before)
         16     8  i8    ts_ns                    order engine's stamp (data for engines, never a clock read)
-        24     8  i8    source_seq               producer's own sequence (edge: idempotency key)
+        24     8  i8    source_seq               producer's own sequence (edge: idempotency key);
+                                                 matching's results: cause_of(command's source, source_seq)
         32     4  u4    account_id               account
         36     4  u4    symbol_id                symbol
 
@@ -301,6 +302,21 @@ FLAG_RESULT = 0x0100      # sequenced from matching's results (an echo or a retu
 
 SOURCE_ADMIN = 0
 SOURCE_MATCHING = 0x8000  # | shard index
+# A matching result's source_seq names the command that caused it: (its source << 48) | its
+# source_seq, so each edge process knows its own commands' results among everyone's reports.
+CAUSE_SOURCE_SHIFT = 48
+CAUSE_SEQ_MASK = (1 << CAUSE_SOURCE_SHIFT) - 1
+
+
+def cause_of(source: int, source_seq: int) -> int:
+    """The cause a command record names; one that is itself a result (an echo) passes its own on."""
+    if source >= SOURCE_MATCHING:
+        return source_seq
+    return (source << CAUSE_SOURCE_SHIFT) | (source_seq & CAUSE_SEQ_MASK)
+
+
+def cause_source(result_source_seq: int) -> int:
+    return result_source_seq >> CAUSE_SOURCE_SHIFT
 
 
 class RecordType(enum.IntEnum):

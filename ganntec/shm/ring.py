@@ -500,6 +500,10 @@ class Ring:
         off = OFF_PRODUCER_HEARTBEAT_NS if self.role == PRODUCER else OFF_CONSUMER_HEARTBEAT_NS
         py_store_relaxed(self.address + off, now_ns)
 
+    def published(self) -> int:
+        """Records ever published on the ring (an acquire load of its head; any process may ask)."""
+        return int(py_load_acquire(self.address + OFF_HEAD))
+
     def stats(self) -> RingStats:
         # The counters through acquire loads (tail first, so fill is never negative); the
         # statistics are monotonic and only ever displayed.

@@ -8,7 +8,8 @@ Rings of an instance (all 128-byte records, one producer and one consumer each):
   cmd.0             admin commands (the supervisor's, source 0)
   cmd.<i>           client commands of edge i (source i, 1..edges); a command's records are
                     published in one batch and carry the command's edge sequence in source_seq
-  reports           every record a client is told, in journal order
+  reports.<i>       every record a client is told, in journal order, for edge i (1..edges):
+                    each edge process reads its own copy (each ring has one consumer)
   per-engine only, re-created at every start of the engines:
   order.risk        the sequenced (journaled) stream
   risk.matching.0   orders, cancels and amends for matching
@@ -27,7 +28,7 @@ Durability: only the journal writer's process (the single worker, or the order w
 forwards anything, and only after the turn's frames are written and, in `fsync` mode,
 fdatasync'ed (the group commit).
 
-Reports: every publish on `reports` ends where a journal sequence ends (`publish_turn`), so a
+Reports: every publish on a reports ring ends where a journal sequence ends (`publish_turn`), so a
 crash leaves each sequence's reports published whole or not at all and recovery knows where
 they stopped (`last_reported_seq`). Per-engine, risk publishes `risk.position` the same way
 and position pops whole batches (its buffer is the ring's capacity), so the rule carries
@@ -64,7 +65,6 @@ from ganntec.shm.segment import process_alive
 from ganntec.workers.driver import InProcessDriver
 
 RB = R.RECORD_BYTES
-REPORTS = "reports"
 ORDER_RISK = "order.risk"
 RISK_MATCHING = "risk.matching.0"
 MATCHING_ORDER = "matching.0.order"
@@ -80,9 +80,18 @@ def cmd_ring(source: int) -> str:
     return f"cmd.{source}"
 
 
+def reports_ring(edge: int) -> str:
+    return f"reports.{edge}"
+
+
+def reports_rings(sources: int) -> list[str]:
+    """The report rings of an instance with `sources` command rings (admin + one per edge)."""
+    return [reports_ring(e) for e in range(1, sources)]
+
+
 def last_reported_seq(reports: Ring) -> int:
     """The journal sequence of the last record published on `reports` (0: none yet)."""
-    head = reports.stats().head
+    head = reports.published()
     if head == 0:
         return 0
     slot = reports.slots_view()[(head - 1) & reports.mask]
@@ -191,6 +200,11 @@ class Worker(abc.ABC):
             print(f"ganntec worker: stopping with {lost} records for {ring.name} undelivered (no reader; "
                   f"they are in the journal)", file=sys.stderr, flush=True)
 
+    def publish_reports(self, rings: list[Ring], records: np.ndarray) -> None:
+        """The same records to every edge's reports ring (the slowest edge sets the pace)."""
+        for ring in rings:
+            self.publish(ring, records)
+
     def close(self) -> None:
         """After the loop (the journal writer closes its journal here)."""
 
@@ -227,7 +241,7 @@ class EngineWorker(Worker):
     commands), run it through the compiled driver (a journal frame per driver pass), make
     the turn durable (one fdatasync in `fsync` mode), then publish the turn's reports."""
 
-    def __init__(self, driver: InProcessDriver, journal: JournalWriter, cmd_rings: list[Ring], reports: Ring,
+    def __init__(self, driver: InProcessDriver, journal: JournalWriter, cmd_rings: list[Ring], reports: list[Ring],
                  wait, heartbeat_ms: int, batch: int = 4096):
         super().__init__(cmd_rings, wait, heartbeat_ms)
         self.driver, self.journal, self.rings, self.reports = driver, journal, cmd_rings, reports
@@ -254,7 +268,7 @@ class EngineWorker(Worker):
                 inbox.take(pos)
         self.journal.sync()  # one group commit per turn (fsync mode), before anything is told
         for r in reports:
-            self.publish(self.reports, r)
+            self.publish_reports(self.reports, r)
         return busy
 
     def close(self) -> None:
@@ -412,7 +426,7 @@ class PositionWorker(Worker):
     """Position: settled records in, the client-facing report stream out. Its inbox holds a
     whole ring, so every pop ends where risk's publishes end: at a sequence boundary."""
 
-    def __init__(self, engine: position.PositionEngine, inp: Ring, reports: Ring, wait, heartbeat_ms: int):
+    def __init__(self, engine: position.PositionEngine, inp: Ring, reports: list[Ring], wait, heartbeat_ms: int):
         super().__init__([inp], wait, heartbeat_ms)
         self.engine, self.inp, self.reports = engine, inp, reports
         self.inbox = Inbox(inp.capacity)
@@ -426,7 +440,7 @@ class PositionWorker(Worker):
         if used != self.inbox.n:
             raise RuntimeError("position: output buffer smaller than its input (a sizing bug)")
         self.inbox.take(used)
-        self.publish(self.reports, self.out[:made])
+        self.publish_reports(self.reports, self.out[:made])
         return True
 
     def finished(self) -> bool:
@@ -472,8 +486,8 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
     wait = W.make(wait_name, processes=waiters)
     cmds = [cmd_ring(s) for s in range(sources)]
     if engine == "engines":
-        ins, outs = _attach(instance, cmds, "consumer"), _attach(instance, [REPORTS], "producer")
-        worker = EngineWorker(engines, journal, ins, outs[0], wait, heartbeat_ms)
+        ins, outs = _attach(instance, cmds, "consumer"), _attach(instance, reports_rings(sources), "producer")
+        worker = EngineWorker(engines, journal, ins, outs, wait, heartbeat_ms)
     elif engine == "order":
         engines.order.max_in_flight = max_in_flight
         ins, outs = _attach(instance, cmds + [MATCHING_ORDER], "consumer"), _attach(instance, [ORDER_RISK], "producer")
@@ -486,8 +500,8 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         ins, outs = _attach(instance, [RISK_MATCHING], "consumer"), _attach(instance, [MATCHING_ORDER], "producer")
         worker = MatchingWorker(engines.matching, ins[0], outs[0], wait, heartbeat_ms)
     elif engine == "position":
-        ins, outs = _attach(instance, [RISK_POSITION], "consumer"), _attach(instance, [REPORTS], "producer")
-        worker = PositionWorker(engines.position, ins[0], outs[0], wait, heartbeat_ms)
+        ins, outs = _attach(instance, [RISK_POSITION], "consumer"), _attach(instance, reports_rings(sources), "producer")
+        worker = PositionWorker(engines.position, ins[0], outs, wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
     signal.signal(signal.SIGTERM, worker._on_signal)

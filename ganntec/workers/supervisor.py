@@ -2,7 +2,7 @@
 health, snapshots, shutdown.
 
 Start (the same path after a crash): remove the segments a dead instance left, create the
-rings (cmd.0 for admin, cmd.1..N for edges, reports), open the journal for writing (one
+rings (cmd.0 for admin, cmd.i and reports.i for edge i = 1..N), open the journal for writing (one
 writer: a lock; a torn tail is cut), recover the engines (newest fitting snapshot + the
 journal after it, every record verified), finish the replay (results the crash kept from the
 journal are sequenced now), fund the configured accounts on a first start, then fork the
@@ -14,7 +14,12 @@ fresher than `runtime.heartbeat_ms`, not merely while its pid exists. When any e
 exits or goes stale, every engine worker is killed, and the engines are recovered by replay
 and started again; the command and report rings and whoever uses them stay up. Reports lost
 with the workers (journaled, not yet published) are published from the replay: the last
-sequence on the reports ring says where they stopped.
+sequence on each reports ring says where that ring stopped.
+
+Edges: `edge.processes` edge processes share one port (SO_REUSEPORT; port 0 is resolved here
+once and held, so all bind the same one), each with its command ring cmd.<i> and its reports
+ring reports.<i>. One that dies is started again after the engines recover (its projection
+is rebuilt from the journal up to where they stand); the others stay up.
 
 Snapshots: between health checks the supervisor tails the journal with its own replayer and
 writes a snapshot every `runtime.snapshot_every` records; the workers never pause for one.
@@ -29,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ from ganntec.config import Config
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.keys import account_keys
 from ganntec.edge.server import edge_main
+from ganntec.edge.shared import EdgeShared
 from ganntec.history.projector import history_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
@@ -54,16 +61,15 @@ from ganntec.workers.runtime import (
     INTERNAL_RINGS,
     MATCHING_ORDER,
     ORDER_DOORBELL,
-    REPORTS,
     cmd_ring,
     last_reported_seq,
     publish_turn,
+    reports_ring,
     warm_up,
     worker_main,
 )
 
 PR_SET_PDEATHSIG = 1
-EDGE_SOURCE = 1  # the edge's command ring is cmd.1
 # An edge that exits this soon after its start, this many times in a row, is not restarted
 # again (a bug or a bad environment, not a crash recovery can cure): the supervisor stops.
 EDGE_QUICK_FAILURE_S = 10
@@ -142,15 +148,18 @@ class Supervisor:
         self.placement = cfg.placement()
         self.engines = ("engines",) if self.placement == "single" else ENGINES
         self.rings: list[Ring] = []
-        self.reports: Ring | None = None
+        self.reports: list[Ring] = []  # reports.1 .. reports.N
         self.internal: dict[str, Ring] = {}  # per-engine: the rings between engines
         self.pids: dict[str, int] = {}  # engine -> pid of its live process
         self.report_floor = 0  # reports of sequences up to here belong to an earlier run
         self.stop_requests = 0
         self.restarts = 0
-        self.edge_pid = 0
-        self.history_pid = 0
-        self.edge_started, self.edge_quick_failures = 0.0, 0
+        self.children: dict[str, int] = {}  # "edge <i>" / "history" -> pid
+        self.edge_started: dict[int, float] = {}  # edge source -> monotonic start
+        self.edge_quick_failures: dict[int, int] = {}
+        self.port_hold: socket.socket | None = None  # keeps a resolved port 0 ours
+        self.port = cfg.edge.port
+        self.edge_shared: EdgeShared | None = None  # what every edge process sees the same
         self.keys_path, self.keys = "", []
         self.snapshotter = Snapshotter(cfg, self.paths)
         self.wait_name = cfg.runtime.wait
@@ -171,19 +180,22 @@ class Supervisor:
             for s in range(self.sources):
                 self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=False,
                                               doorbell=ORDER_DOORBELL))
-            self.reports = Ring.create(self.instance, REPORTS, cap, lock_memory=False)
+            for e in range(1, self.sources):
+                self.reports.append(Ring.create(self.instance, reports_ring(e), cap, lock_memory=False))
             os.makedirs(self.paths.journal, exist_ok=True)
             if self.cfg.edge.enabled:
                 self.keys_path, self.keys = account_keys(self.cfg.instance.data_dir, [a.id for a in self.cfg.accounts])
+                self._hold_port()
+                self.edge_shared = EdgeShared.create(self.instance, self.cfg.engine.max_accounts)
             self.log("loading the compiled engines (the first start after an install compiles them: a minute or "
                      "two; numba caches them for later starts)")
             rp = self._start_engines(first=True)
             if self.cfg.edge.enabled:
-                self._start_edge(rp)
+                for e in range(1, self.sources):
+                    self._start_edge(rp, e)
                 self._start_history()
         except BaseException:
-            self._kill_child("history_pid")
-            self._kill_child("edge_pid")
+            self._kill_children()
             self._kill_workers()
             self._unlink()
             raise
@@ -195,7 +207,7 @@ class Supervisor:
             if writer.truncated:
                 path, offset, why = writer.truncated
                 self.log(f"journal: cut a torn tail at {path} offset {offset} ({why})")
-            floor = None if first else max(last_reported_seq(self.reports), self.report_floor)
+            floor = None if first else max(min(last_reported_seq(r) for r in self.reports), self.report_floor)
             t0 = time.monotonic()
             rp, base, edge = recover(replayer_factory(cfg), self.paths.journal, self.paths.snapshots, max_seq=floor)
             more_journal, more_edge = rp.finish()
@@ -213,16 +225,19 @@ class Supervisor:
                         raise RuntimeError(f"funding refused: {R.RecordType(int(r['type'])).name} of account "
                                            f"{int(r['account_id'])} ({R.Reason(int(r['reason'])).name})")
                     writer.append(journal)
-                    publish_turn(self.reports, R.as_records(fund_edge).view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
+                    for ring in self.reports:
+                        publish_turn(ring, R.as_records(fund_edge).view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
                     self.log(f"funded {len(cfg.accounts)} accounts")
                 self.report_floor = rp.order.seq
             else:
                 lost = R.as_records(edge)
                 lost = lost[lost["seq"] > floor] if len(lost) else lost
                 out = R.concat([lost, more_edge])
-                if len(out):
-                    publish_turn(self.reports, out.view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
-                    self.log(f"published {len(out)} reports the stopped workers had not")
+                for ring in self.reports:  # each ring what it lacks (a crash may fall between them)
+                    owed = out[out["seq"] > last_reported_seq(ring)] if len(out) else out
+                    if len(owed):
+                        publish_turn(ring, owed.view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
+                        self.log(f"published on {ring.name} {len(owed)} reports the stopped workers had not")
             if self.placement == "per-engine":
                 warm_up(rp)  # the workers' own entry points, compiled here once: they start warm
                 self._make_internal_rings()
@@ -267,7 +282,11 @@ class Supervisor:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() == 1:
                 os._exit(1)
-            for r in self.rings + [self.reports] + list(self.internal.values()):
+            if self.port_hold is not None:
+                self.port_hold.close()
+            if self.edge_shared is not None:
+                self.edge_shared.close(unlink=False)
+            for r in self.rings + self.reports + list(self.internal.values()):
                 r.close(unlink=False)  # the child attaches afresh, with its roles
             code = body()
         except BaseException as exc:  # noqa: BLE001 - report, then exit without unwinding the parent's state
@@ -284,56 +303,85 @@ class Supervisor:
                                self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight)
         return self._fork(f"{engine} worker", body)
 
-    # --- the edge -------------------------------------------------------------------------
-    def _start_edge(self, rp: Replayer) -> None:
-        """Fork the edge (one process; it stays up while the engines restart)."""
+    # --- the edges --------------------------------------------------------------------------
+    def _hold_port(self) -> None:
+        """Every edge binds the same port: port 0 becomes a free port here, held by a bound
+        (never listening, so never handed connections) SO_REUSEPORT socket until the stop."""
+        if self.port:
+            return
+        hold = socket.socket(socket.AF_INET6 if ":" in self.cfg.edge.host else socket.AF_INET)
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        hold.bind((self.cfg.edge.host, 0))
+        self.port_hold, self.port = hold, hold.getsockname()[1]
+
+    def _start_edge(self, rp: Replayer, source: int) -> None:
+        """Fork edge `source` (it stays up while the engines restart)."""
         def body() -> int:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # until the edge's event loop handles them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys),
-                             EDGE_SOURCE, self.wait_name, self.waiters, self.cfg.edge.port)
-        self.edge_pid, self.edge_started = self._fork("edge", body), time.monotonic()
+                             source, self.wait_name, self.waiters, self.port)
+        self.children[f"edge {source}"] = self._fork(f"edge {source}", body)
+        self.edge_started[source] = time.monotonic()
+
+    def _discard_unread(self, name: str) -> None:
+        """Empty a dead edge's reports ring: its successor's projection is rebuilt from the
+        journal, and a full ring would block the republishing of what the workers owed."""
+        with Ring.attach(self.instance, name, role="consumer") as r:  # taken over from the dead
+            scratch = np.zeros((min(r.capacity, 4096), R.RECORD_BYTES), np.uint8)
+            while r.pop(scratch):
+                pass
+
+    def _edge_failed(self, source: int) -> bool:
+        """Count a failure of edge `source`; True once it failed too often too quickly."""
+        quick = time.monotonic() - self.edge_started.get(source, 0.0) < EDGE_QUICK_FAILURE_S
+        self.edge_quick_failures[source] = self.edge_quick_failures.get(source, 0) + 1 if quick else 0
+        return self.edge_quick_failures[source] >= EDGE_QUICK_FAILURES
 
     # --- the history process ----------------------------------------------------------------
     def _start_history(self) -> None:
         """Fork the history process (it follows the journal on its own; see history/projector.py)."""
         def body() -> int:
             return history_main(self.cfg.instance.data_dir, self.paths.journal, replayer_factory(self.cfg))
-        self.history_pid = self._fork("history", body)
+        self.children["history"] = self._fork("history", body)
 
-    def _kill_child(self, attr: str) -> None:
-        """SIGKILL the child whose pid is in `attr` (edge_pid, history_pid) and reap it."""
-        pid = getattr(self, attr)
+    # --- children (edges, history) by name ---------------------------------------------------
+    def _kill_child(self, name: str) -> None:
+        """SIGKILL the child `name` and reap it."""
+        pid = self.children.pop(name, 0)
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            setattr(self, attr, 0)
 
-    def _stop_child(self, attr: str) -> None:
-        """SIGTERM the child whose pid is in `attr`; kill it if it has not exited in 10 s."""
-        pid = getattr(self, attr)
+    def _kill_children(self) -> None:
+        for name in list(self.children):
+            self._kill_child(name)
+
+    def _stop_child(self, name: str) -> None:
+        """SIGTERM the child `name`; kill it if it has not exited in 10 s."""
+        pid = self.children.get(name, 0)
         if not pid:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.stop_requests < 2:
             if os.waitpid(pid, os.WNOHANG)[0]:
-                setattr(self, attr, 0)
+                del self.children[name]
                 return
             time.sleep(0.01)
-        self._kill_child(attr)
+        self._kill_child(name)
 
-    def _exited(self, attr: str, what: str) -> str | None:
-        """Why the child whose pid is in `attr` is gone (reaped now), or None while it runs."""
-        pid = getattr(self, attr)
+    def _exited(self, name: str) -> str | None:
+        """Why the child `name` is gone (reaped now), or None while it runs."""
+        pid = self.children.get(name, 0)
         if not pid:
             return None
         done, status = os.waitpid(pid, os.WNOHANG)
         if not done:
             return None
-        setattr(self, attr, 0)
-        return f"{what} {pid} exited ({_describe(status)})"
+        del self.children[name]
+        return f"{name} {pid} exited ({_describe(status)})"
 
     # --- health --------------------------------------------------------------------------
     def _beat_ring(self, engine: str) -> Ring:
@@ -377,7 +425,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.start()
-        rings = self.rings + [self.reports] + list(self.internal.values())
+        rings = self.rings + self.reports + list(self.internal.values())
         self.log(f"instance {self.instance!r} running: placement {self.placement}, engine workers: {self._pid_list()}; "
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
                  f"{', '.join(r.name for r in rings)}")
@@ -386,7 +434,7 @@ class Supervisor:
             for k in self.keys:
                 self.log(f"  account {k.account_id}: api_key {k.api_key} api_secret {k.secret}")
         else:
-            self.log("edge disabled (edge.enabled = false): clients use the command rings cmd.1.. and reports")
+            self.log("edge disabled (edge.enabled = false): clients use the command rings cmd.<i> and reports.<i>")
         tick = self.cfg.runtime.heartbeat_ms / 4000
         code = 0
         try:
@@ -396,23 +444,27 @@ class Supervisor:
                 if why and self.stop_requests == 0:
                     self._restart(why)
                     continue
-                why = self._exited("history_pid", "history")
+                why = self._exited("history")
                 if why and self.stop_requests == 0:
                     self.log(f"{why}: starting it again (it catches up from the journal)")
                     self._start_history()
-                why = self._exited("edge_pid", "edge")
-                if why and self.stop_requests == 0:
-                    quick = time.monotonic() - self.edge_started < EDGE_QUICK_FAILURE_S
-                    self.edge_quick_failures = self.edge_quick_failures + 1 if quick else 0
-                    if self.edge_quick_failures >= EDGE_QUICK_FAILURES:
-                        self.log(f"{why}: the edge failed {self.edge_quick_failures} times within "
+                dead = {e: why for e in range(1, self.sources) if (why := self._exited(f"edge {e}"))}
+                if dead and self.stop_requests == 0:
+                    failing = [e for e in dead if self._edge_failed(e)]
+                    if failing:
+                        self.log(f"{dead[failing[0]]}: edge {failing[0]} failed {EDGE_QUICK_FAILURES} times within "
                                  f"{EDGE_QUICK_FAILURE_S} s of its start; stopping (see its error above)")
                         code = 1
                         break
-                    self.log(f"{why}: restarting the engines and the edge (its state is rebuilt by recovery)")
+                    self.log(f"{'; '.join(dead.values())}: restarting the engines and edge "
+                             f"{', '.join(map(str, dead))} (its state is rebuilt by recovery)")
                     self._kill_workers()
                     self.restarts += 1
-                    self._start_edge(self._start_engines(first=False))
+                    for e in dead:
+                        self._discard_unread(reports_ring(e))
+                    rp = self._start_engines(first=False)
+                    for e in dead:
+                        self._start_edge(rp, e)
                     continue
                 made = self.snapshotter.poll()
                 if made:
@@ -422,8 +474,7 @@ class Supervisor:
                         self.log(f"journal: archived {archive}")
             code = self._stop() or code
         finally:
-            self._kill_child("history_pid")
-            self._kill_child("edge_pid")
+            self._kill_children()
             self._kill_workers()
             self._unlink()
         return code
@@ -431,8 +482,9 @@ class Supervisor:
     def _stop(self) -> int:
         """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
-        self._stop_child("edge_pid")  # clients first: no new commands while the engines finish
-        self._stop_child("history_pid")
+        for e in range(1, self.sources):  # clients first: no new commands while the engines finish
+            self._stop_child(f"edge {e}")
+        self._stop_child("history")
         for pid in self.pids.values():
             os.kill(pid, signal.SIGTERM)
         while self.pids:
@@ -450,9 +502,15 @@ class Supervisor:
         return 0
 
     def _unlink(self) -> None:
-        for r in self.rings + ([self.reports] if self.reports else []) + list(self.internal.values()):
+        for r in self.rings + self.reports + list(self.internal.values()):
             r.close(unlink=True)
-        self.rings, self.reports, self.internal = [], None, {}
+        self.rings, self.reports, self.internal = [], [], {}
+        if self.port_hold is not None:
+            self.port_hold.close()
+            self.port_hold = None
+        if self.edge_shared is not None:
+            self.edge_shared.close(unlink=True)
+            self.edge_shared = None
         unlink_doorbells(self.instance, [ORDER_DOORBELL])
 
 

@@ -61,16 +61,14 @@ confirm them; the differential tests report any difference):
     has no result of its own.
   * An input record that is not a command (a rejection risk made) goes out byte for byte
     with FLAG_END added, unless it has FLAG_CONTINUED (a refused list's header and first leg, a
-    refused cancel-replace's cancel: the command's last record ends it); it does not advance
-    the engine's source_seq.
+    refused cancel-replace's cancel: the command's last record ends it).
   * Trailing stops take an order slot but no stop price level (max_levels does not apply).
     Their events report the NEW's stop price (0 if none). A trailing stop's condition is
     looked at trade by trade: the trade that starts its tracking (by its stop price) sets the
     reference and nothing more. One that fired runs (in arrival order) once no static stop
     is due, also when it fired before a static stop became due in the same command.
   * Cancel-replace: the leg handed back is the input record byte for byte but for
-    FLAG_DEFERRED (its own seq, source_seq, client_order_id), and like a passed-through record
-    it does not advance source_seq. ORDER_REJECTED (NOT_ATTEMPTED) reports the leg as a
+    FLAG_DEFERRED (its own seq, source_seq, client_order_id). ORDER_REJECTED (NOT_ATTEMPTED) reports the leg as a
     rejected NEW: order_id = the leg's seq, its client_order_id, its account.
 """
 
@@ -218,7 +216,6 @@ class MatchingModel:
         self._trade_id = {sid: 0 for sid in self._rules}
         self._prevented_id = {sid: 0 for sid in self._rules}
         self._book_update_id = {sid: 0 for sid in self._rules}
-        self._out_seq = 0
         self._arrival = 0
         self._replace_stopped = False  # the last CANCEL_REPLACE failed under STOP_ON_FAILURE
         # per-command state
@@ -289,7 +286,8 @@ class MatchingModel:
                 rec = records.view(cmds[i : i + 1])
                 self._out, self._touched = [], {}
                 self._hdr = {"ts_ns": int(rec["ts_ns"]), "account_id": int(rec["account_id"]),
-                             "symbol_id": int(rec["symbol_id"])}
+                             "symbol_id": int(rec["symbol_id"]),
+                             "cause": records.cause_of(int(rec["source"]), int(rec["source_seq"]))}
                 flags = int(rec["flags"])
                 if rtype == RecordType.NEW_ORDER and flags & FLAG_DEFERRED:
                     # the new leg of a CANCEL_REPLACE, not an order yet
@@ -832,9 +830,8 @@ class MatchingModel:
               symbol_id: int | None = None,
               **payload) -> None:
         rec = records.empty(rtype)
-        self._out_seq += 1
         rec["flags"], rec["source"], rec["reason"] = flags, self._source, int(reason)
-        rec["seq"], rec["ts_ns"], rec["source_seq"] = 0, self._hdr["ts_ns"], self._out_seq
+        rec["seq"], rec["ts_ns"], rec["source_seq"] = 0, self._hdr["ts_ns"], self._hdr["cause"]
         rec["account_id"] = self._hdr["account_id"] if account_id is None else account_id
         rec["symbol_id"] = self._hdr["symbol_id"] if symbol_id is None else symbol_id
         for name, value in payload.items():

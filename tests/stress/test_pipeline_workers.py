@@ -38,7 +38,7 @@ class Pipeline:
 
     def __init__(self, instance: str, s, jdir: Path, wait_name: str, max_in_flight: int):
         self.instance = instance
-        names = [rt.cmd_ring(k) for k in range(3)] + [rt.REPORTS] + list(rt.INTERNAL_RINGS)
+        names = [rt.cmd_ring(k) for k in range(3)] + [rt.reports_ring(1)] + list(rt.INTERNAL_RINGS)
         bell = {n: rt.ORDER_DOORBELL for n in names if n.startswith("cmd.") or n == rt.MATCHING_ORDER}
         self.owned = [Ring.create(instance, n, CAP, lock_memory=False, doorbell=bell.get(n, 0)) for n in names]
         self.ends: list[Ring] = []
@@ -54,12 +54,12 @@ class Pipeline:
         self.risk = rt.RiskWorker(engines.risk, cons(rt.ORDER_RISK), prod(rt.RISK_MATCHING), prod(rt.RISK_POSITION),
                                   wait, hb)
         self.matching = rt.MatchingWorker(engines.matching, cons(rt.RISK_MATCHING), prod(rt.MATCHING_ORDER), wait, hb)
-        self.position = rt.PositionWorker(engines.position, cons(rt.RISK_POSITION), prod(rt.REPORTS), wait, hb)
+        self.position = rt.PositionWorker(engines.position, cons(rt.RISK_POSITION), [prod(rt.reports_ring(1))], wait, hb)
         self.workers = [self.order, self.risk, self.matching, self.position]
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in self.workers]
         self.cmds = [prod(rt.cmd_ring(k)) for k in range(3)]
-        self.reports = cons(rt.REPORTS)
+        self.reports = cons(rt.reports_ring(1))
 
     def _end(self, name: str, role: str) -> Ring:
         ring = Ring.attach(self.instance, name, role=role)  # one pid holds every role: allowed

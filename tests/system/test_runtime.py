@@ -158,7 +158,7 @@ class Client:
         while True:
             try:
                 self.cmd = Ring.attach(self.instance, "cmd.1", role="producer")
-                self.rep = Ring.attach(self.instance, "reports", role="consumer")
+                self.rep = Ring.attach(self.instance, "reports.1", role="consumer")
                 return
             except SegmentError:
                 if time.monotonic() > deadline:

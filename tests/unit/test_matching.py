@@ -64,7 +64,6 @@ class Market:
         else:
             self.impl = MatchingModel(syms, shard=shard, max_orders=max_orders, max_levels=max_levels)
         self.shard = shard
-        self.source_seq = 0
 
     def run(self, cmd: np.ndarray) -> list[dict]:
         """One command's results, decoded; checks the headers every result must carry."""
@@ -72,10 +71,11 @@ class Market:
         assert out.dtype == RECORD_DTYPE and out.dtype.itemsize == 128
         rows = decode(out)
         assert rows, "a command always has at least one result"
+        first = records.view(cmd[:1])
+        cause = records.cause_of(int(first["source"]), int(first["source_seq"]))
         for i, r in enumerate(rows):
-            self.source_seq += 1
             assert r["source"] == SOURCE_MATCHING | self.shard and r["seq"] == 0, r
-            assert r["source_seq"] == self.source_seq, (i, r)
+            assert r["source_seq"] == cause, (i, r)  # names the command that caused it
             assert r["ts_ns"] == int(records.view(cmd)["ts_ns"]), r
             assert bool(r["flags"] & FLAG_END) == (i == len(rows) - 1), (i, r)
             if r["type"] == "BOOK_UPDATE":
@@ -789,8 +789,10 @@ def test_rejections_from_risk_come_back_unchanged_but_for_flag_end(market):
     expected = rej.copy()
     expected["flags"] |= FLAG_END
     assert out.tobytes() == expected.tobytes()
-    # not counted as this engine's output
-    assert decode(m.impl.process(limit(3, 1, BUY, 10000, 1)))[0]["source_seq"] == 3
+    # the next command's results name it as their cause, not the passed-through refusal
+    nxt = limit(3, 1, BUY, 10000, 1)
+    nxt["source"], nxt["source_seq"] = 2, 77
+    assert decode(m.impl.process(nxt))[0]["source_seq"] == (2 << 48) | 77
 
 
 def test_one_batch_or_one_by_one_same_bytes(market):
