@@ -14,10 +14,11 @@ import orjson
 from aiohttp import web
 
 from ganntec.edge import errors as E
+from ganntec.edge import stats as S
 from ganntec.edge.appkeys import CLOCK_MS, HISTORY, STATE, SYMBOLS, SYMBOLS_BY_ID
+from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
 from ganntec.edge.stats import INTERVALS, next_bucket
 from ganntec.edge.trading import long_param, symbol_of
-from ganntec.edge.exchange_info import SYMBOL_RANGE, SYMBOLS_RANGE
 from ganntec.shm.records import Side
 
 MAX_DEPTH = 5000
@@ -111,33 +112,33 @@ def _price_dec(u, tick: int) -> Decimal:
 
 def ticker_row(state, u, now_ns: int, kind: str = "FULL") -> dict:
     """One symbol's rolling 24-hour statistics as rest-api.md "24hr ticker" prints them (the
-    streams' ticker events are made from the same row)."""
-    window = state.stats[u.symbol_id].last_24h(now_ns)
-    book = state.books[u.symbol_id]
+    streams' ticker events are made from the same row), from the edge's 24-hour window."""
+    return ticker_json(u, state.stats[u.symbol_id].ticker_24h(now_ns), state.books[u.symbol_id], now_ns, kind)
+
+
+def ticker_json(u, t: S.Ticker24h, book, now_ns: int, kind: str = "FULL") -> dict:
+    """`t` (from memory or the history store) and the book's best levels as the 24hr ticker."""
     bid, ask = book.best(Side.BUY), book.best(Side.SELL)
-    vol = sum(t[2] for t in window)
-    quote = sum(t[3] for t in window)
-    if window:
-        first, last = window[0], window[-1]
-        open_t, last_t, high, low = first[1], last[1], max(t[1] for t in window), min(t[1] for t in window)
-        ids, times, last_qty = (first[4], last[4]), (first[0] // 1_000_000, last[0] // 1_000_000), last[2]
+    if t.count:
+        times = (t.first_ts_ns // 1_000_000, t.last_ts_ns // 1_000_000)
     else:
-        open_t = last_t = high = low = last_qty = 0
-        ids, times = (-1, -1), (now_ns // 1_000_000 - 86_400_000, now_ns // 1_000_000)
-    row = {"symbol": u.name, "openPrice": u.price(open_t), "highPrice": u.price(high), "lowPrice": u.price(low),
-           "lastPrice": u.price(last_t), "volume": u.qty(vol), "quoteVolume": u.quote_amount(quote),
-           "openTime": times[0], "closeTime": times[1], "firstId": ids[0], "lastId": ids[1], "count": len(window)}
+        times = (now_ns // 1_000_000 - 86_400_000, now_ns // 1_000_000)
+    row = {"symbol": u.name, "openPrice": u.price(t.open_tick), "highPrice": u.price(t.high_tick),
+           "lowPrice": u.price(t.low_tick), "lastPrice": u.price(t.last_tick), "volume": u.qty(t.volume_lot),
+           "quoteVolume": u.quote_amount(t.quote_minor), "openTime": times[0], "closeTime": times[1],
+           "firstId": t.first_trade_id, "lastId": t.last_trade_id, "count": t.count}
     if kind != "FULL":
         return row
-    volume_dec = Decimal(vol) * Decimal(u.symbol.step_size)
-    quote_dec = Decimal(quote).scaleb(-u.symbol.quote.precision)
+    open_t, last_t = t.open_tick, t.last_tick
+    volume_dec = Decimal(t.volume_lot) * Decimal(u.symbol.step_size)
+    quote_dec = Decimal(t.quote_minor).scaleb(-u.symbol.quote.precision)
     change = _price_dec(u, last_t) - _price_dec(u, open_t)
     return {"symbol": u.name,
             "priceChange": u.price(last_t - open_t) if last_t >= open_t else "-" + u.price(open_t - last_t),
             "priceChangePercent": _ratio(change * 100, _price_dec(u, open_t), 3),
             "weightedAvgPrice": _ratio(quote_dec, volume_dec, 8),
-            "prevClosePrice": u.price(state.stats[u.symbol_id].before_window_tick),
-            "lastPrice": row["lastPrice"], "lastQty": u.qty(last_qty),
+            "prevClosePrice": u.price(t.prev_close_tick),
+            "lastPrice": row["lastPrice"], "lastQty": u.qty(t.last_qty_lot),
             "bidPrice": u.price(bid[0]), "bidQty": u.qty(bid[1]),
             "askPrice": u.price(ask[0]), "askQty": u.qty(ask[1]),
             **{k: row[k] for k in ("openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime",
@@ -180,12 +181,26 @@ def klines(app: web.Application, query):
     if start is not None and end is not None and end < start:
         raise E.bad_combo()
     out = []
-    for c in app[STATE].stats[u.symbol_id].klines(interval, start, end, limit):
+    for c in candles(app, u.symbol_id, interval, start, end, limit):
         close_ms = next_bucket(interval, c.open_ms) - 1
         out.append([c.open_ms, u.price(c.open_tick), u.price(c.high_tick), u.price(c.low_tick), u.price(c.close_tick),
                     u.qty(c.volume_lot), close_ms, u.quote_amount(c.quote_minor), c.trades, u.qty(c.taker_buy_lot),
                     u.quote_amount(c.taker_buy_quote_minor), "0"])
     return (out)
+
+
+def candles(app: web.Application, symbol_id: int, interval: str, start_ms: int | None, end_ms: int | None,
+            limit: int) -> list[S.Candle]:
+    """stats.klines from the edge's one-minute candles, and from the history store's for the
+    minutes the edge no longer keeps (the store is only read for a range reaching before them).
+    Without a store, what the edge keeps: the query is answered, if shorter."""
+    memory = app[STATE].stats[symbol_id]
+    rows = memory
+    if memory.kept_from_ms is not None:
+        store = app[HISTORY]()
+        if store is not None:
+            rows = S.Spliced(store.minute_rows(symbol_id), memory)
+    return S.klines(rows, interval, start_ms, end_ms, limit)
 
 
 def historical_trades(app: web.Application, query):

@@ -29,6 +29,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ganntec.edge.appkeys import CLOCK_MS, LISTEN_KEYS, STATE, STREAMS_KEY, SYMBOLS_BY_ID
+from ganntec.edge.market import candles as candles_of
 from ganntec.edge.market import ticker_row
 from ganntec.edge.stats import INTERVALS, bucket_start, next_bucket
 from ganntec.shm.records import RecordType, Side
@@ -220,7 +221,8 @@ class StreamHub:
         for stream in [s for s in self.subscribers if s.startswith(f"{name}@kline_")]:
             interval = stream.split("_", 1)[1]
             last = stats.minutes[-1].open_ms
-            candles = stats.klines(interval, bucket_start(interval, last), None, 1)
+            # the current candle; one longer than the edge's memory also reads the history store
+            candles = candles_of(self.app, sid, interval, bucket_start(interval, last), None, 1)
             if not candles:
                 continue
             c = candles[0]

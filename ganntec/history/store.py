@@ -47,6 +47,7 @@ from ganntec.edge.state import (
     Trade,
     decode,
 )
+from ganntec.edge.stats import Ticker24h
 from ganntec.journal.journal import JournalReader
 from ganntec.shm import records as R
 from ganntec.shm.records import RecordType, Side
@@ -131,29 +132,9 @@ class TradeRow:
                         self.maker_fee_minor if maker else self.taker_fee_minor, BASE_ASSET if buyer else QUOTE_ASSET)
 
 
-@dataclass(slots=True, frozen=True)
-class Ticker24h:
-    """Rolling 24 hours of one symbol's trades (those with ts_ns > now - 24 h), as the edge's
-    ticker_row reads them from SymbolStats. Without trades: every tick/volume 0, ids -1."""
-
-    open_tick: int
-    high_tick: int
-    low_tick: int
-    last_tick: int
-    last_qty_lot: int
-    volume_lot: int
-    quote_minor: int
-    first_trade_id: int
-    last_trade_id: int
-    count: int
-    first_ts_ns: int
-    last_ts_ns: int
-    prev_close_tick: int  # the last trade at or before the window's start (0: none)
-
-
 class HistoryStore:
     @classmethod
-    def reader(cls, path: str | os.PathLike) -> "HistoryStore":
+    def reader(cls, path: str | os.PathLike) -> HistoryStore:
         """A read-only view for queries (the edge's): no schema made, no projection loaded;
         `apply` is not for it. Raises sqlite3.OperationalError while the file does not exist."""
         self = cls.__new__(cls)
@@ -357,67 +338,21 @@ class HistoryStore:
         """historicalTrades: public trades (the edge's Trade) by id."""
         return [row.trade() for row in self.trade_rows(symbol_id, from_trade_id, limit)]
 
+    def minute_rows(self, symbol_id: int) -> StoredMinutes:
+        """The symbol's one-minute candles, as stats.MinuteRows (klines are made from them)."""
+        return StoredMinutes(self.db, symbol_id)
+
     def candles(self, symbol_id: int, interval: str, start_ms: int | None = None, end_ms: int | None = None,
                 limit: int = 500) -> list[S.Candle]:
-        """klines, exactly as SymbolStats.klines makes them from the same trades: continuous
-        candles of `interval` (quiet ones repeat the previous close) whose one-minute rows open
-        in [bucket_start(start_ms), end_ms]; the first `limit` from start_ms, else the last `limit`."""
+        """klines, exactly as SymbolStats.klines makes them from the same trades (stats.klines):
+        continuous candles of `interval` (quiet ones repeat the previous close) whose one-minute
+        rows open in [bucket_start(start_ms), end_ms]; the first `limit` from start_ms, else the last `limit`."""
         if interval not in S.INTERVALS_MS:
             raise ValueError(f"interval {interval!r} (one of {', '.join(S.INTERVALS)})")
-        if limit <= 0:
-            return []
-        cols = ", ".join(CANDLE_COLUMNS[1:])
-        end = end_ms if end_ms is not None else (1 << 62)
-        if start_ms is not None:
-            lo = S.bucket_start(interval, start_ms)
-            first = self.db.execute("SELECT MIN(open_ms) FROM candles_1m WHERE symbol_id = ? AND open_ms >= ? "
-                                    "AND open_ms <= ?", (symbol_id, lo, end)).fetchone()[0]
-            if first is None:
-                return []
-            hi = S.bucket_start(interval, first)
-            for _ in range(limit):  # the end of the `limit` buckets from the first traded one
-                hi = S.next_bucket(interval, hi)
-            rows = self.db.execute(f"SELECT {cols} FROM candles_1m WHERE symbol_id = ? AND open_ms >= ? "
-                                   "AND open_ms < ? AND open_ms <= ? ORDER BY open_ms",
-                                   (symbol_id, first, hi, end)).fetchall()
-            after = self.db.execute(f"SELECT {cols} FROM candles_1m WHERE symbol_id = ? AND open_ms >= ? "
-                                    "AND open_ms <= ? ORDER BY open_ms LIMIT 1", (symbol_id, hi, end)).fetchone()
-            if after is not None:  # a later trade: the quiet buckets up to it are candles too
-                rows.append(after)
-        else:
-            last = self.db.execute("SELECT MAX(open_ms) FROM candles_1m WHERE symbol_id = ? AND open_ms <= ?",
-                                   (symbol_id, end)).fetchone()[0]
-            if last is None:
-                return []
-            lo = S.bucket_start(interval, last)
-            for _ in range(limit - 1):  # the first of the last `limit` buckets
-                lo = S.bucket_start(interval, lo - 1)
-            rows = self.db.execute(f"SELECT {cols} FROM candles_1m WHERE symbol_id = ? AND open_ms >= ? "
-                                   "AND open_ms <= ? ORDER BY open_ms", (symbol_id, lo, end)).fetchall()
-            before = self.db.execute(f"SELECT {cols} FROM candles_1m WHERE symbol_id = ? AND open_ms < ? "
-                                     "ORDER BY open_ms DESC LIMIT 1", (symbol_id, lo)).fetchone()
-            if before is not None:  # its close fills the quiet buckets before the first traded one
-                rows.insert(0, before)
-        merged: list[S.Candle] = []
-        for row in rows:
-            c = S.Candle(*row)
-            b = S.bucket_start(interval, c.open_ms)
-            if merged and merged[-1].open_ms == b:
-                merged[-1].merge(c)
-            else:
-                c.open_ms = b
-                merged.append(c)
-        out: list[S.Candle] = []
-        for c in merged:
-            while out and S.next_bucket(interval, out[-1].open_ms) < c.open_ms:
-                p = out[-1].close_tick
-                out.append(S.Candle(S.next_bucket(interval, out[-1].open_ms), p, p, p, p))
-            out.append(c)
-        return out[:limit] if start_ms is not None else out[-limit:]
+        return S.klines(self.minute_rows(symbol_id), interval, start_ms, end_ms, limit)
 
     def ticker_24h(self, symbol_id: int, now_ns: int) -> Ticker24h:
-        """The symbol's trades with ts_ns > now_ns - 24 h (as SymbolStats.last_24h: no upper bound,
-        so a trade stamped a little after the caller's clock is in)."""
+        """The symbol's trades with ts_ns > now_ns - 24 h, as SymbolStats.ticker_24h makes them."""
         since = now_ns - S.WINDOW_NS
         agg = self.db.execute("SELECT COUNT(*), MAX(price_tick), MIN(price_tick), SUM(qty_lot), SUM(quote_minor), "
                               "MIN(trade_id), MAX(trade_id) FROM trades WHERE symbol_id = ? AND ts_ns > ?",
@@ -438,6 +373,30 @@ class HistoryStore:
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("orders", "trades", "candles_1m")}
+
+
+_CANDLE_SELECT = f"SELECT {', '.join(CANDLE_COLUMNS[1:])} FROM candles_1m WHERE symbol_id = ? AND "
+
+
+class StoredMinutes:
+    """stats.MinuteRows over `candles_1m` for one symbol."""
+
+    def __init__(self, db: sqlite3.Connection, symbol_id: int):
+        self.db, self.symbol_id = db, symbol_id
+
+    def minutes_in(self, lo_ms: int, hi_ms: int) -> list[S.Candle]:
+        return [S.Candle(*row) for row in self.db.execute(
+            _CANDLE_SELECT + "open_ms >= ? AND open_ms < ? ORDER BY open_ms", (self.symbol_id, lo_ms, hi_ms))]
+
+    def first_minute(self, lo_ms: int, hi_ms: int) -> S.Candle | None:
+        row = self.db.execute(_CANDLE_SELECT + "open_ms >= ? AND open_ms < ? ORDER BY open_ms LIMIT 1",
+                              (self.symbol_id, lo_ms, hi_ms)).fetchone()
+        return S.Candle(*row) if row is not None else None
+
+    def last_minute_before(self, hi_ms: int) -> S.Candle | None:
+        row = self.db.execute(_CANDLE_SELECT + "open_ms < ? ORDER BY open_ms DESC LIMIT 1",
+                              (self.symbol_id, hi_ms)).fetchone()
+        return S.Candle(*row) if row is not None else None
 
 
 def _range(where: list, args: list, column: str, lo: int | None, hi: int | None) -> None:

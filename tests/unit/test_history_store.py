@@ -9,92 +9,28 @@ import random
 
 import numpy as np
 import pytest
+from history_flow import (
+    BTCUSDT,
+    ETHBTC,
+    ETHUSDT,
+    HOUR,
+    MAKE,
+    MIDS,
+    N_SYMBOLS,
+    QUOTE_PER_TICK_LOT,
+    T0,
+    Flow,
+    fill,
+    fills,
+    klines_by_definition,
+    reference,
+)
 
-from ganntec import config as C
 from ganntec.edge import stats as S
-from ganntec.edge.state import EdgeState, decode
-from ganntec.exchange import Exchange
 from ganntec.history.store import HistoryStore, TradeRow, catch_up
 from ganntec.journal.journal import JournalWriter
 from ganntec.shm import records as R
-from ganntec.shm.records import (
-    OrderStatus,
-    OrderType,
-    RecordType,
-    Side,
-    StpMode,
-    TimeInForce,
-)
-from ganntec.workers.supervisor import funding_records, replayer_factory
-
-T = RecordType
-CFG = C.load()
-N_SYMBOLS = len(CFG.symbols)
-MAKE = replayer_factory(CFG)
-BTCUSDT, ETHUSDT, ETHBTC = 0, 1, 2
-MIDS = {BTCUSDT: (5_000_000, 10, 60), ETHUSDT: (300_000, 17, 120), ETHBTC: (5_000, 2, 20)}
-QUOTE_PER_TICK_LOT = [int(q) for q in CFG.symbol_rows()["quote_per_tick_lot"]]
-T0 = 1_700_000_000_000_000_000
-HOUR = 3_600 * 10**9
-
-
-def records_of(edge) -> list:
-    raw = R.as_records(edge).view(np.uint8).reshape(-1, R.RECORD_BYTES)
-    return [decode(row.tobytes()) for row in raw]
-
-
-class Flow:
-    """The demo exchange driven as an edge drives it (source 1, increasing source_seq and ts_ns);
-    keeps each command's (journal, edge) records."""
-
-    def __init__(self):
-        self.drv = MAKE()
-        self.drv.order.replay = False
-        self.steps: list[tuple[np.ndarray, np.ndarray]] = []
-        self.source_seq, self.ts = 0, T0
-        self.placed: list[tuple[int, int, int]] = []  # (order id, account, symbol)
-        self.steps.append(self.drv.run(funding_records(CFG)))
-
-    def send(self, cmds, cid: str = "", dt_ns: int = 1_000_000) -> np.ndarray:
-        self.source_seq += 1
-        self.ts += dt_ns
-        cmds["source"], cmds["source_seq"], cmds["ts_ns"] = 1, self.source_seq, self.ts
-        if cid:
-            cmds["client_order_id"] = cid.encode()
-        journal, edge = self.drv.run(cmds)
-        self.steps.append((journal, edge))
-        return journal
-
-    def new(self, acc, side, price, qty, symbol=BTCUSDT, order_type=OrderType.LIMIT, tif=TimeInForce.GTC,
-            stp=StpMode.DEFAULT, quote=0, dt_ns=1_000_000) -> int:
-        journal = self.send(Exchange.orders(acc, side, price, qty, order_type, symbol, tif, 0, stp, quote),
-                            f"c{self.source_seq + 1}", dt_ns)
-        oid = int(journal[0]["seq"])
-        self.placed.append((oid, acc, symbol))
-        return oid
-
-    def cancel(self, acc, oid, symbol=BTCUSDT, dt_ns=1_000_000) -> None:
-        cmd = Exchange.cancels(acc, oid, symbol)
-        cmd["new_client_order_id"] = f"x{self.source_seq + 1}".encode()
-        self.send(cmd, dt_ns=dt_ns)
-
-    def cancel_all(self, acc, symbol=BTCUSDT, dt_ns=1_000_000) -> None:
-        r = R.empty(T.CANCEL_ALL)
-        r["account_id"], r["symbol_id"] = acc, symbol
-        self.send(r, dt_ns=dt_ns)
-
-    def oco(self, acc, side, qty, above: dict, below: dict, symbol=BTCUSDT, dt_ns=1_000_000) -> int:
-        n = self.source_seq + 1
-        above, below = dict(above, client_order_id=f"a{n}".encode()), dict(below, client_order_id=f"b{n}".encode())
-        journal = self.send(Exchange.oco(acc, side, qty, above, below, symbol, list_client_order_id=f"L{n}".encode()),
-                            dt_ns=dt_ns)
-        return int(journal[0]["seq"])
-
-    def journal(self, upto: int | None = None) -> np.ndarray:
-        return R.concat([j for j, _ in self.steps[:upto]])
-
-    def edge(self, upto: int | None = None) -> np.ndarray:
-        return R.concat([e for _, e in self.steps[:upto]])
+from ganntec.shm.records import OrderStatus, OrderType, Side, StpMode, TimeInForce
 
 
 def scripted() -> Flow:
@@ -163,30 +99,12 @@ def randomized(seed: int, n: int) -> Flow:
     return f
 
 
-def reference(f: Flow, upto: int | None = None) -> EdgeState:
-    """EdgeState fed exactly what the store is fed (as the edge's bootstrap does)."""
-    st = EdgeState(N_SYMBOLS)
-    for journal, edge in f.steps[:upto]:
-        st.remember_commands(journal)
-        st.apply(edge, notify=False)
-    return st
-
-
-def fill(f: Flow, store: HistoryStore, lo: int = 0, hi: int | None = None) -> None:
-    for journal, edge in f.steps[lo:hi]:
-        store.apply(edge, journal)
-
-
 def dump(store: HistoryStore) -> dict:
     db = store.db
     return {"last_seq": store.last_seq,
             "orders": db.execute("SELECT * FROM orders ORDER BY order_id").fetchall(),
             "trades": db.execute("SELECT * FROM trades ORDER BY symbol_id, trade_id").fetchall(),
             "candles": db.execute("SELECT * FROM candles_1m ORDER BY symbol_id, open_ms").fetchall()}
-
-
-def fills(f: Flow) -> list:
-    return [r for r in records_of(f.edge()) if r.type == T.FILL]
 
 
 def assert_equals_reference(f: Flow, store: HistoryStore) -> None:
@@ -248,20 +166,15 @@ def assert_equals_reference(f: Flow, store: HistoryStore) -> None:
         for interval in S.INTERVALS:
             for start, end, limit in ((None, None, 500), (None, None, 3), (first + 1, None, 4), (None, last - 1, 2),
                                       (first, last, 1000), (first + 90 * 60_000, None, 2), (None, first - 1, 5)):
-                assert store.candles(sym, interval, start, end, limit) == stats.klines(interval, start, end, limit), \
-                    (sym, interval, start, end, limit)
-        # the 24-hour ticker at the last trade's time, as the edge's ticker_row reads SymbolStats
+                defined = klines_by_definition(stats.minutes, interval, start, end, limit)
+                assert store.candles(sym, interval, start, end, limit) == stats.klines(interval, start, end, limit) \
+                    == defined, (sym, interval, start, end, limit)
+        # the 24-hour ticker, as the edge's ticker_row reads SymbolStats: at the last trade's time,
+        # and later (trades leave the 24 hours, prevClosePrice with them), until none is left
         last_ts = stats.window[-1][0]
-        for now in (last_ts, last_ts + 1):
-            tick = store.ticker_24h(sym, now)
-            window = stats.last_24h(now)
-            assert tick.count == len(window) > 0
-            assert (tick.open_tick, tick.last_tick, tick.last_qty_lot) == (window[0][1], window[-1][1], window[-1][2])
-            assert (tick.high_tick, tick.low_tick) == (max(t[1] for t in window), min(t[1] for t in window))
-            assert (tick.volume_lot, tick.quote_minor) == (sum(t[2] for t in window), sum(t[3] for t in window))
-            assert (tick.first_trade_id, tick.last_trade_id) == (window[0][4], window[-1][4])
-            assert (tick.first_ts_ns, tick.last_ts_ns) == (window[0][0], window[-1][0])
-            assert tick.prev_close_tick == stats.before_window_tick
+        for now in (last_ts, last_ts + 1, last_ts + 3 * HOUR, last_ts + 23 * HOUR, last_ts + S.WINDOW_NS):
+            assert store.ticker_24h(sym, now) == stats.ticker_24h(now), (sym, now)
+        assert store.ticker_24h(sym, last_ts).count == len(stats.last_24h(last_ts)) > 0
         quiet = store.ticker_24h(sym, last_ts + S.WINDOW_NS)
         assert (quiet.count, quiet.first_trade_id, quiet.volume_lot) == (0, -1, 0)
         assert quiet.prev_close_tick == stats.window[-1][1]
