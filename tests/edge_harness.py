@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -63,6 +64,22 @@ def run(h: EdgeHarness, scenario):
         async with TestClient(TestServer(h.app)) as client:
             return await scenario(client)
     return asyncio.run(go())
+
+
+class Loopback:
+    """The harness app on a real port, with an aiohttp client session."""
+
+    def __init__(self, h: EdgeHarness):
+        self.h = h
+
+    async def __aenter__(self):
+        self.runner, self.port = await serve(self.h.app)
+        self.session = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}")
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.session.close()
+        await self.runner.cleanup()
 
 
 async def serve(app: web.Application):

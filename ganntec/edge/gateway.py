@@ -118,6 +118,8 @@ class RingGateway(Gateway):
         # The engines publish a turn's reports on one edge's ring after another: what any ring
         # has, this edge's will have. (A slot's sequence read while the producer may reuse it
         # can only be newer: waiting for it is still right.)
+        if len(self.all_reports) == 1:  # one edge: its answers come after their reports are in
+            return
         target = max(last_reported_seq(r) for r in self.all_reports)
         if target <= self.state.seq:
             return

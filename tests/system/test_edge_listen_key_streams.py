@@ -18,7 +18,7 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
-from edge_harness import KEYS, T0_MS, EdgeHarness, ccxt_binance, serve, signed
+from edge_harness import KEYS, T0_MS, EdgeHarness, Loopback, ccxt_binance, serve, signed
 
 from ganntec.edge.appkeys import CLOCK_MS, LISTEN_KEYS
 from ganntec.edge.userdata import USER_STREAMS
@@ -44,20 +44,8 @@ async def until_marker(ws, marker: int) -> tuple[list, list]:
         before.append(msg)
 
 
-class Edge:
+class Edge(Loopback):
     """The harness app on a real port, an HTTP session, and the listen-key requests."""
-
-    def __init__(self, h: EdgeHarness):
-        self.h = h
-
-    async def __aenter__(self):
-        self.runner, self.port = await serve(self.h.app)
-        self.session = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}")
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.session.close()
-        await self.runner.cleanup()
 
     async def user_stream(self, method: str, account: int, **params):
         async with self.session.request(method, PATH, data=params,

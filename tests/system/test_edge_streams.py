@@ -11,7 +11,7 @@ import random
 import aiohttp
 import orjson
 import pytest
-from edge_harness import T0_MS, EdgeHarness, serve, signed
+from edge_harness import T0_MS, EdgeHarness, Loopback, serve, signed
 
 from ganntec.edge.streams import STREAMS_KEY
 from ganntec.shm.records import Side
@@ -27,21 +27,6 @@ async def place(client, account, **params):
     params.setdefault("symbol", "BTCUSDT")
     return await signed(client, "POST", "/api/v3/order", account, T0_MS, body=True, **params)
 
-
-class Loopback:
-    """The harness app on a real port, with an aiohttp client session."""
-
-    def __init__(self, h: EdgeHarness):
-        self.h = h
-
-    async def __aenter__(self):
-        self.runner, self.port = await serve(self.h.app)
-        self.session = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}")
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.session.close()
-        await self.runner.cleanup()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
