@@ -1,11 +1,13 @@
 """The edge's link to the engines: commands out, reports in.
 
 `RingGateway` (an edge process): commands go on the edge's own ring `cmd.<source>`, one
-command per publish; a reader thread waits on its `reports.<source>` ring (the configured wait
-strategy, off the event loop), copies what it pops and hands each batch to the event loop,
-which applies it to the EdgeState in order. The thread beats the ring's consumer heartbeat.
-At most `MAX_BATCHES_QUEUED` batches wait for the loop: beyond that the thread stops
-popping, the ring fills and the engines feel the back-pressure (nothing is dropped).
+command per publish; its `reports.<source>` ring is read by the event loop itself, with no
+thread: the ring's wake-up is an eventfd (Ring.wake_fd, inherited from the supervisor) that
+the loop polls with its sockets. When the loop has emptied the ring it arms the consumer's
+sleeping flag; the producer's next publish sees it and writes the eventfd. The loop applies a
+batch per turn, so requests run between batches; what it has not popped waits in the ring and
+the engines feel the back-pressure (nothing is dropped). A thread beside the loop cost two GIL
+hand-offs and a cross-thread wake-up per batch. The loop beats the ring's consumer heartbeat.
 
 `DriverGateway` (tests, integrators): the same EdgeState and commands, run through an
 in-process driver (the engines' compiled code, no processes).
@@ -18,22 +20,22 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
-import posix_ipc
 
 from ganntec.edge import errors as E
 from ganntec.edge.state import EdgeState, Waiter
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
+from ganntec.shm.wait import arm_consumer_sleep
 from ganntec.workers.runtime import last_reported_seq, reports_ring
 
 RB = R.RECORD_BYTES
-MAX_BATCHES_QUEUED = 64
-REPORT_BATCH = 4096
+HEARTBEAT_S = 0.1
+REPORT_BATCH = 1024  # records applied per loop turn (~10 ms at most): requests run between
 
 
 class Gateway(abc.ABC):
@@ -79,10 +81,11 @@ class Gateway(abc.ABC):
 
 
 class RingGateway(Gateway):
-    def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wait, loop,
-                 clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1):
+    def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wake_fd: int, loop,
+                 clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1,
+                 on_fatal: Callable[[BaseException], None] | None = None):
         super().__init__(state, source, next_seq, clock_ns, timeout_s)
-        self.wait, self.loop = wait, loop
+        self.loop, self.wake_fd, self.on_fatal = loop, wake_fd, on_fatal
         self.cmd = Ring.attach(instance, f"cmd.{source}", role="producer")
         self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
         try:
@@ -94,17 +97,54 @@ class RingGateway(Gateway):
         except BaseException:
             self._close_rings()
             raise
-        self._stop = False
+        self.buf = np.zeros((REPORT_BATCH, RB), np.uint8)
         self._catching_up: list[tuple[int, asyncio.Future]] = []  # (journal sequence, caught_up's future)
-        self._room = threading.Semaphore(MAX_BATCHES_QUEUED)
-        self.reader = threading.Thread(target=self._read, name="ganntec-edge-reports", daemon=True)
-        self.reader.start()
+        self._draining = False
+        self.failed: BaseException | None = None
+        loop.add_reader(wake_fd, self._on_wake)
+        self._beat_handle = None
+        self._beat()
+        self._schedule_drain()  # what the ring holds already
 
-    def _apply(self, batch: np.ndarray) -> None:
+    def _beat(self) -> None:
+        self.reports.heartbeat(time.monotonic_ns())
+        self._beat_handle = self.loop.call_later(HEARTBEAT_S, self._beat)
+
+    def _on_wake(self) -> None:
         try:
-            self.state.apply(batch)
-        finally:
-            self._room.release()
+            os.eventfd_read(self.wake_fd)
+        except BlockingIOError:  # read by an earlier wake already
+            pass
+        self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Apply one batch of what the ring holds, then come back (requests run in between)
+        until it is empty; then arm the consumer's sleeping flag, so that the producer's next
+        publish writes the eventfd."""
+        self._draining = False
+        if self.failed is not None:
+            return
+        try:
+            got = self.reports.pop(self.buf)
+            if got:
+                self.state.apply(self.buf[:got])
+                self._answer_caught_up()
+                self._schedule_drain()
+            elif arm_consumer_sleep(self.reports) >= 0:  # published meanwhile
+                self._schedule_drain()
+        except BaseException as exc:  # a broken invariant: the edge stops (the supervisor restarts it)
+            self.failed = exc
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+            else:
+                raise
+
+    def _answer_caught_up(self) -> None:
         if self._catching_up:
             waiting = []
             for target, fut in self._catching_up:
@@ -130,28 +170,6 @@ class RingGateway(Gateway):
         except asyncio.TimeoutError:
             raise E.backend_timeout() from None
 
-    def _read(self) -> None:
-        buf = np.zeros((REPORT_BATCH, RB), np.uint8)
-        while not self._stop:
-            self.reports.heartbeat(time.monotonic_ns())
-            try:
-                if not self.wait.wait_for_data(self.reports, 1, 0.1):
-                    continue
-            except posix_ipc.SignalError:
-                continue
-            while not self._room.acquire(timeout=0.1):
-                self.reports.heartbeat(time.monotonic_ns())
-                if self._stop:
-                    return
-            got = self.reports.pop(buf)
-            if not got:
-                self._room.release()
-                continue
-            try:
-                self.loop.call_soon_threadsafe(self._apply, buf[:got].copy())
-            except RuntimeError:  # the loop is closed: the edge is stopping
-                return
-
     async def _send(self, raw: np.ndarray, fut) -> list:
         deadline = time.monotonic() + self.timeout_s
         pause = 0.0005
@@ -166,8 +184,9 @@ class RingGateway(Gateway):
             raise E.backend_timeout() from None
 
     def close(self) -> None:
-        self._stop = True
-        self.reader.join(5)
+        self.loop.remove_reader(self.wake_fd)
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
         self._close_rings()
 
     def _close_rings(self) -> None:

@@ -31,7 +31,6 @@ from ganntec.edge.state import EdgeState
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
 from ganntec.shm import records as R
-from ganntec.shm import wait as W
 from ganntec.shm.ring import Ring
 
 def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) -> int:
@@ -59,7 +58,6 @@ def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) 
 # are frozen out of the collector's scans after the start and then every minute, and young
 # collections run less often; refcounting still frees them when they are dropped.
 GC_FREEZE_EVERY_S = 60
-GIL_SWITCH_S = 0.0005
 GC_THRESHOLDS = (50_000, 20, 20)
 
 
@@ -81,7 +79,7 @@ def last_queued_source_seq(instance: str, source: int) -> int:
         ring.close(unlink=False)
 
 
-async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wait,
+async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wake_fd: int,
                 port: int, log=print) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -94,7 +92,8 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(cfg.instance.name, source)) + 1
     shared = EdgeShared.attach(cfg.instance.name)
     try:
-        gateway = RingGateway(state, cfg.instance.name, source, next_seq, wait, loop, edges=cfg.edge.processes)
+        gateway = RingGateway(state, cfg.instance.name, source, next_seq, wake_fd, loop, edges=cfg.edge.processes,
+                              on_fatal=lambda exc: stop.set())
     except BaseException:
         shared.close(unlink=False)
         raise
@@ -121,22 +120,18 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
         await runner.cleanup()
         gateway.close()
         shared.close(unlink=False)
+    if gateway.failed is not None:
+        raise gateway.failed
 
 
-def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wait_name: str,
-              waiters: int, port: int) -> int:
-    """Body of the forked edge process."""
+def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wake_fd: int,
+              port: int) -> int:
+    """Body of the forked edge process. `wake_fd`: the eventfd its reports ring's producer
+    writes (the supervisor made it before the fork)."""
     import uvloop
 
-    wait = W.make(wait_name, processes=waiters)
-    if wait.name == "spin-block":
-        # The reports reader is a second thread beside the event loop: spinning or yielding it
-        # takes the core and the GIL the loop needs; it sleeps on the ring's semaphore at once.
-        wait = W.make("spin-block", spin_us=2.0, yields=0)
-    # The loop hands the GIL to the reader thread within this, not CPython's default 5 ms.
-    sys.setswitchinterval(GIL_SWITCH_S)
     try:
-        uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wait, port,
+        uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wake_fd, port,
                          log=lambda msg: print(f"ganntec: {msg}", flush=True)))
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
         print(f"ganntec edge {source}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

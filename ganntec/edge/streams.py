@@ -13,10 +13,15 @@ or partial-book event per symbol per batch; one event per trade): as soon as the
 report, not on Binance's 100 ms / 1000 ms clock. Each event is serialised once, whatever the
 number of subscribers.
 
-Back-pressure: every connection has a bounded queue of frames to send; a connection whose
-queue is full (a client that does not read) is disconnected at once (the TCP connection is
-aborted, as Binance drops such clients), never waited for, so a slow client never slows the
-engines or the other clients (DESIGN §7).
+Sending: an event is serialised and framed (RFC 6455, unmasked, uncompressed: compression is
+never negotiated) once, and the same bytes are written to each subscriber's transport at once,
+with no task or queue per connection (aiohttp writes its own uncompressed frames whole and at
+once too, so frames never interleave).
+
+Back-pressure: what a connection's transport holds unsent is bounded (SEND_BUFFER_BYTES beyond
+the kernel's socket buffer); a connection over it (a client that does not read) is
+disconnected at once (the TCP connection is aborted, as Binance drops such clients), never
+waited for, so a slow client never slows the engines or the other clients (DESIGN §7).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ganntec.edge.market import ticker_row
 from ganntec.edge.stats import INTERVALS, bucket_start, next_bucket
 from ganntec.shm.records import RecordType, Side
 
-QUEUE_FRAMES = 4096          # frames waiting for one slow connection before it is closed
+SEND_BUFFER_BYTES = 4 << 20  # unsent bytes one slow connection may hold before it is closed
 MAX_STREAMS = 1024           # per connection (web-socket-streams.md)
 _STREAM_RE = re.compile(r"^([a-z0-9_.-]{1,20})@(trade|aggTrade|bookTicker|miniTicker|ticker|depth(?:5|10|20)?"
                         r"(?:@100ms|@1000ms)?|kline_[0-9a-zA-Z]{2,3})$")
@@ -42,35 +47,57 @@ LISTEN_KEY_LENGTH = 64
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 
-class Connection:
-    """One WebSocket client: its subscriptions and its bounded send queue."""
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 1 << 16:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, transport=None, limit: int | None = None):
+
+def websocket(**kw) -> web.WebSocketResponse:
+    """The edge's WebSocket responses: never compressed (frames are shared bytes, see above)."""
+    return web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False, **kw)
+
+
+class Connection:
+    """One WebSocket client: its subscriptions, and frames written straight to its transport."""
+
+    def __init__(self, ws: web.WebSocketResponse, combined: bool, transport, limit: int | None = None):
         self.ws, self.combined, self.transport = ws, combined, transport
+        self.limit = limit or SEND_BUFFER_BYTES
         self.streams: set[str] = set()
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(limit or QUEUE_FRAMES)
+        self.pending: list[bytes] | None = []  # frames made before the handshake went out
         self.overflowed = False
 
-    def send(self, frame: bytes) -> None:
+    def open(self) -> None:
+        """The handshake is sent: what waited goes out, later frames at once."""
+        pending, self.pending = self.pending, None
+        for frame in pending:
+            self.send_frame(frame)
+
+    def send(self, payload: bytes) -> None:
+        """One JSON text message to this client alone."""
+        self.send_frame(text_frame(payload))
+
+    def send_frame(self, frame: bytes) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if self.pending is not None:
+            self.pending.append(frame)
+            return
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() + len(frame) > self.limit:
             # Disconnect at once (as Binance does): a graceful close would wait for the client to
             # read everything before it, which is what it does not do.
             self.overflowed = True
-            if self.transport is not None:
-                self.transport.abort()
-
-    async def sender(self) -> None:
-        while True:
-            frame = await self.queue.get()
-            if frame is None:
-                return
-            if self.overflowed:
-                return
-            await self.ws.send_frame(frame, WSMsgType.TEXT)  # JSON text, serialised once for all
+            t.abort()
+            return
+        t.write(frame)
 
 
 def looks_like_listen_key(name: str) -> bool:
@@ -158,12 +185,12 @@ class StreamHub:
         for conn in subs:
             if conn.combined:
                 if combined is None:
-                    combined = orjson.dumps({"stream": stream, "data": data})
-                conn.send(combined)
+                    combined = text_frame(orjson.dumps({"stream": stream, "data": data}))
+                conn.send_frame(combined)
             else:
                 if raw is None:
-                    raw = orjson.dumps(data)
-                conn.send(raw)
+                    raw = text_frame(orjson.dumps(data))
+                conn.send_frame(raw)
 
     def flush(self) -> None:
         if not self._market_streams:
@@ -311,17 +338,16 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
         # The docs do not say how an unknown or expired key is answered: the upgrade is refused
         # with Binance's error (400, -1125) rather than a connection that would stay silent.
         listen.account_of(listen_key)
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    ws = websocket()
     conn = Connection(ws, combined, request.transport)
-    sender = None
     try:
         # Subscribed before the handshake completes: what happens once the client is connected
-        # reaches it (the frames wait in its queue until the sender starts).
+        # reaches it (the frames wait in the connection until the handshake is out).
         market = [n for n in names if hub.valid(n)][:MAX_STREAMS]
         hub.subscribe(conn, market)
         listen.attach(conn, user_streams[:MAX_STREAMS - len(conn.streams)])
         await ws.prepare(request)
-        sender = asyncio.create_task(conn.sender())
+        conn.open()
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 conn.send(_control(hub, conn, msg.data))
@@ -330,8 +356,6 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
     finally:
         listen.detach(conn)
         hub.unsubscribe(conn, list(conn.streams))
-        if sender is not None:
-            sender.cancel()
     return ws
 
 

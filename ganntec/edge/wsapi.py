@@ -26,7 +26,7 @@ from ganntec.edge import errors as E
 from ganntec.edge import market, trading
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS
 from ganntec.edge.exchange_info import query_exchange_info
-from ganntec.edge.streams import Connection
+from ganntec.edge.streams import Connection, websocket
 from ganntec.edge.userdata import USER_STREAMS
 
 # method -> (security type, operation of trading.OPERATIONS)
@@ -148,11 +148,11 @@ def _request(text: str):
 
 
 async def ws_api(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    ws = websocket()
     await ws.prepare(request)
     conn = Connection(ws, combined=False, transport=request.transport)
+    conn.open()
     session = Session(request.app, conn)
-    sender = asyncio.create_task(conn.sender())
     tasks: set[asyncio.Task] = set()
     try:
         async for msg in ws:
@@ -169,7 +169,6 @@ async def ws_api(request: web.Request) -> web.WebSocketResponse:
         session.close()
         for task in tasks:
             task.cancel()
-        sender.cancel()
     return ws
 
 

@@ -329,6 +329,9 @@ class Ring:
         self.doorbell = int(hdr["doorbell"])
         self.data_sem = data_sem
         self.space_sem = space_sem
+        # A consumer that waits in an event loop instead of on the semaphore: an eventfd (this
+        # process's number for it, inherited through fork) that the producer's wake-up writes.
+        self.wake_fd: int | None = None
         self.role = role
         self._closed = False
 
@@ -451,7 +454,10 @@ class Ring:
         self._check_records(records)
         r = int(_push_array(self.address, records, len(records), wake))
         if r & 1:
-            self.data_sem.release()
+            if self.wake_fd is None:
+                self.data_sem.release()
+            else:
+                os.eventfd_write(self.wake_fd, 1)
         return r >> 1
 
     def pop(self, out: np.ndarray, wake: bool = True) -> int:

@@ -115,6 +115,13 @@ def _arm_sleep(base, flag_offset, for_space, n):
     return -1
 
 
+def arm_consumer_sleep(ring) -> int:
+    """For a consumer that waits elsewhere (an event loop on the ring's wake_fd): set its
+    sleeping flag, re-check. Returns the records readable (flag withdrawn), or -1: the
+    producer's next publish will post the wake-up."""
+    return int(_arm_sleep(ring.address, OFF_CONSUMER_SLEEPING, False, 1))
+
+
 @njit(cache=True, nogil=True)
 def _disarm_sleep(base, flag_offset):
     return exchange_seqcst(base + flag_offset, 0)

@@ -477,16 +477,24 @@ def _attach(instance: str, names: list[str], role: str) -> list[Ring]:
     return rings
 
 
+def _wake_by_eventfd(rings: list[Ring], fds: list[int] | None) -> None:
+    for ring, fd in zip(rings, fds or ()):
+        ring.wake_fd = fd
+
+
 def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | None, instance: str, sources: int,
-                wait_name: str, waiters: int, heartbeat_ms: int, cpu: int | None, max_in_flight: int) -> int:
+                wait_name: str, waiters: int, heartbeat_ms: int, cpu: int | None, max_in_flight: int,
+                report_wake_fds: list[int] | None = None) -> int:
     """Body of a forked engine process. `engine` is "engines" (placement single: all four)
-    or one of ENGINES; `engines` holds the recovered engines, inherited warm through fork."""
+    or one of ENGINES; `engines` holds the recovered engines, inherited warm through fork.
+    `report_wake_fds`: per reports ring, the eventfd its edge waits on (Ring.wake_fd), if any."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     wait = W.make(wait_name, processes=waiters)
     cmds = [cmd_ring(s) for s in range(sources)]
     if engine == "engines":
         ins, outs = _attach(instance, cmds, "consumer"), _attach(instance, reports_rings(sources), "producer")
+        _wake_by_eventfd(outs, report_wake_fds)
         worker = EngineWorker(engines, journal, ins, outs, wait, heartbeat_ms)
     elif engine == "order":
         engines.order.max_in_flight = max_in_flight
@@ -501,6 +509,7 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         worker = MatchingWorker(engines.matching, ins[0], outs[0], wait, heartbeat_ms)
     elif engine == "position":
         ins, outs = _attach(instance, [RISK_POSITION], "consumer"), _attach(instance, reports_rings(sources), "producer")
+        _wake_by_eventfd(outs, report_wake_fds)
         worker = PositionWorker(engines.position, ins[0], outs, wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")

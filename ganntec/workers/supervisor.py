@@ -160,6 +160,7 @@ class Supervisor:
         self.port_hold: socket.socket | None = None  # keeps a resolved port 0 ours
         self.port = cfg.edge.port
         self.edge_shared: EdgeShared | None = None  # what every edge process sees the same
+        self.report_wake_fds: list[int] = []  # per reports ring: the eventfd its edge's loop polls
         self.keys_path, self.keys = "", []
         self.snapshotter = Snapshotter(cfg, self.paths)
         self.wait_name = cfg.runtime.wait
@@ -182,6 +183,10 @@ class Supervisor:
                                               doorbell=ORDER_DOORBELL))
             for e in range(1, self.sources):
                 self.reports.append(Ring.create(self.instance, reports_ring(e), cap, lock_memory=False))
+            if self.cfg.edge.enabled:  # edges wait in their event loop (gateway.py); ring clients on semaphores
+                self.report_wake_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in self.reports]
+                for ring, fd in zip(self.reports, self.report_wake_fds):
+                    ring.wake_fd = fd
             os.makedirs(self.paths.journal, exist_ok=True)
             if self.cfg.edge.enabled:
                 self.keys_path, self.keys = account_keys(self.cfg.instance.data_dir, [a.id for a in self.cfg.accounts])
@@ -300,7 +305,8 @@ class Supervisor:
             if not writes:
                 writer.detach()
             return worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
-                               self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight)
+                               self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight,
+                               self.report_wake_fds)
         return self._fork(f"{engine} worker", body)
 
     # --- the edges --------------------------------------------------------------------------
@@ -321,7 +327,7 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)  # until the edge's event loop handles them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys),
-                             source, self.wait_name, self.waiters, self.port)
+                             source, self.report_wake_fds[source - 1], self.port)
         self.children[f"edge {source}"] = self._fork(f"edge {source}", body)
         self.edge_started[source] = time.monotonic()
 
@@ -511,6 +517,9 @@ class Supervisor:
         if self.edge_shared is not None:
             self.edge_shared.close(unlink=True)
             self.edge_shared = None
+        for fd in self.report_wake_fds:
+            os.close(fd)
+        self.report_wake_fds = []
         unlink_doorbells(self.instance, [ORDER_DOORBELL])
 
 

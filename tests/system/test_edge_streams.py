@@ -139,11 +139,11 @@ def test_subscribe_list_unsubscribe_and_events():
 
 
 def test_a_client_that_does_not_read_is_disconnected_and_others_keep_receiving(monkeypatch):
-    """The slow client is a real socket nobody reads: its kernel buffers fill, then its queue
-    of frames, and the edge closes it; the engines and the other client never wait."""
+    """The slow client is a real socket nobody reads: its kernel buffers fill, then what the
+    edge holds for it, and the edge closes it; the engines and the other client never wait."""
     import ganntec.edge.streams as S
 
-    monkeypatch.setattr(S, "QUEUE_FRAMES", 64)
+    monkeypatch.setattr(S, "SEND_BUFFER_BYTES", 64 * 1024)
     h = EdgeHarness()
     streams = "/".join(f"btcusdt@depth{n}{s}" for n in (5, 10, 20) for s in ("", "@100ms", "@1000ms"))
 
