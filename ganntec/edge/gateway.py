@@ -80,6 +80,11 @@ class Gateway(abc.ABC):
         pass
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(E.backend_timeout())
+
+
 class RingGateway(Gateway):
     def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wake_fd: int, loop,
                  clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1,
@@ -178,10 +183,12 @@ class RingGateway(Gateway):
                 raise E.backend_timeout()
             await asyncio.sleep(pause)  # the engines are behind or recovering: back off
             pause = min(pause * 2, 0.05)
+        # One timer on the future itself (asyncio.wait_for wraps it in another task per request).
+        timer = self.loop.call_later(max(deadline - time.monotonic(), 0.001), _expire, fut)
         try:
-            return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.001))
-        except asyncio.TimeoutError:
-            raise E.backend_timeout() from None
+            return await fut
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         self.loop.remove_reader(self.wake_fd)

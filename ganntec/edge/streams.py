@@ -10,8 +10,10 @@ key given in the URL: its account's user data events (listenkeys.py).
 
 Events are made once per batch of reports the edge applies (at most one depth, ticker, kline
 or partial-book event per symbol per batch; one event per trade): as soon as the engines
-report, not on Binance's 100 ms / 1000 ms clock. Each event is serialised once, whatever the
-number of subscribers.
+report, not on Binance's 100 ms / 1000 ms clock. A candle is announced open ("x": false) with
+each batch that trades in it and closed ("x": true, its final state) once its interval ends:
+by a timer (KLINE_CLOSE_CHECK_S), or by the next batch if that comes first. Each event is
+serialised once, whatever the number of subscribers.
 
 Sending: an event is serialised and framed (RFC 6455, unmasked, uncompressed: compression is
 never negotiated) once, and the same bytes are written to each subscriber's transport at once,
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
 
 import orjson
@@ -39,6 +42,7 @@ from ganntec.edge.market import ticker_row
 from ganntec.edge.stats import INTERVALS, bucket_start, next_bucket
 from ganntec.shm.records import RecordType, Side
 
+KLINE_CLOSE_CHECK_S = 0.25  # how late a candle's final event may be
 SEND_BUFFER_BYTES = 4 << 20  # unsent bytes one slow connection may hold before it is closed
 MAX_STREAMS = 1024           # per connection (web-socket-streams.md)
 _STREAM_RE = re.compile(r"^([a-z0-9_.-]{1,20})@(trade|aggTrade|bookTicker|miniTicker|ticker|depth(?:5|10|20)?"
@@ -120,6 +124,8 @@ class StreamHub:
         self._traded: set[int] = set()        # symbols with trades in this batch
         self._aggs: dict[int, dict] = {}      # symbol -> {agg_id: AggTrade} touched
         self._watchers: list = []
+        # kline stream -> (symbol, interval, open_ms) of the candle announced open ("x": false)
+        self._open_klines: dict[str, tuple[int, str, int]] = {}
         self.state.listeners.append(self.on_record)
         self.state.batch_listeners.append(self.flush)
 
@@ -158,6 +164,7 @@ class StreamHub:
                 subs.discard(conn)
                 if not subs:
                     del self.subscribers[n]
+                    self._open_klines.pop(n, None)
                     if not looks_like_listen_key(n):
                         self._market_streams -= 1
 
@@ -209,6 +216,7 @@ class StreamHub:
                     "q": u.qty(a.qty_lot), "f": a.first_trade_id, "l": a.last_trade_id, "T": a.ts_ns // 1_000_000,
                     "m": a.buyer_is_maker, "M": True})
         now_ms = self.app[CLOCK_MS]()
+        self.close_klines(now_ms)
         for sid, d in self._book.items():
             self._book_events(sid, d, now_ms)
         for sid in self._traded:
@@ -241,24 +249,40 @@ class StreamHub:
                                                 "B": u.qty(bid[1]), "a": u.price(ask[0]),
                                                 "A": u.qty(ask[1])})
 
+    def _kline_event(self, stream: str, sid: int, interval: str, open_ms: int, now_ms: int, closed: bool) -> None:
+        """The candle of `interval` opening at open_ms as it stands; one longer than the edge's
+        memory also reads the history store."""
+        candles = candles_of(self.app, sid, interval, open_ms, None, 1)
+        if not candles:
+            return
+        c, u = candles[0], self.units[sid]
+        self.publish(stream, {"e": "kline", "E": now_ms, "s": u.name, "k": {
+            "t": c.open_ms, "T": next_bucket(interval, c.open_ms) - 1, "s": u.name, "i": interval,
+            "f": -1, "L": -1, "o": u.price(c.open_tick), "c": u.price(c.close_tick), "h": u.price(c.high_tick),
+            "l": u.price(c.low_tick), "v": u.qty(c.volume_lot), "n": c.trades, "x": closed,
+            "q": u.quote_amount(c.quote_minor), "V": u.qty(c.taker_buy_lot),
+            "Q": u.quote_amount(c.taker_buy_quote_minor), "B": "0"}})
+
+    def close_klines(self, now_ms: int) -> None:
+        """The final event ("x": true) of every announced candle whose interval has ended by
+        now_ms (the clock is an input: a timer calls this, and every applied batch)."""
+        for stream, (sid, interval, open_ms) in list(self._open_klines.items()):
+            if now_ms >= next_bucket(interval, open_ms):
+                del self._open_klines[stream]
+                self._kline_event(stream, sid, interval, open_ms, now_ms, closed=True)
+
     def _trade_stats_events(self, sid: int, now_ms: int) -> None:
         u = self.units[sid]
         name = u.name.lower()
         stats = self.state.stats[sid]
         for stream in [s for s in self.subscribers if s.startswith(f"{name}@kline_")]:
             interval = stream.split("_", 1)[1]
-            last = stats.minutes[-1].open_ms
-            # the current candle; one longer than the edge's memory also reads the history store
-            candles = candles_of(self.app, sid, interval, bucket_start(interval, last), None, 1)
-            if not candles:
-                continue
-            c = candles[0]
-            self.publish(stream, {"e": "kline", "E": now_ms, "s": u.name, "k": {
-                "t": c.open_ms, "T": next_bucket(interval, c.open_ms) - 1, "s": u.name, "i": interval,
-                "f": -1, "L": -1, "o": u.price(c.open_tick), "c": u.price(c.close_tick), "h": u.price(c.high_tick),
-                "l": u.price(c.low_tick), "v": u.qty(c.volume_lot), "n": c.trades, "x": False,
-                "q": u.quote_amount(c.quote_minor), "V": u.qty(c.taker_buy_lot),
-                "Q": u.quote_amount(c.taker_buy_quote_minor), "B": "0"}})
+            open_ms = bucket_start(interval, stats.minutes[-1].open_ms)
+            announced = self._open_klines.get(stream)
+            if announced is not None and announced[2] < open_ms:  # trades came before the timer
+                self._kline_event(stream, sid, interval, announced[2], now_ms, closed=True)
+            self._kline_event(stream, sid, interval, open_ms, now_ms, closed=False)
+            self._open_klines[stream] = (sid, interval, open_ms)
         if f"{name}@ticker" in self.subscribers or f"{name}@miniTicker" in self.subscribers:
             t = ticker_row(self.state, u, now_ms * 1_000_000)
             self.publish(f"{name}@miniTicker", {
@@ -371,8 +395,24 @@ async def combined_streams(request: web.Request) -> web.WebSocketResponse:
     return await _serve(request, [n for n in names.split("/") if n], combined=True)
 
 
+async def kline_closing(app: web.Application):
+    """aiohttp cleanup context: a candle's final event goes out when its interval ends, trades
+    or not."""
+    async def every_tick() -> None:
+        while True:
+            await asyncio.sleep(KLINE_CLOSE_CHECK_S)
+            app[STREAMS_KEY].close_klines(app[CLOCK_MS]())
+
+    task = asyncio.create_task(every_tick())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def add_routes(app: web.Application) -> None:
     app[STREAMS_KEY] = StreamHub(app)
+    app.cleanup_ctx.append(kline_closing)
     app.router.add_get("/ws", raw_streams)
     app.router.add_get("/ws/{streams:.*}", raw_streams)
     app.router.add_get("/stream", combined_streams)

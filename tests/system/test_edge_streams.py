@@ -218,3 +218,51 @@ def test_ccxt_pro_watches_book_trades_ohlcv_and_ticker():
     assert [(t["price"], t["amount"], t["side"]) for t in trades] == [(50000.0, 0.25, "buy")]
     assert ohlcv[-1][1:6] == [50000.0, 50000.0, 50000.0, 50000.0, 0.25]
     assert ticker["last"] == 50000.0 and ticker["baseVolume"] == 0.25
+
+
+def test_a_candle_is_announced_open_with_each_trade_and_closed_when_its_interval_ends():
+    h = EdgeHarness()
+    minute = T0_MS // 60_000 * 60_000
+
+    async def go():
+        async with Loopback(h) as lb, lb.session.ws_connect("/ws/btcusdt@kline_1m") as ws:
+            hub = h.app[STREAMS_KEY]
+
+            async def trade(price: str, qty: str) -> None:
+                for account, params in ((1, dict(side="SELL", type="LIMIT", timeInForce="GTC", price=price)),
+                                        (2, dict(side="BUY", type="MARKET"))):
+                    status, _ = await signed(lb.session, "POST", "/api/v3/order", account, h.now_ms, body=True,
+                                             symbol="BTCUSDT", quantity=qty, **params)
+                    assert status == 200
+
+            async def events() -> list:  # what came before a LIST_SUBSCRIPTIONS answer
+                await ws.send_str('{"method": "LIST_SUBSCRIPTIONS", "id": 9}')
+                got = []
+                while (ev := await next_json(ws)).get("id") != 9:
+                    got.append(ev["k"])
+                return got
+
+            await trade("50000", "0.25")
+            await trade("50100", "0.5")
+            opened = await events()
+            h.now_ms = minute + 60_000 - 1
+            hub.close_klines(h.now_ms)  # not over yet: nothing
+            early = await events()
+            h.now_ms = minute + 60_000
+            hub.close_klines(h.now_ms)
+            closed = await events()
+            hub.close_klines(h.now_ms + 5_000)  # once only
+            again = await events()
+            h.now_ms = minute + 2 * 60_000 + 10  # the next trade comes a minute later, before any timer
+            await trade("49900", "0.1")
+            later = await events()
+            return opened, early, closed, again, later
+
+    opened, early, closed, again, later = asyncio.run(go())
+    assert [(k["t"], k["x"], k["c"], k["v"], k["n"]) for k in opened] == [
+        (minute, False, "50000.00000000", "0.25000000", 1), (minute, False, "50100.00000000", "0.75000000", 2)]
+    assert early == [] and again == []
+    assert [(k["t"], k["T"], k["x"], k["o"], k["h"], k["c"], k["v"], k["n"]) for k in closed] == [
+        (minute, minute + 59_999, True, "50000.00000000", "50100.00000000", "50100.00000000", "0.75000000", 2)]
+    assert [(k["t"], k["x"], k["o"], k["c"], k["n"]) for k in later] == [
+        (minute + 120_000, False, "49900.00000000", "49900.00000000", 1)]
