@@ -10,7 +10,7 @@ Systems, all on loopback, each server in its own process, in the same run:
             accounts funded with 10^9 USDT and 10^7 BTC, BTCUSDT with max_num_orders 100,000);
             the edge's port is read from its "listening on http://" log line, the API keys from
             <data-dir>/demo-accounts.json. Processes: the supervisor, the engine worker, the edge
-            (uvloop, aiohttp). Stopped with SIGTERM and waited for; its /dev/shm entries checked.
+            (uvloop, aiohttp), the history process (SQLite; its CPU is counted too). Stopped with SIGTERM and waited for; its /dev/shm entries checked.
   aiohttp   the peer: a bare aiohttp app in one process (uvloop, AppRunner without access log,
             TCPSite on 127.0.0.1 port 0), whose POST /api/v3/order reads the body and answers
             200 with a fixed order JSON of the shape ganntec answers (ACK or RESULT), serialised
@@ -743,7 +743,8 @@ class Ganntec:
         self.port = int(re.search(r"http://[0-9.]+:(\d+)", line).group(1))
         self.pids = {"supervisor": self.proc.pid,
                      "edge": int(re.search(r"\(pid (\d+)\)", line).group(1)),
-                     "engines": int(re.search(r"engines=(\d+)", self.wait_for("engine workers:", 10)).group(1))}
+                     "engines": int(re.search(r"engines=(\d+)", self.wait_for("engine workers:", 10)).group(1)),
+                     "history": int(re.search(r"history \(pid (\d+)\)", self.wait_for("history (pid", 30)).group(1))}
         with open(os.path.join(self.data, "demo-accounts.json")) as f:
             self.keys = {k["account"]: k for k in json.load(f)}
 

@@ -53,8 +53,15 @@ class Projector:
         return 0
 
 
+# The history is off the hot path: on a host with fewer CPUs than busy processes, the engines
+# and the edges get the CPU first (it catches up when they idle). Measured on 2 CPUs: 50 us of
+# CPU per order, a fifth of the edge's.
+HISTORY_NICE = 10
+
+
 def history_main(data_dir: str, journal_dir: str, make_replayer) -> int:
     """Body of the forked history process."""
+    os.nice(HISTORY_NICE)
     try:
         return Projector(store_path(data_dir), journal_dir, make_replayer,
                          log=lambda msg: print(f"ganntec: {msg}", flush=True)).run()
