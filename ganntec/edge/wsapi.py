@@ -60,6 +60,11 @@ class Session:
     def reply(self, req_id, status: int, body: dict) -> None:
         self.conn.send(orjson.dumps({"id": req_id, "status": status, **body, "rateLimits": []}))
 
+    def _terminated(self, subscription_ids: list[int], now_ms: int) -> None:
+        for sid in subscription_ids:
+            self.conn.send(orjson.dumps({"subscriptionId": sid,
+                                         "event": {"e": "eventStreamTerminated", "E": now_ms}}))
+
     def close(self) -> None:
         streams = self.app[USER_STREAMS]
         for account, sink in self.subscriptions.values():
@@ -113,12 +118,17 @@ class Session:
         if method == "userDataStream.unsubscribe":
             raw = params.get("subscriptionId")
             if raw is None:
-                self.close()
-                return {}
-            if not isinstance(raw, int) or raw not in self.subscriptions:
+                ended = sorted(self.subscriptions)
+            elif not isinstance(raw, int) or raw not in self.subscriptions:
                 raise E.BinanceError(400, -2036, "User Data Stream subscription not active.")
-            account, sink = self.subscriptions.pop(raw)
-            app[USER_STREAMS].remove(account, sink)
+            else:
+                ended = [raw]
+            for sid in ended:
+                account, sink = self.subscriptions.pop(sid)
+                app[USER_STREAMS].remove(account, sink)
+            # user-data-stream.md "Event Stream Terminated": each ended subscription says so,
+            # after the answer to the unsubscribe (sent when this returns)
+            asyncio.get_running_loop().call_soon(self._terminated, ended, now_ms)
             return {}
         if method == "session.subscriptions":
             return [{"subscriptionId": sid} for sid in sorted(self.subscriptions)]

@@ -96,7 +96,10 @@ def test_order_entry_queries_refusals_and_user_data_events():
                     while len(events) < 6:
                         events.append((await api.event())["event"])
                     out["unsub"] = await api.call("userDataStream.unsubscribe", subscriptionId=0)
+                    out["terminated"] = await api.event()  # after the answer, once
                     out["subs"] = await api.call("session.subscriptions")
+                    out["unsub_all"] = await api.call("userDataStream.unsubscribe")  # none left: no event
+                    out["later"] = api.events
                     return out, events
         finally:
             await runner.cleanup()
@@ -127,6 +130,8 @@ def test_order_entry_queries_refusals_and_user_data_events():
         "0.40000000", "50000.00000000", True, "USDT", "20.00000000", "ws-1")
     assert events[4]["C"] == "ws-1" and events[4]["c"] != "ws-1"
     assert out["unsub"]["result"] == {} and out["subs"]["result"] == []
+    assert out["terminated"] == {"subscriptionId": 0, "event": {"e": "eventStreamTerminated", "E": T0_MS}}
+    assert out["unsub_all"]["result"] == {} and out["later"] == []
 
 
 def _rest_body(account: int, **params) -> str:
