@@ -145,13 +145,27 @@ def ticker_json(u, t: S.Ticker24h, book, now_ns: int, kind: str = "FULL") -> dic
                                    "closeTime", "firstId", "lastId", "count")}}
 
 
+def ticker_of(app: web.Application, u, now_ns: int) -> S.Ticker24h:
+    """The 24 hours the history store has, joined with the trades the edge has applied and the
+    store not yet (it follows the journal a poll behind); without a store, the edge's window.
+    The streams' ticker events use the edge's window alone (per batch, no SQLite)."""
+    memory = app[STATE].stats[u.symbol_id]
+    store = app[HISTORY]()
+    if store is None:
+        return memory.ticker_24h(now_ns)
+    stored, last_id = store.ticker_24h_as_of(u.symbol_id, now_ns)
+    return S.join_tickers(stored, [t for t in memory.last_24h(now_ns) if t[4] > last_id])
+
+
 def ticker_24hr(app: web.Application, query):
-    """rest-api.md "24hr ticker price change statistics" (type FULL, or MINI)."""
+    """rest-api.md "24hr ticker price change statistics" (type FULL, or MINI), from the history
+    store and the edge's newer trades (ticker_of)."""
     kind = query.get("type", "FULL")
     if kind not in ("FULL", "MINI"):
         raise E.BinanceError(400, -1139, "Invalid ticker type.")
     state, now_ns = app[STATE], app[CLOCK_MS]() * 1_000_000
-    return _one_or_list(query, [ticker_row(state, u, now_ns, kind) for u in _symbols(app, query)])
+    return _one_or_list(query, [ticker_json(u, ticker_of(app, u, now_ns), state.books[u.symbol_id], now_ns, kind)
+                                for u in _symbols(app, query)])
 
 
 def avg_price(app: web.Application, query):

@@ -109,6 +109,23 @@ class Ticker24h:
     prev_close_tick: int  # the last trade at or before the window's start (0: none)
 
 
+def join_tickers(stored: Ticker24h, newer: list[tuple]) -> Ticker24h:
+    """`stored` (the history store's 24 hours, over the trades it has) extended by the window's
+    trades it does not have yet: `newer`, memory's (ts_ns, price, qty, quote, trade_id) after the
+    store's last trade id, in order."""
+    if not newer:
+        return stored
+    first, last = newer[0], newer[-1]
+    high, low = max(t[1] for t in newer), min(t[1] for t in newer)
+    volume, quote = sum(t[2] for t in newer), sum(t[3] for t in newer)
+    if not stored.count:
+        return Ticker24h(first[1], high, low, last[1], last[2], volume, quote, first[4], last[4], len(newer),
+                         first[0], last[0], stored.prev_close_tick)
+    return Ticker24h(stored.open_tick, max(stored.high_tick, high), min(stored.low_tick, low), last[1], last[2],
+                     stored.volume_lot + volume, stored.quote_minor + quote, stored.first_trade_id, last[4],
+                     stored.count + len(newer), stored.first_ts_ns, last[0], stored.prev_close_tick)
+
+
 class MinuteRows(Protocol):
     """One-minute candles of one symbol by open time (ms); ranges are [lo_ms, hi_ms)."""
 

@@ -370,6 +370,17 @@ class HistoryStore:
         return Ticker24h(first[0], agg[1], agg[2], last[0], last[1], agg[3], agg[4], agg[5], agg[6], count, first[1],
                          last[2], prev)
 
+    def ticker_24h_as_of(self, symbol_id: int, now_ns: int) -> tuple[Ticker24h, int]:
+        """ticker_24h and the symbol's last trade id in the store (-1: none), from one snapshot (a
+        read transaction: the history process may commit between two statements otherwise)."""
+        self.db.execute("BEGIN")
+        try:
+            ticker = self.ticker_24h(symbol_id, now_ns)
+            last = self.db.execute("SELECT MAX(trade_id) FROM trades WHERE symbol_id = ?", (symbol_id,)).fetchone()[0]
+        finally:
+            self.db.execute("COMMIT")
+        return ticker, -1 if last is None else last
+
     def counts(self) -> dict[str, int]:
         return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("orders", "trades", "candles_1m")}

@@ -195,9 +195,14 @@ def test_edge_klines_from_memory_and_store_equal_unbounded_memory(tmp_path_facto
             assert all(len(s.minutes) <= KEEP + 1 for s in bounded.stats)
             if i == len(f.steps) - 1:
                 break  # the store one step behind memory, as it may be
-            fill(f, store, i, i + 1)
-            # the 24-hour ticker: memory's (REST) and the store's, now and as time passes without trades
             now_ms = max(T0_MS, int(R.as_records(step[1])["ts_ns"].max(initial=0)) // MS)  # the step's time
+            clock[0] = now_ms
+            for sym in (BTCUSDT, ETHUSDT):  # the store behind: REST joins the trades it lacks from memory
+                u = app[SYMBOLS_BY_ID][sym]
+                assert market.ticker_24hr(app, {"symbol": u.name}) == market.ticker_json(
+                    u, bounded.stats[sym].ticker_24h(now_ms * MS), bounded.books[sym], now_ms * MS)
+            fill(f, store, i, i + 1)
+            # the 24-hour ticker: memory's and the store's (REST), now and as time passes without trades
             for idle in (0, 1, 5 * HOUR // MS, DAY - 1, DAY, 3 * DAY):
                 clock[0] = now_ms + idle
                 for sym in (BTCUSDT, ETHUSDT):
