@@ -9,7 +9,7 @@ above both what the order engine journaled and what still waits in its ring (a r
 edge must not reuse the sequence of a command its predecessor sent).
 
 Signals only record: SIGTERM/SIGINT set the stop event; the server then closes its sockets,
-its reader thread and its rings."""
+its rings and its eventfd registration."""
 
 from __future__ import annotations
 
