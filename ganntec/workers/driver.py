@@ -102,13 +102,28 @@ class InProcessDriver:
         """Nothing left half done: matching is not mid-command and no record waits for it."""
         return not self.matching.pending and self.state[DS_A] == 0
 
+    def _buffers(self) -> tuple:
+        """The arrays `drive` reads, by identity: an engine restored from a snapshot may hold a
+        new control array."""
+        return (self.order.control, self.risk.control, self.matching.control, self.position.control, self.state,
+                self._seq, self._a, self._b, self._m, self._jr, self._ed)
+
+    def _addresses(self) -> tuple:
+        # `.ctypes.data` costs ~1 us a call (it builds a ctypes object): worked out once per set of
+        # arrays, it was a fifth of the engine worker's CPU at small batches (py-spy).
+        arrays = self._buffers()
+        cached = getattr(self, "_cached", None)
+        if cached is None or any(x is not y for x, y in zip(cached[0], arrays)):
+            oc, rc, mc, pc, ds, seq, a, b, m, jr, ed = (x.ctypes.data for x in arrays)
+            cached = self._cached = (arrays, (oc, rc, mc, pc, ds), (seq, a, len(self._a), b, m, len(self._m), jr,
+                                                                    len(self._jr), ed, len(self._ed)))
+        return cached
+
     def advance(self, address: int, n: int) -> tuple[int, int, int]:
         """One compiled `drive` over n command records at `address` (raw, no checks):
         (records consumed, journal records, edge records) in `journal_buffer`/`edge_buffer`."""
-        return drive(self.order.control.ctypes.data, self.risk.control.ctypes.data, self.matching.control.ctypes.data,
-                     self.position.control.ctypes.data, self.state.ctypes.data, address, n,
-                     self._seq.ctypes.data, self._a.ctypes.data, len(self._a), self._b.ctypes.data, self._m.ctypes.data,
-                     len(self._m), self._jr.ctypes.data, len(self._jr), self._ed.ctypes.data, len(self._ed))
+        _, (oc, rc, mc, pc, ds), bufs = self._addresses()
+        return drive(oc, rc, mc, pc, ds, address, n, *bufs)
 
     @property
     def journal_buffer(self) -> np.ndarray:
