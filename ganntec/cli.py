@@ -77,6 +77,22 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tls(args: argparse.Namespace) -> int:
+    from ganntec.edge.tls import self_signed
+
+    if args.days < 1:
+        print(f"ganntec tls self-signed: --days={args.days} (at least 1)", file=sys.stderr)
+        return 2
+    try:
+        cert, key = self_signed(args.out, tuple(args.host or ("127.0.0.1", "localhost")), args.days)
+    except (OSError, ValueError) as exc:
+        print(f"ganntec tls self-signed: --out={args.out} ({exc})", file=sys.stderr)
+        return 2
+    print(f"certificate {cert}\nkey         {key} (mode 0600)\nin the config (clients must trust the certificate):\n"
+          f"[edge]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganntec", description="Ganntec trading engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove the segments a dead instance left behind")
     clean.add_argument("--instance", required=True)
     clean.set_defaults(func=_cmd_clean)
+
+    tls = sub.add_parser("tls", help="TLS helpers")
+    tls_sub = tls.add_subparsers(dest="tls_command", required=True)
+    selfsigned = tls_sub.add_parser("self-signed", help="write a self-signed cert.pem and key.pem (tests, demos)")
+    selfsigned.add_argument("--out", required=True, help="directory for cert.pem and key.pem (key mode 0600)")
+    selfsigned.add_argument("--host", action="append", help="IP address or DNS name it is valid for (repeatable; "
+                                                            "default 127.0.0.1 and localhost)")
+    selfsigned.add_argument("--days", type=int, default=365)
+    selfsigned.set_defaults(func=_cmd_tls)
     return parser
 
 

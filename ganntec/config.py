@@ -33,6 +33,8 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
     processes       1                  edge processes sharing the port (SO_REUSEPORT), each with its rings
     admin_host      "127.0.0.1"
     admin_port      8081
+    tls_cert        ""                 PEM certificate chain; with tls_key, the port speaks TLS 1.3
+    tls_key         ""                 only (https://, wss://); `ganntec tls self-signed` makes a pair
   [[assets]]        name, precision (decimals of the minor unit, 0..18); id = position
   [[symbols]]       name, base, quote, tick_size, step_size, min_price, max_price, min_qty,
                     max_qty, and optionally every other `engines.symbols.Symbol` field (fees,
@@ -107,6 +109,8 @@ class EdgeConfig:
     processes: int = 1
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    tls_cert: str = ""  # PEM certificate chain; with tls_key: TLS 1.3 only on the edge's port
+    tls_key: str = ""   # PEM private key
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,20 @@ def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"edge.admin_port={edge.admin_port} (must differ from edge.port)")
     if not 1 <= edge.processes <= 64:
         problems.append(f"edge.processes={edge.processes} (1 .. 64)")
+    if bool(edge.tls_cert) != bool(edge.tls_key):
+        problems.append(f"edge.tls_cert={edge.tls_cert!r} edge.tls_key={edge.tls_key!r} (both, or neither)")
+    elif edge.tls_cert:
+        unreadable = [key for key in ("tls_cert", "tls_key")
+                      if not os.path.isfile(getattr(edge, key)) or not os.access(getattr(edge, key), os.R_OK)]
+        problems.extend(f"edge.{key}={getattr(edge, key)} (no readable file there)" for key in unreadable)
+        if not unreadable:
+            import ssl
+
+            from ganntec.edge.tls import server_context
+            try:
+                server_context(edge.tls_cert, edge.tls_key)
+            except (ssl.SSLError, ValueError) as exc:
+                problems.append(f"edge.tls_cert={edge.tls_cert} (with edge.tls_key: {exc})")
 
 
 def _unknown_field(where: str, table: dict, allowed: set[str], problems: list[str]) -> bool:

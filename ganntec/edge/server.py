@@ -27,6 +27,7 @@ from ganntec.edge.app import make_app
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.gateway import RingGateway
 from ganntec.edge.shared import EdgeShared
+from ganntec.edge.tls import server_context
 from ganntec.edge.state import EdgeState
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
@@ -104,11 +105,14 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, cfg.edge.host, port, reuse_port=True)
+        tls = server_context(cfg.edge.tls_cert, cfg.edge.tls_key) if cfg.edge.tls_cert else None
+        site = web.TCPSite(runner, cfg.edge.host, port, reuse_port=True, ssl_context=tls)
         await site.start()
         host, bound = runner.addresses[0][:2]
-        log(f"edge {source} (pid {os.getpid()}) listening on http://{host}:{bound} "
-            f"(REST /api/v3, streams ws://{host}:{bound}/ws and /stream, WebSocket API ws://{host}:{bound}/ws-api/v3; "
+        http, ws = ("https", "wss") if tls else ("http", "ws")
+        log(f"edge {source} (pid {os.getpid()}) listening on {http}://{host}:{bound} "
+            f"(REST /api/v3, streams {ws}://{host}:{bound}/ws and /stream, WebSocket API {ws}://{host}:{bound}/ws-api/v3"
+            f"{', TLS 1.3' if tls else ''}; "
             f"state at sequence {state.seq} from {replayed} journal records replayed, "
             f"{len(state.orders)} orders, {time.monotonic() - t0:.2f} s)")
         while not stop.is_set():
