@@ -117,11 +117,6 @@ def test_ccxt_trades_through_ganntec_run_across_an_engine_crash_and_a_restart(se
     assert [k["account"] for k in keys] == [1, 2] and all(len(k["api_key"]) == 64 for k in keys)
     assert keys[0]["api_key"] in "\n".join(server.lines)  # printed for the operator
 
-    async def before_crash(a, b):
-        sell = await a.create_order("BTC/USDT", "limit", "sell", 1, 100)
-        buy = await b.create_order("BTC/USDT", "market", "buy", 0.4)
-        return sell, buy
-
     async def scenario():
         # account 1's user data stream, subscribed on the WebSocket API for the whole scenario
         session = aiohttp.ClientSession()

@@ -11,7 +11,7 @@ import random
 import aiohttp
 import orjson
 import pytest
-from edge_harness import T0_MS, EdgeHarness, Loopback, serve, signed
+from edge_harness import T0_MS, EdgeHarness, Loopback, signed
 
 from ganntec.edge.streams import STREAMS_KEY
 from ganntec.shm.records import Side
