@@ -27,12 +27,14 @@ from ganntec.edge.app import make_app
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.gateway import RingGateway
 from ganntec.edge.shared import EdgeShared
-from ganntec.edge.tls import server_context
 from ganntec.edge.state import EdgeState
+from ganntec.edge.tls import server_context
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
+from ganntec.logline import say
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
+
 
 def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) -> int:
     """Build the projection from the journal: replay it (up to `upto_seq`, where the engines
@@ -136,7 +138,7 @@ def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeySt
 
     try:
         uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wake_fd, port,
-                         log=lambda msg: print(f"ganntec: {msg}", flush=True)))
+                         log=say))
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
         print(f"ganntec edge {source}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -16,6 +16,7 @@ import time
 
 from ganntec.history.store import HistoryStore, catch_up
 from ganntec.journal.journal import JournalTail
+from ganntec.logline import say
 
 FILE_NAME = "history.sqlite"
 POLL_S = 0.05
@@ -64,7 +65,7 @@ def history_main(data_dir: str, journal_dir: str, make_replayer) -> int:
     os.nice(HISTORY_NICE)
     try:
         return Projector(store_path(data_dir), journal_dir, make_replayer,
-                         log=lambda msg: print(f"ganntec: {msg}", flush=True)).run()
+                         log=say).run()
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and starts it again
         print(f"ganntec history: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

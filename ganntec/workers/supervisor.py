@@ -50,6 +50,7 @@ from ganntec.history.projector import history_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
+from ganntec.logline import say
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import RecordType
@@ -142,7 +143,7 @@ class Supervisor:
     def __init__(self, cfg: Config, log=None):
         self.cfg = cfg
         self.paths = Paths.of(cfg)
-        self.log = log or (lambda msg: print(f"ganntec: {msg}", flush=True))
+        self.log = log or say
         self.instance = cfg.instance.name
         self.sources = 1 + cfg.edge.processes  # admin + one ring per edge process
         self.placement = cfg.placement()
