@@ -31,7 +31,7 @@ from ganntec.edge.state import EdgeState, Waiter
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
 from ganntec.shm.wait import arm_consumer_sleep
-from ganntec.workers.runtime import last_reported_seq, reports_ring
+from ganntec.workers.runtime import cmd_ring, last_reported_seq, reports_ring
 
 RB = R.RECORD_BYTES
 HEARTBEAT_S = 0.1
@@ -91,7 +91,7 @@ class RingGateway(Gateway):
                  on_fatal: Callable[[BaseException], None] | None = None):
         super().__init__(state, source, next_seq, clock_ns, timeout_s)
         self.loop, self.wake_fd, self.on_fatal = loop, wake_fd, on_fatal
-        self.cmd = Ring.attach(instance, f"cmd.{source}", role="producer")
+        self.cmd = Ring.attach(instance, cmd_ring(source), role="producer")
         self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
         try:
             self.reports = Ring.attach(instance, reports_ring(source), role="consumer")
@@ -170,10 +170,7 @@ class RingGateway(Gateway):
             return
         fut = self.loop.create_future()
         self._catching_up.append((target, fut))
-        try:
-            await asyncio.wait_for(fut, self.timeout_s)
-        except asyncio.TimeoutError:
-            raise E.backend_timeout() from None
+        await self._within(fut, self.timeout_s)
 
     async def _send(self, raw: np.ndarray, fut) -> list:
         deadline = time.monotonic() + self.timeout_s
@@ -183,8 +180,12 @@ class RingGateway(Gateway):
                 raise E.backend_timeout()
             await asyncio.sleep(pause)  # the engines are behind or recovering: back off
             pause = min(pause * 2, 0.05)
-        # One timer on the future itself (asyncio.wait_for wraps it in another task per request).
-        timer = self.loop.call_later(max(deadline - time.monotonic(), 0.001), _expire, fut)
+        return await self._within(fut, max(deadline - time.monotonic(), 0.001))
+
+    async def _within(self, fut: asyncio.Future, timeout_s: float):
+        """fut's result, or backend_timeout after timeout_s: one timer on the future itself
+        (asyncio.wait_for wraps it in another task per request)."""
+        timer = self.loop.call_later(timeout_s, _expire, fut)
         try:
             return await fut
         finally:

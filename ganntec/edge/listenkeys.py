@@ -22,16 +22,22 @@ event, after each applied batch and every EXPIRY_CHECK_S by a background task.""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ganntec.edge import errors as E
-from ganntec.edge.appkeys import CLOCK_MS, KEYS, LISTEN_EXPIRY_MS, LISTEN_KEYS, STATE, STREAMS_KEY
+from ganntec.edge.appkeys import (
+    CLOCK_MS,
+    KEYS,
+    LISTEN_EXPIRY_MS,
+    LISTEN_KEYS,
+    STATE,
+    STREAMS_KEY,
+)
 from ganntec.edge.auth import ApiKey, KeyStore, sign
+from ganntec.edge.tasks import periodic
 from ganntec.edge.userdata import USER_STREAMS
 
 if TYPE_CHECKING:  # streams imports market, which imports trading, which imports this
@@ -163,21 +169,6 @@ class ListenKeys:
                 self._end(lk, account, now_ms)
 
 
-async def expiry_checks(app: web.Application):
-    """aiohttp cleanup context: checks expiry while the app runs, so a stream with no trading
-    on its account still hears that its key expired."""
-    async def every_interval() -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_CHECK_S)
-            app[LISTEN_KEYS].expire_due()
-
-    task = asyncio.create_task(every_interval())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 # --- the operations (REST in trading.py's route table, WebSocket API in wsapi.py) -------------
 def _listen_key_param(params: dict) -> str:
     listen_key = params.get("listenKey")
@@ -209,4 +200,5 @@ OPERATIONS = {
 
 def setup(app: web.Application) -> None:
     app[LISTEN_KEYS] = ListenKeys(app)
-    app.cleanup_ctx.append(expiry_checks)
+    # a stream with no trading on its account still hears that its key expired
+    app.cleanup_ctx.append(periodic(EXPIRY_CHECK_S, lambda a: a[LISTEN_KEYS].expire_due()))

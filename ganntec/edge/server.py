@@ -34,6 +34,7 @@ from ganntec.journal.journal import JournalReader
 from ganntec.logline import say
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
+from ganntec.workers.runtime import cmd_ring
 
 
 def bootstrap(state: EdgeState, make_replayer, journal_dir: str, upto_seq: int) -> int:
@@ -72,7 +73,7 @@ def settle_garbage_collector() -> None:
 
 def last_queued_source_seq(instance: str, source: int) -> int:
     """The edge sequence of the last command ever published on cmd.<source> (0: none)."""
-    ring = Ring.attach(instance, f"cmd.{source}")
+    ring = Ring.attach(instance, cmd_ring(source))
     try:
         head = ring.stats().head
         if head == 0:

@@ -30,16 +30,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import re
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from ganntec.edge.appkeys import CLOCK_MS, LISTEN_KEYS, STATE, STREAMS_KEY, SYMBOLS_BY_ID
+from ganntec.edge.appkeys import (
+    CLOCK_MS,
+    LISTEN_KEYS,
+    STATE,
+    STREAMS_KEY,
+    SYMBOLS_BY_ID,
+)
 from ganntec.edge.market import candles as candles_of
 from ganntec.edge.market import ticker_row
 from ganntec.edge.stats import INTERVALS, bucket_start, next_bucket
+from ganntec.edge.tasks import periodic
 from ganntec.shm.records import RecordType, Side
 
 KLINE_CLOSE_CHECK_S = 0.25  # how late a candle's final event may be
@@ -395,24 +401,10 @@ async def combined_streams(request: web.Request) -> web.WebSocketResponse:
     return await _serve(request, [n for n in names.split("/") if n], combined=True)
 
 
-async def kline_closing(app: web.Application):
-    """aiohttp cleanup context: a candle's final event goes out when its interval ends, trades
-    or not."""
-    async def every_tick() -> None:
-        while True:
-            await asyncio.sleep(KLINE_CLOSE_CHECK_S)
-            app[STREAMS_KEY].close_klines(app[CLOCK_MS]())
-
-    task = asyncio.create_task(every_tick())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def add_routes(app: web.Application) -> None:
     app[STREAMS_KEY] = StreamHub(app)
-    app.cleanup_ctx.append(kline_closing)
+    # a candle's final event goes out when its interval ends, trades or not
+    app.cleanup_ctx.append(periodic(KLINE_CLOSE_CHECK_S, lambda a: a[STREAMS_KEY].close_klines(a[CLOCK_MS]())))
     app.router.add_get("/ws", raw_streams)
     app.router.add_get("/ws/{streams:.*}", raw_streams)
     app.router.add_get("/stream", combined_streams)

@@ -232,7 +232,7 @@ class Supervisor:
                                            f"{int(r['account_id'])} ({R.Reason(int(r['reason'])).name})")
                     writer.append(journal)
                     for ring in self.reports:
-                        publish_turn(ring, R.as_records(fund_edge).view(np.uint8).reshape(-1, R.RECORD_BYTES), wait)
+                        publish_turn(ring, fund_edge, wait)
                     self.log(f"funded {len(cfg.accounts)} accounts")
                 self.report_floor = rp.order.seq
             else:
