@@ -127,6 +127,9 @@ durability = "os"
 placement = "single"
 [edge]
 port = 0
+admin_port = 0
+[security]
+demo_keys = true
 [[assets]]
 name = "BTC"
 precision = 8

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ganntec.config import ConfigError, load
+    from ganntec.edge.vault import VaultError
     from ganntec.journal.journal import JournalBusy, JournalCorrupt
     from ganntec.journal.replay import ReplayMismatch
     from ganntec.shm.segment import SegmentError
@@ -23,16 +24,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load(args.config, args.data_dir)
-        if args.port is not None:
-            if not 0 <= args.port <= 65535:
-                raise ConfigError([f"--port={args.port} (0 .. 65535)"])
-            cfg = dataclasses.replace(cfg, edge=dataclasses.replace(cfg.edge, port=args.port))
+        for flag, field in (("--port", "port"), ("--admin-port", "admin_port")):
+            value = getattr(args, field)
+            if value is not None:
+                if not 0 <= value <= 65535:
+                    raise ConfigError([f"{flag}={value} (0 .. 65535)"])
+                cfg = dataclasses.replace(cfg, edge=dataclasses.replace(cfg.edge, **{field: value}))
+        if cfg.edge.port == cfg.edge.admin_port and cfg.edge.port != 0:
+            raise ConfigError([f"--admin-port={cfg.edge.admin_port} (must differ from the edge's port)"])
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"ganntec run: {problem}", file=sys.stderr)
         return 2
     try:
         return Supervisor(cfg).run()
+    except VaultError as exc:  # the master key's file or variable: a configuration problem
+        print(f"ganntec run: {exc}", file=sys.stderr)
+        return 2
     except (JournalBusy, JournalCorrupt, ReplayMismatch, SegmentError) as exc:
         print(f"ganntec run: {exc}", file=sys.stderr)
         return 1
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML config file (default: the demo config, see ganntec.config)")
     run.add_argument("--data-dir", help="journal and snapshots here (overrides instance.data_dir)")
     run.add_argument("--port", type=int, help="the edge's REST/WebSocket port (overrides edge.port; 0 = any free)")
+    run.add_argument("--admin-port", type=int, help="the admin API's port (overrides edge.admin_port; 0 = any free)")
     run.set_defaults(func=_cmd_run)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")
@@ -116,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove the segments a dead instance left behind")
     clean.add_argument("--instance", required=True)
     clean.set_defaults(func=_cmd_clean)
+
+    from ganntec.admin.cli import add_parser as add_admin_parser
+    add_admin_parser(sub)  # ganntec admin ...: the admin API's client (ganntec/admin/cli.py)
 
     tls = sub.add_parser("tls", help="TLS helpers")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)

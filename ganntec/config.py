@@ -35,6 +35,29 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
     admin_port      8081
     tls_cert        ""                 PEM certificate chain; with tls_key, the port speaks TLS 1.3
     tls_key         ""                 only (https://, wss://); `ganntec tls self-signed` makes a pair
+  [security]
+    master_key_file ""                 the key vault's master key (32 bytes, base64, mode 0600); "" =
+                                       <data_dir>/master.key, made at the first start; the environment's
+                                       GANNTEC_MASTER_KEY (base64 or hex) wins over the file
+    demo_keys       false              first start: an API key per configured account, handed out in
+                                       <data_dir>/demo-accounts.json (plaintext: for demos only)
+    admin_allow_ips ["127.0.0.1/32", "::1/128"]  who may reach the admin port (IPs, CIDR networks)
+    admin_users_file ""                admin logins (scrypt hashes); "" = <data_dir>/admin-users.json; a
+                                       first start makes user "admin", its password in
+                                       <data_dir>/admin-initial-password (0600)
+  [limits]          Binance's rate limits (exchangeInfo rateLimits), held across edge processes
+    request_weight_per_minute 6000     REQUEST_WEIGHT per IP per minute
+    raw_requests_per_5m   61000        RAW_REQUESTS per IP per 5 minutes
+    orders_per_10s        100          ORDERS per account per 10 s (an account may have its own)
+    orders_per_day        200000       ORDERS per account per day (an account may have its own)
+    ws_connections_per_5m 300          WebSocket connection attempts per IP per 5 minutes
+    ws_messages_per_s     5            messages a market stream client may send per second
+    refusals_before_ban   10           429s an IP may ignore within a minute before a 418 ban
+    max_connections_per_ip 200         open connections per IP (REST keep-alive and WebSockets)
+    max_body_bytes        65536        request body
+    max_header_bytes      8190         one request line or header line
+    max_ws_frame_bytes    65536        one incoming WebSocket message
+    idle_timeout_s        60           a REST connection with no request closes after it
   [[assets]]        name, precision (decimals of the minor unit, 0..18); id = position
   [[symbols]]       name, base, quote, tick_size, step_size, min_price, max_price, min_qty,
                     max_qty, and optionally every other `engines.symbols.Symbol` field (fees,
@@ -45,6 +68,7 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -114,6 +138,36 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    master_key_file: str = ""
+    demo_keys: bool = False
+    admin_allow_ips: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    admin_users_file: str = ""
+
+    def master_key_path(self, data_dir: str) -> str:
+        return self.master_key_file or os.path.join(os.path.abspath(data_dir), "master.key")
+
+    def users_path(self, data_dir: str) -> str:
+        return self.admin_users_file or os.path.join(os.path.abspath(data_dir), "admin-users.json")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    request_weight_per_minute: int = 6000
+    raw_requests_per_5m: int = 61000
+    orders_per_10s: int = 100
+    orders_per_day: int = 200000
+    ws_connections_per_5m: int = 300
+    ws_messages_per_s: int = 5
+    refusals_before_ban: int = 10
+    max_connections_per_ip: int = 200
+    max_body_bytes: int = 65536
+    max_header_bytes: int = 8190
+    max_ws_frame_bytes: int = 65536
+    idle_timeout_s: int = 60
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     id: int
     balances: dict[str, str]
@@ -126,6 +180,8 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     assets: tuple[Asset, ...] = ()
     symbols: tuple[Symbol, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
@@ -152,7 +208,7 @@ class Config:
 
 
 SECTIONS = {"instance": InstanceConfig, "journal": JournalConfig, "runtime": RuntimeConfig,
-            "engine": EngineConfig, "edge": EdgeConfig}
+            "engine": EngineConfig, "edge": EdgeConfig, "security": SecurityConfig, "limits": LimitsConfig}
 _SYMBOL_FIELDS = {f.name: f for f in fields(Symbol)}
 _SYMBOL_REQUIRED = ("name", "base", "quote", "tick_size", "step_size", "min_price", "max_price", "min_qty", "max_qty")
 
@@ -162,6 +218,8 @@ def _kind_ok(value, default) -> bool:
         return isinstance(value, bool)
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, tuple):  # a TOML array of strings
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return isinstance(value, type(default))
 
 
@@ -177,14 +235,34 @@ def _section(name: str, cls, table, problems: list[str]):
             continue
         default = known[key].default
         if not _kind_ok(value, default):
-            problems.append(f"{name}.{key}={value!r} (must be {type(default).__name__})")
+            kind = "an array of strings" if isinstance(default, tuple) else type(default).__name__
+            problems.append(f"{name}.{key}={value!r} (must be {kind})")
             continue
-        values[key] = value
+        values[key] = tuple(value) if isinstance(default, tuple) else value
     return cls(**values)
+
+
+def _check_security(sec: SecurityConfig, lim: LimitsConfig, problems: list[str]) -> None:
+    from ganntec.admin.auth import AllowList, AllowListError
+
+    try:
+        AllowList(list(sec.admin_allow_ips), "security.admin_allow_ips")
+    except AllowListError as exc:
+        problems.extend(exc.problems)
+    for f in fields(lim):
+        v = getattr(lim, f.name)
+        lo = 0 if f.name == "refusals_before_ban" else 1
+        if not lo <= v <= (1 << 31) - 1:
+            problems.append(f"limits.{f.name}={v} ({lo} .. 2**31 - 1)")
+    if lim.max_header_bytes < 1024:
+        problems.append(f"limits.max_header_bytes={lim.max_header_bytes} (at least 1024)")
+    if lim.max_body_bytes < 1024:
+        problems.append(f"limits.max_body_bytes={lim.max_body_bytes} (at least 1024)")
 
 
 def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
     inst, jr, rt, eng, edge = c["instance"], c["journal"], c["runtime"], c["engine"], c["edge"]
+    _check_security(c["security"], c["limits"], problems)
     try:
         validate_name("instance.name", inst.name)
     except ValueError as exc:
@@ -448,8 +526,7 @@ def load(path: str | None = None, data_dir: str | None = None) -> Config:
     if data_dir is not None:
         if not data_dir:
             raise ConfigError(["data_dir='' (must name a directory)"])
-        cfg = Config(instance=InstanceConfig(cfg.instance.name, data_dir), journal=cfg.journal, runtime=cfg.runtime,
-                     engine=cfg.engine, edge=cfg.edge, assets=cfg.assets, symbols=cfg.symbols, accounts=cfg.accounts)
+        cfg = dataclasses.replace(cfg, instance=InstanceConfig(cfg.instance.name, data_dir))
     return cfg
 
 
@@ -475,6 +552,9 @@ fee_account = 0
 host = "127.0.0.1"
 port = 8080
 admin_port = 8081
+
+[security]
+demo_keys = true
 
 [[assets]]
 name = "BTC"

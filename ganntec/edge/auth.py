@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,27 +43,59 @@ _TIMESTAMP_RE = re.compile(r"^[0-9]{1,20}$")
 _RECV_WINDOW_RE = re.compile(r"^[0-9]{1,20}(\.[0-9]+)?$")
 
 
+HMAC_SHA256, ED25519 = "HMAC_SHA256", "ED25519"
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """One HMAC key: its public name, its secret (never in repr), the account it trades for and
-    the security types it may call (rest-api.md "Request Security": keys are scoped by type)."""
+    """One API key: its public name, how requests are signed with it (an HMAC secret, never in
+    repr, or an Ed25519 public key), the account it acts for, the security types it may call
+    (rest-api.md "Request Security": keys are scoped by type), the networks it may be used from
+    (empty: any) and when it expires (ms; 0: never)."""
 
     api_key: str
     secret: str = field(repr=False)
     account_id: int
     permissions: frozenset[str] = frozenset(SECURITY_TYPES)
+    key_id: int = 0
+    kind: str = HMAC_SHA256
+    networks: tuple = ()  # ipaddress networks
+    public_key: object = field(default=None, repr=False)  # Ed25519PublicKey (kind ED25519)
+    expires_ms: int = 0
 
     def __post_init__(self):
         perms = frozenset(self.permissions)
-        if not self.api_key or not self.secret:
-            raise ValueError("api_key and secret must be non-empty")
+        if not self.api_key:
+            raise ValueError("api_key must be non-empty")
+        if self.kind == HMAC_SHA256 and not self.secret:
+            raise ValueError("an HMAC key needs its secret")
+        if self.kind == ED25519 and self.public_key is None:
+            raise ValueError("an Ed25519 key needs its public key")
+        if self.kind not in (HMAC_SHA256, ED25519):
+            raise ValueError(f"kind={self.kind!r} (HMAC_SHA256 or ED25519)")
         if not perms <= set(SECURITY_TYPES):
             raise ValueError(f"unknown permissions {sorted(perms - set(SECURITY_TYPES))}")
         object.__setattr__(self, "permissions", perms)
 
+    def allows(self, ip: str | None) -> bool:
+        """May a request from `ip` use this key (its IP restriction)? No address known: only an
+        unrestricted key."""
+        if not self.networks:
+            return True
+        if ip is None:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.networks)
+
 
 class KeyStore:
-    """The known keys, by api_key. Built once from a list; read-only afterwards."""
+    """A fixed set of keys, by api_key (tests, integrators). A running edge uses keys.KeyRing:
+    the same `get`, over the journal's grants and the vault."""
 
     __slots__ = ("_by_key",)
 
@@ -73,6 +106,8 @@ class KeyStore:
                 raise ValueError(f"duplicate api_key {k.api_key!r}")
             by_key[k.api_key] = k
         self._by_key = by_key
+
+    version = 0  # a fixed set never changes (keys.KeyRing's moves)
 
     def get(self, api_key: str) -> ApiKey | None:
         return self._by_key.get(api_key)
@@ -157,19 +192,24 @@ def check_timing(ts_us: int, window_us: int, now_ms: int) -> None:
         raise E.timestamp_outside_window()
 
 
-def _api_key(headers: Mapping[str, str], keys: KeyStore, need: str) -> ApiKey:
+def _api_key(headers: Mapping[str, str], keys, need: str, ip: str | None, now_ms: int) -> ApiKey:
     # Header names are case-insensitive (aiohttp's CIMultiDict already is; a plain dict is not).
     values = [v for k, v in headers.items() if k.lower() == "x-mbx-apikey"]
     if len(values) != 1 or not values[0]:
         raise E.bad_api_key_format()  # errors.md -2014 BAD_API_KEY_FMT
-    key = keys.get(values[0])
-    if key is None or need not in key.permissions:
-        raise E.rejected_api_key()    # errors.md -2015: "Invalid API-key, IP, or permissions for action."
+    return _usable(keys.get(values[0]), need, ip, now_ms)
+
+
+def _usable(key: ApiKey | None, need: str, ip: str | None, now_ms: int) -> ApiKey:
+    # errors.md -2015 REJECTED_MBX_KEY: "Invalid API-key, IP, or permissions for action." One
+    # answer for all four, so a caller cannot tell a revoked key from a wrong IP.
+    if key is None or need not in key.permissions or not key.allows(ip) or (key.expires_ms and now_ms >= key.expires_ms):
+        raise E.rejected_api_key()
     return key
 
 
-def authenticate(method: str, query_string: str, body: str, headers: Mapping[str, str], keys: KeyStore,
-                 now_ms: int, need: str) -> tuple[ApiKey, dict[str, str]]:
+def authenticate(method: str, query_string: str, body: str, headers: Mapping[str, str], keys,
+                 now_ms: int, need: str, ip: str | None = None) -> tuple[ApiKey, dict[str, str]]:
     """Authorize one REST request for an endpoint of security type `need`; return its key and its
     parameters (name -> decoded value, `signature` removed), or raise BinanceError.
 
@@ -178,11 +218,12 @@ def authenticate(method: str, query_string: str, body: str, headers: Mapping[str
     "General Information on Endpoints"); the same section says a parameter sent in both is taken
     from the query string, so only a name repeated within one part is a duplicate (-1101).
 
-    Order: key (-2014/-2015), duplicates (-1101), signature and timestamp present (-1102),
-    recvWindow (-1102/-1111), signature (-1022), timing (-1021)."""
+    Order: key (-2014/-2015: unknown, revoked, expired, without the permission, or not from
+    one of its networks: `ip` is the client's address), duplicates (-1101), signature and
+    timestamp present (-1102), recvWindow (-1102/-1111), signature (-1022), timing (-1021)."""
     if need not in SECURITY_TYPES:
         raise ValueError(f"unknown security type {need!r}")
-    key = _api_key(headers, keys, need)
+    key = _api_key(headers, keys, need, ip, now_ms)
     if method.upper() == "GET":
         body = ""
     params = _parse(body)
@@ -201,11 +242,20 @@ def _verify(key: ApiKey, signature: str | None, payload: str, params: Mapping[st
         raise E.mandatory_param("signature")
     ts_us = timestamp_us(params.get("timestamp"))
     window_us = recv_window_us(params.get("recvWindow"))
-    # HMAC signatures "are not case-sensitive" ("Signature Case Sensitivity"); compare in constant
-    # time so response timing does not reveal how much of a forged signature was right.
-    if not hmac.compare_digest(signature.lower().encode(), sign(key.secret, payload).encode()):
+    if not signature_ok(key, payload, signature):
         raise E.bad_signature()
     check_timing(ts_us, window_us, now_ms)
+
+
+def signature_ok(key: ApiKey, payload: str, signature: str) -> bool:
+    if key.kind == ED25519:
+        # Ed25519 signatures are base64 (case-sensitive), of the same payload ("SIGNED Endpoint
+        # Examples" > "Ed25519 Keys"); the client percent-encodes it, the parser decoded it.
+        from ganntec.edge.vault import verify_ed25519
+        return verify_ed25519(key.public_key, payload, signature)
+    # HMAC signatures "are not case-sensitive" ("Signature Case Sensitivity"); compare in constant
+    # time so response timing does not reveal how much of a forged signature was right.
+    return hmac.compare_digest(signature.lower().encode(), sign(key.secret, payload).encode())
 
 
 def ws_param_text(value) -> str:
@@ -218,8 +268,8 @@ def ws_param_text(value) -> str:
     raise E.invalid_param("params")
 
 
-def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, need: str,
-                    signed: bool = True) -> tuple[ApiKey | None, dict]:
+def authenticate_ws(params: Mapping[str, object], keys, now_ms: int, need: str,
+                    signed: bool = True, ip: str | None = None) -> tuple[ApiKey | None, dict]:
     """Authorize one WebSocket API request (web-socket-api.md "SIGNED request security"): the
     key is the `apiKey` parameter; the signature is HMAC-SHA256 over every other parameter but
     `signature`, sorted by name, as `name=value` joined by `&`. Returns the key (None for
@@ -234,9 +284,7 @@ def authenticate_ws(params: Mapping[str, object], keys: KeyStore, now_ms: int, n
     api_key = text.pop("apiKey", None)
     if not api_key:
         raise E.mandatory_param("apiKey")
-    key = keys.get(api_key)
-    if key is None or need not in key.permissions:
-        raise E.rejected_api_key()
+    key = _usable(keys.get(api_key), need, ip, now_ms)
     signature = text.pop("signature", None)
     if not signed:
         return key, text

@@ -40,18 +40,20 @@ REPORT_BATCH = 1024  # records applied per loop turn (~10 ms at most): requests 
 
 class Gateway(abc.ABC):
     def __init__(self, state: EdgeState, source: int, next_seq: int, clock_ns: Callable[[], int],
-                 timeout_s: float = 10.0):
+                 timeout_s: float = 10.0, admin_next_seq: int = 0):
         self.state, self.source, self.next_seq, self.clock_ns = state, source, next_seq, clock_ns
         state.own_source = source  # its waiters are this edge's commands
         self.timeout_s = timeout_s
+        # The admin plane's commands (source 0, cmd.0) go through one edge: the one serving the
+        # admin port; 0 = not this one.
+        self.admin_next_seq = admin_next_seq
 
-    def _stamp(self, records: np.ndarray) -> np.ndarray:
+    def _stamp(self, records: np.ndarray, source: int, seq: int) -> np.ndarray:
         # a byte copy: copying a structured array copies its fields only, never its other bytes
         raw = R.as_records(records).view(np.uint8).reshape(-1, RB).copy().view(R.RECORD_DTYPE).reshape(-1)
-        raw["source"] = self.source
-        raw["source_seq"] = self.next_seq
+        raw["source"] = source
+        raw["source_seq"] = seq
         raw["ts_ns"] = self.clock_ns()
-        self.next_seq += 1
         return raw
 
     async def submit(self, records: np.ndarray, expect: Callable[[Waiter], None], extras=None) -> list:
@@ -64,17 +66,40 @@ class Gateway(abc.ABC):
             if not fut.done():
                 fut.set_result(recs)
 
-        raw = self._stamp(records)
+        raw = self._stamp(records, self.source, self.next_seq)
+        self.next_seq += 1
         expect(Waiter(done, extras, self.source, int(raw["source_seq"][0])))
         return await self._send(raw, fut)
+
+    async def submit_admin(self, records: np.ndarray) -> list:
+        """Send one admin command (source 0, the next admin sequence); return its echo (the
+        command with its reason), and for an applied credit or debit the BALANCE after it."""
+        if not self.admin_next_seq:
+            raise RuntimeError("this gateway does not carry the admin plane's commands")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(recs):
+            if not fut.done():
+                fut.set_result(recs)
+
+        raw = self._stamp(records, R.SOURCE_ADMIN, self.admin_next_seq)
+        self.admin_next_seq += 1
+        waiter = Waiter(done, None, R.SOURCE_ADMIN, int(raw["source_seq"][0]))
+        self.state.expect_admin(waiter)
+        try:
+            return await self._send(raw, fut, admin=True)
+        finally:
+            self.state.forget(waiter)
 
     async def caught_up(self) -> None:
         """Return once the state has applied every report published so far: an order another
         edge process placed is then known here (read-your-writes across edges)."""
 
     @abc.abstractmethod
-    async def _send(self, raw: np.ndarray, fut) -> list:
-        """Deliver one stamped command; return its answer (`fut`'s result)."""
+    async def _send(self, raw: np.ndarray, fut, admin: bool = False) -> list:
+        """Deliver one stamped command (on the admin ring if `admin`); return its answer
+        (`fut`'s result)."""
 
     def close(self) -> None:
         pass
@@ -88,12 +113,15 @@ def _expire(fut: asyncio.Future) -> None:
 class RingGateway(Gateway):
     def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wake_fd: int, loop,
                  clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1,
-                 on_fatal: Callable[[BaseException], None] | None = None):
-        super().__init__(state, source, next_seq, clock_ns, timeout_s)
+                 on_fatal: Callable[[BaseException], None] | None = None, admin_next_seq: int = 0):
+        super().__init__(state, source, next_seq, clock_ns, timeout_s, admin_next_seq)
         self.loop, self.wake_fd, self.on_fatal = loop, wake_fd, on_fatal
         self.cmd = Ring.attach(instance, cmd_ring(source), role="producer")
+        self.admin_cmd: Ring | None = None
         self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
         try:
+            if admin_next_seq:
+                self.admin_cmd = Ring.attach(instance, cmd_ring(R.SOURCE_ADMIN), role="producer")
             self.reports = Ring.attach(instance, reports_ring(source), role="consumer")
             self.all_reports.append(self.reports)
             for e in range(1, edges + 1):
@@ -172,10 +200,11 @@ class RingGateway(Gateway):
         self._catching_up.append((target, fut))
         await self._within(fut, self.timeout_s)
 
-    async def _send(self, raw: np.ndarray, fut) -> list:
+    async def _send(self, raw: np.ndarray, fut, admin: bool = False) -> list:
         deadline = time.monotonic() + self.timeout_s
         pause = 0.0005
-        while self.cmd.push(raw) == 0:  # the whole command in one publish, or nothing yet
+        ring = self.admin_cmd if admin else self.cmd
+        while ring.push(raw) == 0:  # the whole command in one publish, or nothing yet
             if time.monotonic() > deadline:
                 raise E.backend_timeout()
             await asyncio.sleep(pause)  # the engines are behind or recovering: back off
@@ -199,6 +228,8 @@ class RingGateway(Gateway):
 
     def _close_rings(self) -> None:
         self.cmd.close(unlink=False)
+        if self.admin_cmd is not None:
+            self.admin_cmd.close(unlink=False)
         for ring in self.all_reports:
             ring.close(unlink=False)
 
@@ -208,11 +239,12 @@ class DriverGateway(Gateway):
     answer is awaited, so each call returns with the state up to date."""
 
     def __init__(self, state: EdgeState, driver, clock_ns: Callable[[], int], source: int = 1):
-        super().__init__(state, source, int(driver.order.edge_last_seq[source]) + 1, clock_ns)
+        super().__init__(state, source, int(driver.order.edge_last_seq[source]) + 1, clock_ns,
+                         admin_next_seq=int(driver.order.edge_last_seq[R.SOURCE_ADMIN]) + 1)
         self.driver = driver
         self.journal: list[np.ndarray] = []
 
-    async def _send(self, raw: np.ndarray, fut) -> list:
+    async def _send(self, raw: np.ndarray, fut, admin: bool = False) -> list:
         journal, edge = self.driver.run(raw)
         self.journal.append(journal)
         self.state.apply(edge)

@@ -54,11 +54,11 @@ def listen_key_of(key: ApiKey) -> str:
 
 
 def account_listen_keys(keys: KeyStore) -> dict[int, str]:
-    """account -> its listen key, from the secret of its first API key by api_key (the same in
-    every process that has the same keys)."""
+    """account -> its listen key, from the secret of its first API key by (key_id, api_key): the
+    same in every process that has the same keys, and unchanged by a newer key (a rotation)."""
     first: dict[int, ApiKey] = {}
     for k in keys:
-        if k.account_id not in first or k.api_key < first[k.account_id].api_key:
+        if k.account_id not in first or (k.key_id, k.api_key) < (first[k.account_id].key_id, first[k.account_id].api_key):
             first[k.account_id] = k
     return {account: listen_key_of(k) for account, k in first.items()}
 
@@ -73,7 +73,7 @@ class ListenKeys:
         self.valid_until_ms = app[LISTEN_EXPIRY_MS]
         self.hub = app[STREAMS_KEY]
         self.users = app[USER_STREAMS]
-        self._keys_seen: KeyStore | None = None
+        self._keys_seen: tuple | None = None  # (the key set, its version) the maps were made from
         self._by_account: dict[int, str] = {}
         self._by_listen_key: dict[str, int] = {}
         self._listening: dict[str, tuple[int, object]] = {}  # listen key -> (account, its UserStreams sink)
@@ -83,14 +83,15 @@ class ListenKeys:
         return self.app[CLOCK_MS]()
 
     def _maps(self) -> tuple[dict[int, str], dict[str, int]]:
-        # A function of the KeyStore (read-only; new keys come as a new KeyStore): recomputed
-        # when the app's store is another one, so a listen key made from a revoked API key's
-        # secret stops resolving.
+        # A function of the key set: recomputed when it changes (keys.KeyRing's version moves
+        # with every grant, revocation and suspension), so a listen key made from a revoked API
+        # key's secret stops resolving.
         keys = self.app[KEYS]
-        if keys is not self._keys_seen:
+        seen = (keys, keys.version)
+        if self._keys_seen is None or seen[0] is not self._keys_seen[0] or seen[1] != self._keys_seen[1]:
             self._by_account = account_listen_keys(keys)
             self._by_listen_key = {lk: account for account, lk in self._by_account.items()}
-            self._keys_seen = keys
+            self._keys_seen = seen
         return self._by_account, self._by_listen_key
 
     def _alive(self, account: int, now_ms: int) -> bool:

@@ -24,11 +24,12 @@ import numpy as np
 
 from ganntec.config import Config
 from ganntec.edge.app import make_app
-from ganntec.edge.auth import KeyStore
 from ganntec.edge.gateway import RingGateway
+from ganntec.edge.keys import KeyRing, listen_secret
 from ganntec.edge.shared import EdgeShared
 from ganntec.edge.state import EdgeState
 from ganntec.edge.tls import server_context
+from ganntec.edge.vault import Vault
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
 from ganntec.logline import say
@@ -83,8 +84,11 @@ def last_queued_source_seq(instance: str, source: int) -> int:
         ring.close(unlink=False)
 
 
-async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wake_fd: int,
-                port: int, log=print) -> None:
+ADMIN_EDGE = 1  # the edge process that serves the admin port (and alone writes cmd.0)
+
+
+async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_key: bytes, source: int, wake_fd: int,
+                port: int, log=print, admin_port: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,11 +97,17 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
     state = EdgeState(len(cfg.symbols))
     replayed = bootstrap(state, make_replayer, journal_dir, int(engines.order.seq))
     settle_garbage_collector()
-    next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(cfg.instance.name, source)) + 1
-    shared = EdgeShared.attach(cfg.instance.name)
+    instance = cfg.instance.name
+    next_seq = max(int(engines.order.edge_last_seq[source]), last_queued_source_seq(instance, source)) + 1
+    admin = source == ADMIN_EDGE
+    admin_seq = (max(int(engines.order.edge_last_seq[R.SOURCE_ADMIN]), last_queued_source_seq(instance, R.SOURCE_ADMIN))
+                 + 1) if admin else 0
+    vault = Vault(cfg.instance.data_dir, master_key)
+    keys = KeyRing(state.directory, vault, listen_secret(master_key), log=log)
+    shared = EdgeShared.attach(instance)
     try:
-        gateway = RingGateway(state, cfg.instance.name, source, next_seq, wake_fd, loop, edges=cfg.edge.processes,
-                              on_fatal=lambda exc: stop.set())
+        gateway = RingGateway(state, instance, source, next_seq, wake_fd, loop, edges=cfg.edge.processes,
+                              on_fatal=lambda exc: stop.set(), admin_next_seq=admin_seq)
     except BaseException:
         shared.close(unlink=False)
         raise
@@ -105,17 +115,27 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
                    listen_expiry_ms=shared.listen_expiry_ms)
     from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    runners = [web.AppRunner(app, access_log=None, handle_signals=False)]
+    if admin:
+        runners.append(web.AppRunner(admin_app(cfg, state, gateway, vault, keys, master_key, log), access_log=None,
+                                     handle_signals=False))
     try:
         tls = server_context(cfg.edge.tls_cert, cfg.edge.tls_key) if cfg.edge.tls_cert else None
-        site = web.TCPSite(runner, cfg.edge.host, port, reuse_port=True, ssl_context=tls)
+        for runner in runners:
+            await runner.setup()
+        site = web.TCPSite(runners[0], cfg.edge.host, port, reuse_port=True, ssl_context=tls)
         await site.start()
-        host, bound = runner.addresses[0][:2]
+        host, bound = runners[0].addresses[0][:2]
         http, ws = ("https", "wss") if tls else ("http", "ws")
+        admin_text = ""
+        if admin:
+            await web.TCPSite(runners[1], cfg.edge.admin_host, cfg.edge.admin_port if admin_port is None else admin_port,
+                              reuse_port=True, ssl_context=tls).start()
+            admin_host, admin_bound = runners[1].addresses[0][:2]
+            admin_text = f"; admin API {http}://{admin_host}:{admin_bound}/admin/v1"
         log(f"edge {source} (pid {os.getpid()}) listening on {http}://{host}:{bound} "
             f"(REST /api/v3, streams {ws}://{host}:{bound}/ws and /stream, WebSocket API {ws}://{host}:{bound}/ws-api/v3"
-            f"{', TLS 1.3' if tls else ''}; "
+            f"{', TLS 1.3' if tls else ''}{admin_text}; "
             f"state at sequence {state.seq} from {replayed} journal records replayed, "
             f"{len(state.orders)} orders, {time.monotonic() - t0:.2f} s)")
         while not stop.is_set():
@@ -124,22 +144,33 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, keys: Key
             except asyncio.TimeoutError:
                 gc.freeze()  # what survived so far is not scanned again by full collections
     finally:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
         gateway.close()
         shared.close(unlink=False)
     if gateway.failed is not None:
         raise gateway.failed
 
 
-def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, keys: KeyStore, source: int, wake_fd: int,
-              port: int) -> int:
+def admin_app(cfg: Config, state, gateway, vault, keys, master_key: bytes, log):
+    from ganntec.admin.api import make_admin_app
+    from ganntec.admin.auth import AdminUsers, TokenIssuer, derive_signing_key
+    from ganntec.edge.app import wall_clock_ms
+
+    users_path = cfg.security.users_path(cfg.instance.data_dir)
+    return make_admin_app(cfg, state, gateway, vault, keys, TokenIssuer(derive_signing_key(master_key)),
+                          lambda: AdminUsers.load(users_path), wall_clock_ms, log)
+
+
+def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, master_key: bytes, source: int, wake_fd: int,
+              port: int, admin_port: int | None = None) -> int:
     """Body of the forked edge process. `wake_fd`: the eventfd its reports ring's producer
     writes (the supervisor made it before the fork)."""
     import uvloop
 
     try:
-        uvloop.run(serve(cfg, engines, make_replayer, journal_dir, keys, source, wake_fd, port,
-                         log=say))
+        uvloop.run(serve(cfg, engines, make_replayer, journal_dir, master_key, source, wake_fd, port,
+                         log=say, admin_port=admin_port))
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
         print(f"ganntec edge {source}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ganntec.edge.accounts import ADMIN_TYPES, Directory
 from ganntec.edge.stats import SymbolStats
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderStatus, RecordType, Side
@@ -226,6 +227,9 @@ class EdgeState:
         # answer, one client). Results another edge process caused answer none of ours.
         self.own_source: int | None = None
         self._foreign = False  # the record being applied is a result of another edge's command
+        self.directory = Directory()  # accounts, key grants, halted symbols, audit (admin records)
+        # An admin command's waiter after its echo, until its BALANCE (a credit or debit applied)
+        self._admin_open: dict[int, Waiter] = {}
         self.listeners: list[Callable] = []  # called with each decoded record after it is applied
         self.batch_listeners: list[Callable] = []  # called after each applied batch (events go out)
 
@@ -248,6 +252,11 @@ class EdgeState:
     def expect_refusal(self, waiter: Waiter) -> None:
         """Only a refusal before matching, found by the command's edge sequence (the parts of a
         cancel-replace are expected under their own keys)."""
+        self.by_source_seq[(waiter.source, waiter.source_seq)] = waiter
+
+    def expect_admin(self, waiter: Waiter) -> None:
+        """An admin command (source 0 on cmd.0): answered by its own echo, found exactly by its
+        admin sequence; an applied CREDIT/DEBIT also by the BALANCE that follows it."""
         self.by_source_seq[(waiter.source, waiter.source_seq)] = waiter
 
     def forget(self, waiter: Waiter) -> None:
@@ -517,6 +526,25 @@ class EdgeState:
     def _on_balance(self, r) -> None:
         self.balances[(r.account_id, r.asset_id)] = (r.free_minor, r.locked_minor)
         self.balance_update_ns[r.account_id] = r.ts_ns
+        if self._admin_open and r.source == R.SOURCE_ADMIN:
+            w = self._admin_open.pop(r.source_seq, None)
+            if w is not None:
+                w.records.append(r)
+                w.done(w.records)
+
+    def _on_admin(self, r) -> None:
+        self.directory.apply(r)
+        if r.source >= R.SOURCE_MATCHING:
+            return
+        w = self.by_source_seq.pop((r.source, r.source_seq), None)
+        if w is None:
+            return
+        w.taken = True
+        w.records.append(r)
+        if r.reason == 0 and r.type in (T.CREDIT, T.DEBIT):
+            self._admin_open[r.source_seq] = w  # its BALANCE comes next (same header)
+        else:
+            w.done(w.records)
 
 
 # commission_asset_id -1 / -2: the symbol's base / quote (resolved by whoever formats it)
@@ -535,4 +563,5 @@ _HANDLERS = {
     int(T.TRADE_PREVENTED): EdgeState._on_prevented,
     int(T.BOOK_UPDATE): EdgeState._on_book,
     int(T.BALANCE): EdgeState._on_balance,
+    **{t: EdgeState._on_admin for t in ADMIN_TYPES},
 }

@@ -263,7 +263,7 @@ async def _auth(request: web.Request, need: str) -> tuple[A.ApiKey, dict]:
 
     body = await request.text() if request.can_read_body else ""
     return A.authenticate(request.method, request.rel_url.raw_query_string, body, request.headers,
-                          request.app[KEYS], request.app[CLOCK_MS](), need)
+                          request.app[KEYS], request.app[CLOCK_MS](), need, request.remote)
 
 
 def _state(app: web.Application) -> EdgeState:
@@ -721,12 +721,18 @@ REST_ROUTES = (
 )
 
 
-async def caught_up(app: web.Application) -> None:
+async def caught_up(app: web.Application, key: A.ApiKey | None = None, need: str = "") -> None:
     """Before an account's operation: the state has every report published so far (an order
-    placed through another edge process is known here)."""
+    placed through another edge process is known here), and the request's key is still good
+    by it: a key revoked (or an account suspended) through another edge process is refused
+    here as soon as the admin API has answered the revocation."""
     gateway = app[GATEWAY]
     if gateway is not None:
         await gateway.caught_up()
+    if key is not None:
+        current = app[KEYS].get(key.api_key)
+        if current is None or need not in current.permissions:
+            raise E.rejected_api_key()
 
 
 def _rest(operation: str):
@@ -734,7 +740,7 @@ def _rest(operation: str):
 
     async def handler(request: web.Request) -> web.Response:
         key, params = await _auth(request, need)
-        await caught_up(request.app)
+        await caught_up(request.app, key, need)
         return E.json_response(await fn(request.app, key, params))
     handler.__name__ = operation
     return handler

@@ -52,8 +52,8 @@ MAX_SUBSCRIPTIONS = 1000
 class Session:
     """One WebSocket API connection: its send queue and its user data subscriptions."""
 
-    def __init__(self, app: web.Application, conn: Connection):
-        self.app, self.conn = app, conn
+    def __init__(self, app: web.Application, conn: Connection, ip: str | None = None):
+        self.app, self.conn, self.ip = app, conn, ip  # ip: the client's, for keys restricted to networks
         self.subscriptions: dict[int, tuple[int, object]] = {}  # id -> (account, sink)
         self.next_subscription = 0
 
@@ -94,17 +94,17 @@ class Session:
             return market.QUERIES[MARKET[method]](app, text)
         if method in TRADING:
             need, fn = trading.OPERATIONS[TRADING[method]]
-            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need)
+            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need, ip=self.ip)
             for name in ("timestamp", "recvWindow"):
                 text.pop(name, None)
-            await trading.caught_up(app)
+            await trading.caught_up(app, key, need)
             return await fn(app, key, text)
         if method in LISTEN_KEY:
             need, fn = trading.OPERATIONS[LISTEN_KEY[method]]
-            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need, signed=False)
+            key, text = A.authenticate_ws(params, app[KEYS], now_ms, need, signed=False, ip=self.ip)
             return await fn(app, key, text)
         if method == "userDataStream.subscribe.signature":
-            key, _ = A.authenticate_ws(params, app[KEYS], now_ms, "USER_STREAM")
+            key, _ = A.authenticate_ws(params, app[KEYS], now_ms, "USER_STREAM", ip=self.ip)
             if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
                 raise E.BinanceError(400, -2042, "Maximum subscription ID reached for this connection.")
             sid = self.next_subscription
@@ -162,7 +162,7 @@ async def ws_api(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     conn = Connection(ws, combined=False, transport=request.transport)
     conn.open()
-    session = Session(request.app, conn)
+    session = Session(request.app, conn, request.remote)
     tasks: set[asyncio.Task] = set()
     try:
         async for msg in ws:

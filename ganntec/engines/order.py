@@ -15,7 +15,9 @@ Per record:
 Client commands (header `source` = edge id >= 1) carry the edge's own sequence in source_seq:
 one at or below the last journaled for that edge is a duplicate (a retry after a restart) and
 is dropped, never applied twice. A source above max_edges has no dedup slot, so its commands
-are refused (UNSUPPORTED_COMBINATION). Admin commands (source 0) are not deduplicated here.
+are refused (UNSUPPORTED_COMBINATION). Admin commands (source 0) are deduplicated the same way
+when they are numbered (the admin plane's, on cmd.0); unnumbered ones (source_seq 0: a first
+start's funding) are not.
 A multi-record command is checked by its first record's source_seq and remembered by the
 highest of its records' (the edge gives every record of a command the same one).
 
@@ -655,7 +657,7 @@ def _command(C, c, n):
             _stamp(C, c + j * RB)
         _refuse_command(C, a, n, RS_COMBO)
         return
-    if source > 0:
+    if source > 0 or ld_i64(c + H_SRCSEQ) > 0:  # (admin: the admin plane's numbered commands)
         last = _g(C, C_EDGE) + 8 * source
         sseq = ld_i64(c + H_SRCSEQ)
         if sseq <= ld_i64(last):

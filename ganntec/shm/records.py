@@ -140,7 +140,8 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         48     4  u4    asset_id                 asset
         52     4  -     (reserved)               zero
         56    36  S36   reference                operator's transfer reference
-        92    36  -     (reserved)               zero
+        92     4  -     (reserved)               zero
+        96    32  S32   actor                    who ordered it (admin user; empty: the config)
 
 [ACCOUNT] payload, bytes 40-127
         40     4  u4    permissions              Permission bits
@@ -149,15 +150,23 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         52     4  i4    taker_fee_e8             rate x 1e8; -1 = symbol default
         56     8  i8    max_order_notional_minor 0 = no cap (quote minor units)
         64     8  i8    daily_loss_limit_minor   0 = none; tripping it kills the account
-        72    56  -     (reserved)               zero
+        72     4  u4    orders_per_10s           order rate limit (edge); 0 = the instance's
+        76     4  u4    orders_per_day           order rate limit (edge); 0 = the instance's
+        80    16  -     (reserved)               zero
+        96    32  S32   actor                    who ordered it
 
 [KEY] payload, bytes 40-127
-        40     8  i8    key_id                   API key id
+        40     8  i8    key_id                   API key id (its vault entry: edge/vault.py)
         48     4  u4    permissions              Permission bits
         52     4  -     (reserved)               zero
         56     8  i8    expires_ns               0 = never
         64    32  u1x32 key_sha256               SHA-256 of the API key string
-        96    32  -     (reserved)               zero
+        96    32  S32   actor                    who ordered it
+
+[ADMIN] payload, bytes 40-127 (admin commands with no other payload)
+        40     1  u1    admin_flags              ADMIN_SUSPEND: KILL/UNKILL_ACCOUNT also (un)suspend
+        41    55  -     (reserved)               zero
+        96    32  S32   actor                    who ordered it
 
 Record types by payload:
   NEW_ORDER    NEW_ORDER (also the new leg of CANCEL_REPLACE and each leg of ORDER_LIST)
@@ -174,7 +183,9 @@ Record types by payload:
   TRANSFER     CREDIT, DEBIT
   ACCOUNT      ACCOUNT_OPEN, ACCOUNT_LIMITS
   KEY          KEY_ADD, KEY_REVOKE
-  (header)     CANCEL_ALL, HALT_SYMBOL, RESUME_SYMBOL, KILL_ACCOUNT, UNKILL_ACCOUNT
+  ADMIN        HALT_SYMBOL, RESUME_SYMBOL, KILL_ACCOUNT, UNKILL_ACCOUNT
+  (header)     CANCEL_ALL
+Every admin record names its actor at bytes 96-127: the journal is the audit trail.
 """
 
 from __future__ import annotations
@@ -242,15 +253,18 @@ PAYLOAD_FIELDS = {
         ("asset_id", "<u4"), (None, 4), ("free_minor", "<i8"), ("locked_minor", "<i8"), ("delta_minor", "<i8"),
         (None, 56),
     ],
-    "TRANSFER": [("amount_minor", "<i8"), ("asset_id", "<u4"), (None, 4), ("reference", "S36"), (None, 36)],
+    "TRANSFER": [("amount_minor", "<i8"), ("asset_id", "<u4"), (None, 4), ("reference", "S36"), (None, 4),
+                 ("actor", "S32")],
     "ACCOUNT": [
         ("permissions", "<u4"), ("max_open_orders", "<u4"), ("maker_fee_e8", "<i4"), ("taker_fee_e8", "<i4"),
-        ("max_order_notional_minor", "<i8"), ("daily_loss_limit_minor", "<i8"), (None, 56),
+        ("max_order_notional_minor", "<i8"), ("daily_loss_limit_minor", "<i8"),
+        ("orders_per_10s", "<u4"), ("orders_per_day", "<u4"), (None, 16), ("actor", "S32"),
     ],
     "KEY": [
         ("key_id", "<i8"), ("permissions", "<u4"), (None, 4), ("expires_ns", "<i8"),
-        ("key_sha256", ("u1", (32,))), (None, 32),
+        ("key_sha256", ("u1", (32,))), ("actor", "S32"),
     ],
+    "ADMIN": [("admin_flags", "u1"), (None, 55), ("actor", "S32")],
 }
 
 
@@ -285,6 +299,7 @@ PREVENTED_DTYPE = DTYPES["PREVENTED"]
 TRANSFER_DTYPE = DTYPES["TRANSFER"]
 ACCOUNT_DTYPE = DTYPES["ACCOUNT"]
 KEY_DTYPE = DTYPES["KEY"]
+ADMIN_DTYPE = DTYPES["ADMIN"]
 
 
 # --- header values -------------------------------------------------------------------------
@@ -301,6 +316,8 @@ FLAG_RESULT = 0x0100      # sequenced from matching's results (an echo or a retu
                           # producer's source): the journal tells results from commands by it
 
 SOURCE_ADMIN = 0
+ADMIN_SUSPEND = 0x01  # ADMIN payload's admin_flags: the kill (unkill) also (un)suspends the account
+ACTOR_BYTES = 32
 SOURCE_MATCHING = 0x8000  # | shard index
 # A matching result's source_seq names the command that caused it: (its source << 48) | its
 # source_seq, so each edge process knows its own commands' results among everyone's reports.
@@ -363,10 +380,10 @@ PAYLOAD_OF: dict[RecordType, str | None] = {
     RecordType.EXT: "EXT",
     RecordType.CREDIT: "TRANSFER",
     RecordType.DEBIT: "TRANSFER",
-    RecordType.HALT_SYMBOL: None,
-    RecordType.RESUME_SYMBOL: None,
-    RecordType.KILL_ACCOUNT: None,
-    RecordType.UNKILL_ACCOUNT: None,
+    RecordType.HALT_SYMBOL: "ADMIN",
+    RecordType.RESUME_SYMBOL: "ADMIN",
+    RecordType.KILL_ACCOUNT: "ADMIN",
+    RecordType.UNKILL_ACCOUNT: "ADMIN",
     RecordType.KEY_ADD: "KEY",
     RecordType.KEY_REVOKE: "KEY",
     RecordType.ACCOUNT_OPEN: "ACCOUNT",
@@ -619,7 +636,7 @@ def empty(record_type: int, n: int = 1) -> np.ndarray:
 
 # --- struct decoding (the edge reads records one at a time in Python: a struct unpack of the
 # header and payload costs a fraction of numpy's per-field access) ---------------------------
-_STRUCT_CODES = {"<i8": "q", "<u4": "I", "<i4": "i", "<u2": "H", "u1": "B", "S36": "36s"}
+_STRUCT_CODES = {"<i8": "q", "<u4": "I", "<i4": "i", "<u2": "H", "u1": "B", "S36": "36s", "S32": "32s"}
 
 
 def _struct_format(fields) -> tuple[str, list[str]]:

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganntec.config import Config
-from ganntec.edge.auth import KeyStore
-from ganntec.edge.keys import account_keys
+from ganntec.edge import keys as edge_keys
+from ganntec.edge.vault import MASTER_KEY_ENV, Vault, create_master_key, load_master_key
 from ganntec.edge.server import edge_main
 from ganntec.edge.shared import EdgeShared
 from ganntec.history.projector import history_main
@@ -158,11 +158,11 @@ class Supervisor:
         self.children: dict[str, int] = {}  # "edge <i>" / "history" -> pid
         self.edge_started: dict[int, float] = {}  # edge source -> monotonic start
         self.edge_quick_failures: dict[int, int] = {}
-        self.port_hold: socket.socket | None = None  # keeps a resolved port 0 ours
-        self.port = cfg.edge.port
+        self.port_holds: list[socket.socket] = []  # keep resolved ports 0 ours
+        self.port, self.admin_port = cfg.edge.port, cfg.edge.admin_port
         self.edge_shared: EdgeShared | None = None  # what every edge process sees the same
         self.report_wake_fds: list[int] = []  # per reports ring: the eventfd its edge's loop polls
-        self.keys_path, self.keys = "", []
+        self.master_key = b""  # the key vault's (security.master_key_file or GANNTEC_MASTER_KEY)
         self.snapshotter = Snapshotter(cfg, self.paths)
         self.wait_name = cfg.runtime.wait
         # Processes that want a CPU, for `auto`: the engine workers, the supervisor (snapshots), edges.
@@ -190,8 +190,9 @@ class Supervisor:
                     ring.wake_fd = fd
             os.makedirs(self.paths.journal, exist_ok=True)
             if self.cfg.edge.enabled:
-                self.keys_path, self.keys = account_keys(self.cfg.instance.data_dir, [a.id for a in self.cfg.accounts])
-                self._hold_port()
+                self.master_key = self._master_key()
+                self._first_admin()
+                self._hold_ports()
                 self.edge_shared = EdgeShared.create(self.instance, self.cfg.engine.max_accounts)
             self.log("loading the compiled engines (the first start after an install compiles them: a minute or "
                      "two; numba caches them for later starts)")
@@ -224,7 +225,13 @@ class Supervisor:
             wait = W.make(self.wait_name, processes=self.waiters)
             if first:
                 if rp.order.seq == 0 and len(cfg.accounts):
-                    journal, fund_edge = rp.run(funding_records(cfg))
+                    funding = funding_records(cfg)
+                    if cfg.edge.enabled:  # an API key per configured account, journaled with its funding
+                        keys, handout = edge_keys.config_keys(Vault(cfg.instance.data_dir, self.master_key),
+                                                              cfg.instance.data_dir, [a.id for a in cfg.accounts],
+                                                              cfg.security.demo_keys, time.time_ns() // 1_000_000)
+                        funding = R.concat([funding, *keys])
+                    journal, fund_edge = rp.run(funding)
                     refused = journal[journal["reason"] != 0]
                     if len(refused):  # the config is checked against this; a refusal is a bug
                         r = R.view(refused[0])
@@ -288,8 +295,8 @@ class Supervisor:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             if os.getppid() == 1:
                 os._exit(1)
-            if self.port_hold is not None:
-                self.port_hold.close()
+            for hold in self.port_holds:
+                hold.close()
             if self.edge_shared is not None:
                 self.edge_shared.close(unlink=False)
             for r in self.rings + self.reports + list(self.internal.values()):
@@ -311,15 +318,42 @@ class Supervisor:
         return self._fork(f"{engine} worker", body)
 
     # --- the edges --------------------------------------------------------------------------
-    def _hold_port(self) -> None:
-        """Every edge binds the same port: port 0 becomes a free port here, held by a bound
-        (never listening, so never handed connections) SO_REUSEPORT socket until the stop."""
-        if self.port:
-            return
-        hold = socket.socket(socket.AF_INET6 if ":" in self.cfg.edge.host else socket.AF_INET)
+    def _hold_ports(self) -> None:
+        """Every edge binds the same port, and a restarted edge 1 the same admin port: port 0
+        becomes a free port here, held by a bound (never listening, so never handed
+        connections) SO_REUSEPORT socket until the stop."""
+        if not self.port:
+            self.port = self._hold(self.cfg.edge.host)
+        if not self.admin_port:
+            self.admin_port = self._hold(self.cfg.edge.admin_host)
+
+    def _hold(self, host: str) -> int:
+        hold = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        hold.bind((self.cfg.edge.host, 0))
-        self.port_hold, self.port = hold, hold.getsockname()[1]
+        hold.bind((host, 0))
+        self.port_holds.append(hold)
+        return hold.getsockname()[1]
+
+    def _master_key(self) -> bytes:
+        """The vault's master key: GANNTEC_MASTER_KEY, else the configured file; the default
+        file (<data_dir>/master.key) is made on the first start, a configured one never is."""
+        sec, data = self.cfg.security, self.cfg.instance.data_dir
+        path = sec.master_key_path(data)
+        if MASTER_KEY_ENV not in os.environ and not sec.master_key_file and not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            create_master_key(path)
+            self.log(f"made the key vault's master key {path} (mode 0600; keep it apart from backups of the data "
+                     f"directory, or set {MASTER_KEY_ENV})")
+        return load_master_key(path, os.environ)  # a VaultError names the field: `ganntec run` prints it
+
+    def _first_admin(self) -> None:
+        from ganntec.admin.auth import initial_admin
+
+        users = self.cfg.security.users_path(self.cfg.instance.data_dir)
+        made = initial_admin(users)
+        if made:
+            self.log(f"admin user 'admin' created in {users}; its password is in {made} (mode 0600): log in with "
+                     f"`ganntec admin login --user admin`, then change it or delete that file")
 
     def _start_edge(self, rp: Replayer, source: int) -> None:
         """Fork edge `source` (it stays up while the engines restart)."""
@@ -327,8 +361,8 @@ class Supervisor:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # until the edge's event loop handles them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, KeyStore(self.keys),
-                             source, self.report_wake_fds[source - 1], self.port)
+            return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, self.master_key,
+                             source, self.report_wake_fds[source - 1], self.port, self.admin_port)
         self.children[f"edge {source}"] = self._fork(f"edge {source}", body)
         self.edge_started[source] = time.monotonic()
 
@@ -437,9 +471,11 @@ class Supervisor:
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
                  f"{', '.join(r.name for r in rings)}")
         if self.cfg.edge.enabled:
-            self.log(f"demo accounts and their API keys (also in {self.keys_path}, mode 0600):")
-            for k in self.keys:
-                self.log(f"  account {k.account_id}: api_key {k.api_key} api_secret {k.secret}")
+            path, rows = edge_keys.handout(self.cfg.instance.data_dir)
+            if self.cfg.security.demo_keys and rows:
+                self.log(f"demo accounts and their API keys (security.demo_keys; also in {path}, mode 0600):")
+                for k in rows:
+                    self.log(f"  account {k['account']}: api_key {k['api_key']} api_secret {k['api_secret']}")
         else:
             self.log("edge disabled (edge.enabled = false): clients use the command rings cmd.<i> and reports.<i>")
         tick = self.cfg.runtime.heartbeat_ms / 4000
@@ -512,9 +548,9 @@ class Supervisor:
         for r in self.rings + self.reports + list(self.internal.values()):
             r.close(unlink=True)
         self.rings, self.reports, self.internal = [], [], {}
-        if self.port_hold is not None:
-            self.port_hold.close()
-            self.port_hold = None
+        for hold in self.port_holds:
+            hold.close()
+        self.port_holds = []
         if self.edge_shared is not None:
             self.edge_shared.close(unlink=True)
             self.edge_shared = None

@@ -372,7 +372,8 @@ class _Sequencer:
         if source > self.max_edges:  # no dedup slot: a retry could apply twice
             return self._refuse_all([self._stamp(recs[j : j + 1]) for j in range(len(recs))],
                                     Reason.UNSUPPORTED_COMBINATION)
-        if source > 0:  # the edge sequence of a command's first record deduplicates it
+        if source > 0 or int(h["source_seq"]) > 0:  # the edge sequence of a command's first record
+            # deduplicates it (admin commands only when numbered)
             if int(h["source_seq"]) <= self.edge_seq[source]:
                 return None
             self.edge_seq[source] = int(h["source_seq"])

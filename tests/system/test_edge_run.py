@@ -32,6 +32,9 @@ ring_capacity = 4096
 max_in_flight = 1024
 [edge]
 port = 0
+admin_port = 0
+[security]
+demo_keys = true
 [[assets]]
 name = "BTC"
 precision = 8
