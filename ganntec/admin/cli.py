@@ -280,7 +280,8 @@ def _cmd_accounts_show(args: argparse.Namespace) -> int:
 
 def _cmd_accounts_create(args: argparse.Namespace) -> int:
     perms = _permissions(args.perm)
-    return _show(args, _client(args).create_account(args.account, perms), _account_text)
+    account = _int("account", args.account)  # the API takes the id as a JSON integer
+    return _show(args, _client(args).create_account(account, perms), _account_text)
 
 
 def _cmd_accounts_action(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ class FakeAdmin:
         self.refreshes = 0
         self.always_expired = False
         self.requests: list[tuple[str, str, object]] = []
-        self.accounts = {"A1": {"account_id": "A1", "status": "ACTIVE", "permissions": ["TRADE", "READ"],
+        self.accounts = {"1": {"account_id": "1", "status": "ACTIVE", "permissions": ["TRADE", "READ"],
                                 "limits": {"max_open_orders": 200}, "keys": 1}}
 
     def app(self) -> web.Application:
@@ -97,11 +97,12 @@ class FakeAdmin:
         if denied := self._auth(request):
             return denied
         body = await request.json()
-        if body["account_id"] in self.accounts:
-            return self._error(409, "account_exists", f"account {body['account_id']} exists")
-        self.accounts[body["account_id"]] = {"account_id": body["account_id"], "status": "ACTIVE",
-                                             "permissions": body["permissions"], "limits": {}, "keys": 0}
-        return web.json_response(self.accounts[body["account_id"]])
+        account = str(body["account_id"])
+        if account in self.accounts:
+            return self._error(409, "account_exists", f"account {account} exists")
+        self.accounts[account] = {"account_id": body["account_id"], "status": "ACTIVE",
+                                  "permissions": body["permissions"], "limits": {}, "keys": 0}
+        return web.json_response(self.accounts[account])
 
     def _account(self, request) -> dict | web.Response:
         account = self.accounts.get(request.match_info["id"])
@@ -234,7 +235,7 @@ def test_login_writes_a_private_token_file_keyed_by_url(fake, tmp_path, monkeypa
 
     assert main(["accounts", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ACCOUNT", "STATUS", "PERMISSIONS", "KEYS"] and out[1].split() == ["A1", "ACTIVE", "TRADE,READ", "1"]
+    assert out[0].split() == ["ACCOUNT", "STATUS", "PERMISSIONS", "KEYS"] and out[1].split() == ["1", "ACTIVE", "TRADE,READ", "1"]
 
     assert main(["logout"]) == 0
     assert fake.url not in _tokens(tmp_path)
@@ -246,12 +247,12 @@ def test_an_expired_access_token_is_refreshed_once(fake, tmp_path, monkeypatch, 
     _login(fake, monkeypatch, capsys)
     before = _tokens(tmp_path)[fake.url]
     fake.now += A.ACCESS_TTL_S  # the access token expires exactly now
-    assert main(["--url", fake.url, "accounts", "show", "A1", "--json"]) == 0
+    assert main(["--url", fake.url, "accounts", "show", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["balances"] == [{"asset": "USDT", "free": "100.5", "locked": "0"}]
     assert fake.refreshes == 1
     after = _tokens(tmp_path)[fake.url]
     assert after["refresh_token"] != before["refresh_token"] and after["user"] == "admin"
-    assert [r[1] for r in fake.requests[-3:]] == ["/admin/v1/accounts/A1", "/admin/v1/refresh", "/admin/v1/accounts/A1"]
+    assert [r[1] for r in fake.requests[-3:]] == ["/admin/v1/accounts/1", "/admin/v1/refresh", "/admin/v1/accounts/1"]
 
     assert main(["--url", fake.url, "accounts", "list", "--json"]) == 0  # the new token serves on
     assert fake.refreshes == 1
@@ -280,7 +281,7 @@ def test_a_refresh_done_by_another_invocation_is_picked_up(fake, tmp_path, monke
     assert main(["--url", fake.url, "accounts", "list"]) == 0  # refreshes, spending stale's refresh token
     assert fake.refreshes == 1
     # this client still holds the stale pair: it takes the new one from the file, no second refresh
-    assert client.call("GET", "/accounts")["accounts"][0]["account_id"] == "A1"
+    assert client.call("GET", "/accounts")["accounts"][0]["account_id"] == "1"
     assert client._refreshed(stale) == client.store.get(client.url)
     assert fake.refreshes == 1
 
@@ -295,20 +296,20 @@ def test_json_output_is_the_servers_document(fake, monkeypatch, capsys, tmp_path
     pem.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     cases = [
-        (["accounts", "create", "B2", "--perm", "Trade,read"], ("POST", "/admin/v1/accounts",
-                                                                {"account_id": "B2", "permissions": ["TRADE", "READ"]})),
-        (["accounts", "create", "B3"], ("POST", "/admin/v1/accounts",
-                                        {"account_id": "B3", "permissions": ["TRADE", "READ", "USER_STREAM"]})),
-        (["accounts", "suspend", "A1"], ("POST", "/admin/v1/accounts/A1/suspend", None)),
-        (["accounts", "credit", "A1", "--asset", "USDT", "--amount", "1e3", "--reference", "wire 7"],
-         ("POST", "/admin/v1/accounts/A1/credit", {"asset": "USDT", "amount": "1000", "reference": "wire 7"})),
-        (["accounts", "limits", "A1", "--max-open-orders", "50", "--maker-fee", "-0.0001", "--orders-per-day", "9"],
-         ("PUT", "/admin/v1/accounts/A1/limits", {"max_open_orders": 50, "maker_fee": "-0.0001", "orders_per_day": 9})),
-        (["keys", "create", "A1", "--perm", "read", "--ip", "10.0.0.0/8", "--ip", "127.0.0.1", "--label", "bot"],
-         ("POST", "/admin/v1/accounts/A1/keys", {"kind": "HMAC_SHA256", "permissions": ["READ"],
+        (["accounts", "create", "12", "--perm", "Trade,read"], ("POST", "/admin/v1/accounts",
+                                                                {"account_id": 12, "permissions": ["TRADE", "READ"]})),
+        (["accounts", "create", "13"], ("POST", "/admin/v1/accounts",
+                                        {"account_id": 13, "permissions": ["TRADE", "READ", "USER_STREAM"]})),
+        (["accounts", "suspend", "1"], ("POST", "/admin/v1/accounts/1/suspend", None)),
+        (["accounts", "credit", "1", "--asset", "USDT", "--amount", "1e3", "--reference", "wire 7"],
+         ("POST", "/admin/v1/accounts/1/credit", {"asset": "USDT", "amount": "1000", "reference": "wire 7"})),
+        (["accounts", "limits", "1", "--max-open-orders", "50", "--maker-fee", "-0.0001", "--orders-per-day", "9"],
+         ("PUT", "/admin/v1/accounts/1/limits", {"max_open_orders": 50, "maker_fee": "-0.0001", "orders_per_day": 9})),
+        (["keys", "create", "1", "--perm", "read", "--ip", "10.0.0.0/8", "--ip", "127.0.0.1", "--label", "bot"],
+         ("POST", "/admin/v1/accounts/1/keys", {"kind": "HMAC_SHA256", "permissions": ["READ"],
                                                  "ips": ["10.0.0.0/8", "127.0.0.1"], "label": "bot"})),
-        (["keys", "create", "A1", "--kind", "ed25519", "--public-key-file", str(pem)],
-         ("POST", "/admin/v1/accounts/A1/keys", {"kind": "ED25519", "permissions": ["TRADE", "READ", "USER_STREAM"],
+        (["keys", "create", "1", "--kind", "ed25519", "--public-key-file", str(pem)],
+         ("POST", "/admin/v1/accounts/1/keys", {"kind": "ED25519", "permissions": ["TRADE", "READ", "USER_STREAM"],
                                                  "ips": [], "public_key": pem.read_text()})),
         (["keys", "revoke", "k7"], ("DELETE", "/admin/v1/keys/k7", None)),
         (["symbols", "halt", "btcusdt"], ("POST", "/admin/v1/symbols/BTCUSDT/halt", None)),
@@ -321,12 +322,12 @@ def test_json_output_is_the_servers_document(fake, monkeypatch, capsys, tmp_path
     assert json.loads(out) == {"symbol": "BTCUSDT", "status": "HALTED"}
 
     # the readable forms
-    assert main([*url, "accounts", "kill", "A1"]) == 0
-    assert capsys.readouterr().out == "A1 KILLED\n"
-    assert main([*url, "keys", "create", "A1"]) == 0
+    assert main([*url, "accounts", "kill", "1"]) == 0
+    assert capsys.readouterr().out == "1 KILLED\n"
+    assert main([*url, "keys", "create", "1"]) == 0
     captured = capsys.readouterr()
     assert "secret       " + "S" * 40 in captured.out and "shown once" in captured.err
-    assert main([*url, "accounts", "show", "A1"]) == 0
+    assert main([*url, "accounts", "show", "1"]) == 0
     out = capsys.readouterr().out
     assert "status       KILLED" in out and "USDT   100.5  0" in out
 
@@ -340,20 +341,22 @@ def test_exit_codes(fake, tmp_path, monkeypatch, capsys):
 
     assert main([*url, "accounts", "show", "NOPE"]) == 1  # the server refused
     assert capsys.readouterr().err == "ganntec admin: unknown_account: no account NOPE\n"
-    assert main([*url, "accounts", "create", "A1"]) == 1
+    assert main([*url, "accounts", "create", "1"]) == 1
     assert "ganntec admin: account_exists:" in capsys.readouterr().err
+    assert main([*url, "accounts", "create", "A1"]) == 2  # an id is an integer: refused before sending
+    assert "account='A1' (not an integer)" in capsys.readouterr().err
 
     sent = len(fake.requests)
     for argv, err in (
-        (["accounts", "credit", "A1", "--asset", "USDT", "--amount", "1.2.3"], "--amount='1.2.3' (not a decimal)"),
-        (["accounts", "debit", "A1", "--asset", "USDT", "--amount", "0"], "--amount='0' (must be > 0)"),
-        (["accounts", "debit", "A1", "--asset", "USDT", "--amount", "NaN"], "--amount='NaN' (not a finite decimal)"),
-        (["accounts", "limits", "A1", "--orders-per-10s", "ten"], "--orders-per-10s='ten' (not an integer)"),
-        (["accounts", "limits", "A1"], "(no limit given:"),
+        (["accounts", "credit", "1", "--asset", "USDT", "--amount", "1.2.3"], "--amount='1.2.3' (not a decimal)"),
+        (["accounts", "debit", "1", "--asset", "USDT", "--amount", "0"], "--amount='0' (must be > 0)"),
+        (["accounts", "debit", "1", "--asset", "USDT", "--amount", "NaN"], "--amount='NaN' (not a finite decimal)"),
+        (["accounts", "limits", "1", "--orders-per-10s", "ten"], "--orders-per-10s='ten' (not an integer)"),
+        (["accounts", "limits", "1"], "(no limit given:"),
         (["accounts", "create", "B", "--perm", "trade,foo"], "--perm='trade,foo' (unknown permission 'foo'"),
-        (["keys", "create", "A1", "--ip", "10.0.0.300"], "--ip='10.0.0.300' (not an IP address or network)"),
-        (["keys", "create", "A1", "--kind", "ed25519"], "--kind=ed25519 (needs --public-key-file PEM)"),
-        (["keys", "create", "A1", "--kind", "ed25519", "--public-key-file", str(tmp_path / "none.pem")],
+        (["keys", "create", "1", "--ip", "10.0.0.300"], "--ip='10.0.0.300' (not an IP address or network)"),
+        (["keys", "create", "1", "--kind", "ed25519"], "--kind=ed25519 (needs --public-key-file PEM)"),
+        (["keys", "create", "1", "--kind", "ed25519", "--public-key-file", str(tmp_path / "none.pem")],
          "none.pem (cannot read:"),
         (["--url", "ftp://x", "accounts", "list"], "--url='ftp://x' (http:// or https:// and a host)"),
         (["--cacert", str(tmp_path / "ca.pem"), "accounts", "list"], "(only for https:// URLs"),
@@ -362,7 +365,7 @@ def test_exit_codes(fake, tmp_path, monkeypatch, capsys):
         got = capsys.readouterr().err
         assert got.startswith("ganntec admin: ") and err in got, (argv, got)
     assert len(fake.requests) == sent  # refused before anything was sent
-    assert main([*url, "accounts", "frobnicate", "A1"]) == 2  # argparse's own usage error
+    assert main([*url, "accounts", "frobnicate", "1"]) == 2  # argparse's own usage error
     capsys.readouterr()
 
     with socket.socket() as s:  # a port nobody listens on
@@ -393,7 +396,7 @@ def test_https_with_cacert(tmp_path, monkeypatch, capsys):
         _stdin(monkeypatch, PASSWORD + "\n")
         assert main(["--url", url, "--cacert", cert, "login", "--user", "admin", "--password-stdin"]) == 0
         assert main(["--url", url, "--cacert", cert, "accounts", "list", "--json"]) == 0
-        assert json.loads(capsys.readouterr().out.splitlines()[-1])["accounts"][0]["account_id"] == "A1"
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["accounts"][0]["account_id"] == "1"
         assert main(["--url", url, "--cacert", str(tmp_path / "missing.pem"), "accounts", "list"]) == 2
         assert "--cacert=" in capsys.readouterr().err
     finally:
