@@ -48,8 +48,8 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
   [limits]          Binance's rate limits (exchangeInfo rateLimits), held across edge processes
     request_weight_per_minute 6000     REQUEST_WEIGHT per IP per minute
     raw_requests_per_5m   61000        RAW_REQUESTS per IP per 5 minutes
-    orders_per_10s        100          ORDERS per account per 10 s (an account may have its own)
-    orders_per_day        200000       ORDERS per account per day (an account may have its own)
+    orders_per_10s        50           ORDERS per account per 10 s (an account may have its own)
+    orders_per_day        160000       ORDERS per account per day (an account may have its own)
     ws_connections_per_5m 300          WebSocket connection attempts per IP per 5 minutes
     ws_messages_per_s     5            messages a market stream client may send per second
     refusals_before_ban   10           429s an IP may ignore within a minute before a 418 ban
@@ -155,8 +155,8 @@ class SecurityConfig:
 class LimitsConfig:
     request_weight_per_minute: int = 6000
     raw_requests_per_5m: int = 61000
-    orders_per_10s: int = 100
-    orders_per_day: int = 200000
+    orders_per_10s: int = 50
+    orders_per_day: int = 160000
     ws_connections_per_5m: int = 300
     ws_messages_per_s: int = 5
     refusals_before_ban: int = 10

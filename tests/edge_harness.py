@@ -21,9 +21,18 @@ T0_MS = 1_700_000_000_000
 KEYS = {1: ("key-account-1", "secret-1"), 2: ("key-account-2", "secret-2"), 3: ("key-account-3", "secret-3")}
 
 
+def still_clock_config():
+    """The demo config for a harness whose clock stands still unless a test moves it: a stream
+    client's messages all fall in one second, so their per-second limit is lifted."""
+    import dataclasses
+
+    cfg = C.load()
+    return dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, ws_messages_per_s=1_000_000))
+
+
 class EdgeHarness:
-    def __init__(self, cfg=None):
-        self.cfg = cfg or C.load()
+    def __init__(self, cfg=None, rate_table=None):
+        self.cfg = cfg or still_clock_config()
         self.now_ms = T0_MS
         self.driver = replayer_factory(self.cfg)()
         self.driver.order.replay = False
@@ -34,7 +43,7 @@ class EdgeHarness:
         self.gateway = DriverGateway(self.state, self.driver, clock_ns=lambda: self.now_ms * 1_000_000)
         self.keys = KeyStore([ApiKey(k, s, acc) for acc, (k, s) in KEYS.items()])
         self.app = make_app(self.cfg, clock_ms=lambda: self.now_ms, keys=self.keys, state=self.state,
-                            gateway=self.gateway)
+                            gateway=self.gateway, rate_table=rate_table)
 
     def journal_records(self):
         from ganntec.shm import records as R

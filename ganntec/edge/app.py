@@ -19,6 +19,7 @@ from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, LIST
                                   SYMBOLS_BY_ID)
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
+from ganntec.edge.limits import LIMITS, EdgeLimits, rate_limits
 from ganntec.edge.state import EdgeState
 from ganntec.edge.units import SymbolUnits
 
@@ -70,17 +71,19 @@ def history_reader(path: str | None) -> Callable[[], object]:
 
 def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: KeyStore | None = None,
              state: EdgeState | None = None, gateway=None, history_path: str | None = None,
-             listen_expiry_ms: np.ndarray | None = None) -> web.Application:
+             listen_expiry_ms: np.ndarray | None = None, rate_table=None) -> web.Application:
     """The edge's app. Without a gateway the trading endpoints answer -1007 (no backend);
     without a state the market endpoints show empty books. `listen_expiry_ms`: each account's
     listen key validity (int64 ms, indexed by account id; listenkeys.py), shared by the edge
-    processes so a keepalive on one extends the streams of all; by default this app's own."""
+    processes so a keepalive on one extends the streams of all; by default this app's own.
+    `rate_table`: the rate limit counters (ratelimit.RateTable; the edge segment's, shared by
+    the edge processes); without one, no rate limit is applied (size limits still are)."""
     if listen_expiry_ms is None:
         listen_expiry_ms = np.zeros(cfg.engine.max_accounts, np.int64)
     if listen_expiry_ms.dtype != np.int64 or listen_expiry_ms.ndim != 1:
         raise ValueError(f"listen_expiry_ms must be a 1-d int64 array, not {listen_expiry_ms.dtype} "
                          f"{listen_expiry_ms.shape}")
-    app = web.Application(middlewares=[E.binance_errors])
+    app = web.Application(middlewares=[rate_limits, E.binance_errors], client_max_size=cfg.limits.max_body_bytes)
     app[CONFIG] = cfg
     app[CLOCK_MS] = clock_ms
     app[KEYS] = keys if keys is not None else KeyStore()
@@ -88,6 +91,12 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     app[GATEWAY] = gateway
     app[HISTORY] = history_reader(history_path)
     app[LISTEN_EXPIRY_MS] = listen_expiry_ms
+    directory = app[STATE].directory
+
+    def account_limits(account: int) -> tuple[int, int]:
+        acc = directory.account(account)
+        return (acc.orders_per_10s, acc.orders_per_day) if acc is not None else (0, 0)
+    app[LIMITS] = EdgeLimits(rate_table, cfg.limits, clock_ms, account_limits)
     units = [SymbolUnits(s) for s in cfg.symbols]
     app[SYMBOLS] = {u.name: u for u in units}
     app[SYMBOLS_BY_ID] = units

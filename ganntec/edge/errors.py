@@ -19,6 +19,7 @@ class BinanceError(Exception):
         self.code = code
         self.msg = msg
         self.data = data  # cancelReplace's per-part results
+        self.headers: dict[str, str] | None = None  # sent with it (a 429's Retry-After)
 
     def body(self) -> dict:
         body = {"code": self.code, "msg": self.msg}
@@ -162,8 +163,24 @@ def json_response(data, status: int = 200) -> web.Response:
 
 @web.middleware
 async def binance_errors(request: web.Request, handler):
-    """Turn a BinanceError raised by any handler into Binance's error body."""
+    """Turn a BinanceError raised by any handler into Binance's error body; a body beyond the
+    app's client_max_size into one too (aiohttp raises its own 413)."""
     try:
         return await handler(request)
     except BinanceError as exc:
-        return json_response(exc.body(), exc.http_status)
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        from ganntec.edge.appkeys import CONFIG  # (appkeys imports what imports this module)
+        return error_response(body_too_large(request.app[CONFIG].limits.max_body_bytes))
+
+
+def error_response(exc: BinanceError) -> web.Response:
+    resp = json_response(exc.body(), exc.http_status)
+    if exc.headers:
+        resp.headers.update(exc.headers)
+    return resp
+
+
+def body_too_large(limit: int) -> BinanceError:
+    # errors.md has no code for it; -1000 UNKNOWN with the limit named, and HTTP's own 413.
+    return BinanceError(413, -1000, f"Request body too large; current limit is {limit} bytes.")

@@ -13,16 +13,10 @@ import orjson
 
 from ganntec.config import Config
 from ganntec.edge import errors as E
+from ganntec.edge.limits import EdgeLimits
 from ganntec.engines.symbols import Symbol
 from ganntec.shm.records import StpMode
 
-# enums.md "Rate limiters (rateLimitType)": Binance's documented values. Advertised for clients
-# that pace themselves by them (ccxt does); this slice of the edge does not enforce them.
-RATE_LIMITS = (
-    {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
-    {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 1, "limit": 10},
-    {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
-)
 
 # The order types the order engine accepts (records.OrderType), in Binance's listing order.
 ORDER_TYPES = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
@@ -130,7 +124,7 @@ def exchange_info(cfg: Config, server_time_ms: int, symbols: list[str] | None = 
     return {
         "timezone": "UTC",
         "serverTime": server_time_ms,
-        "rateLimits": [dict(r) for r in RATE_LIMITS],
+        "rateLimits": EdgeLimits.limits_of(cfg.limits).rate_limits(),  # what the edge enforces
         "exchangeFilters": [],
         "symbols": [symbol_info(s, show_permission_sets) for s in chosen],
     }

@@ -112,10 +112,12 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
         shared.close(unlink=False)
         raise
     app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir),
-                   listen_expiry_ms=shared.listen_expiry_ms)
+                   listen_expiry_ms=shared.listen_expiry_ms, rate_table=shared.rate_table)
     from aiohttp import web
 
-    runners = [web.AppRunner(app, access_log=None, handle_signals=False)]
+    lim = cfg.limits  # request line and header sizes (aiohttp answers 400 beyond), idle keep-alive
+    runners = [web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=lim.max_header_bytes,
+                             max_field_size=lim.max_header_bytes, keepalive_timeout=lim.idle_timeout_s)]
     if admin:
         runners.append(web.AppRunner(admin_app(cfg, state, gateway, vault, keys, master_key, log), access_log=None,
                                      handle_signals=False))

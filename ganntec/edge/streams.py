@@ -33,10 +33,11 @@ import collections
 import re
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ganntec.edge.appkeys import (
     CLOCK_MS,
+    CONFIG,
     LISTEN_KEYS,
     STATE,
     STREAMS_KEY,
@@ -67,9 +68,11 @@ def text_frame(payload: bytes) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
-def websocket(**kw) -> web.WebSocketResponse:
-    """The edge's WebSocket responses: never compressed (frames are shared bytes, see above)."""
-    return web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False, **kw)
+def websocket(max_msg_bytes: int, **kw) -> web.WebSocketResponse:
+    """The edge's WebSocket responses: never compressed (frames are shared bytes, see above); a
+    ping every 20 s (web-socket-streams.md); an incoming message above `max_msg_bytes`
+    (limits.max_ws_frame_bytes) closes the connection with 1009."""
+    return web.WebSocketResponse(heartbeat=20.0, max_msg_size=max_msg_bytes, compress=False, **kw)
 
 
 class Connection:
@@ -368,9 +371,12 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
         # The docs do not say how an unknown or expired key is answered: the upgrade is refused
         # with Binance's error (400, -1125) rather than a connection that would stay silent.
         listen.account_of(listen_key)
-    ws = websocket()
+    limits = request.app[CONFIG].limits
+    ws = websocket(limits.max_ws_frame_bytes)
     conn = Connection(ws, combined, request.transport)
-    try:
+    clock_ms = request.app[CLOCK_MS]
+    second, sent = -1, 0  # messages the client sent in the current second (web-socket-streams.md
+    try:                  # "WebSocket Limits": 5 a second; beyond, the connection is dropped)
         # Subscribed before the handshake completes: what happens once the client is connected
         # reaches it (the frames wait in the connection until the handshake is out).
         market = [n for n in names if hub.valid(n)][:MAX_STREAMS]
@@ -379,6 +385,13 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
         await ws.prepare(request)
         conn.open()
         async for msg in ws:
+            now_s = clock_ms() // 1000
+            second, sent = (second, sent + 1) if now_s == second else (now_s, 1)
+            if sent > limits.ws_messages_per_s:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION,
+                               message=f"Too many messages; current limit is '{limits.ws_messages_per_s}' messages "
+                                       f"per 'SECOND'".encode())
+                break
             if msg.type == WSMsgType.TEXT:
                 conn.send(_control(hub, conn, msg.data))
             elif msg.type in (WSMsgType.BINARY,):

@@ -30,6 +30,7 @@ from ganntec.edge import auth as A
 from ganntec.edge import listenkeys
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, STATE, SYMBOLS, SYMBOLS_BY_ID
 from ganntec.edge import errors as E
+from ganntec.edge.limits import LIMITS, ORDER_OPERATIONS, ORDER_VERDICT
 from ganntec.edge.state import BASE_ASSET, STOP_TYPES, EdgeState, Extras, Order, Waiter
 from ganntec.edge.units import AssetUnits, SymbolUnits
 from ganntec.shm import records as R
@@ -738,9 +739,13 @@ async def caught_up(app: web.Application, key: A.ApiKey | None = None, need: str
 def _rest(operation: str):
     need, fn = OPERATIONS[operation]
 
+    orders = ORDER_OPERATIONS.get(operation, 0)
+
     async def handler(request: web.Request) -> web.Response:
         key, params = await _auth(request, need)
         await caught_up(request.app, key, need)
+        if orders:  # its "Unfilled Order Count": the account's ORDERS limits (limits.py)
+            request[ORDER_VERDICT] = request.app[LIMITS].order(key.account_id, orders)
         return E.json_response(await fn(request.app, key, params))
     handler.__name__ = operation
     return handler

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ganntec.edge import auth as A
 from ganntec.edge import errors as E
 from ganntec.edge import market, trading
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS
 from ganntec.edge.exchange_info import query_exchange_info
+from ganntec.edge.limits import LIMITS, ORDER_OPERATIONS, ws_api_weight
 from ganntec.edge.streams import Connection, websocket
 from ganntec.edge.userdata import USER_STREAMS
 
@@ -54,11 +55,12 @@ class Session:
 
     def __init__(self, app: web.Application, conn: Connection, ip: str | None = None):
         self.app, self.conn, self.ip = app, conn, ip  # ip: the client's, for keys restricted to networks
+        self.order_verdict = None  # the ORDERS counts of the request being answered
         self.subscriptions: dict[int, tuple[int, object]] = {}  # id -> (account, sink)
         self.next_subscription = 0
 
-    def reply(self, req_id, status: int, body: dict) -> None:
-        self.conn.send(orjson.dumps({"id": req_id, "status": status, **body, "rateLimits": []}))
+    def reply(self, req_id, status: int, body: dict, rate_limits: list | None = None) -> None:
+        self.conn.send(orjson.dumps({"id": req_id, "status": status, **body, "rateLimits": rate_limits or []}))
 
     def _terminated(self, subscription_ids: list[int], now_ms: int) -> None:
         for sid in subscription_ids:
@@ -72,12 +74,26 @@ class Session:
         self.subscriptions.clear()
 
     async def handle(self, req_id, method: str, params: dict) -> None:
+        """One request: its weight counted for the connection's IP (limits.py), then the call;
+        the answer carries the counts ("rateLimits"). A 429/418 says when to retry in
+        error.data; a ban also ends the connection ("you will be disconnected")."""
+        lim = self.app[LIMITS]
+        weight = verdict = None
+        self.order_verdict = None
         try:
+            weight = verdict = lim.request(self.ip, ws_api_weight(method, params))
             result = await self._call(method, params)
         except E.BinanceError as exc:
-            self.reply(req_id, exc.http_status, {"error": exc.body()})  # cancelReplace's "data" inside
+            if exc.code == -1003 or (exc.http_status == 429 and exc.code == -1015):
+                now = self.app[CLOCK_MS]()
+                retry_s = int((exc.headers or {}).get("Retry-After", "1"))
+                exc.data = {"serverTime": now, "retryAfter": now + retry_s * 1000}
+            self.reply(req_id, exc.http_status, {"error": exc.body()},  # cancelReplace's "data" inside
+                       lim.ws_rate_limits(weight, self.order_verdict))
+            if exc.http_status == 418:
+                await self.conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"IP banned")
         else:
-            self.reply(req_id, 200, {"result": result})
+            self.reply(req_id, 200, {"result": result}, lim.ws_rate_limits(verdict, self.order_verdict))
 
     async def _call(self, method: str, params: dict):
         app = self.app
@@ -98,6 +114,9 @@ class Session:
             for name in ("timestamp", "recvWindow"):
                 text.pop(name, None)
             await trading.caught_up(app, key, need)
+            orders = ORDER_OPERATIONS.get(TRADING[method], 0)
+            if orders:
+                self.order_verdict = app[LIMITS].order(key.account_id, orders)
             return await fn(app, key, text)
         if method in LISTEN_KEY:
             need, fn = trading.OPERATIONS[LISTEN_KEY[method]]
@@ -158,7 +177,7 @@ def _request(text: str):
 
 
 async def ws_api(request: web.Request) -> web.WebSocketResponse:
-    ws = websocket()
+    ws = websocket(request.app[CONFIG].limits.max_ws_frame_bytes)
     await ws.prepare(request)
     conn = Connection(ws, combined=False, transport=request.transport)
     conn.open()

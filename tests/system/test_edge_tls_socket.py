@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import subprocess
+import sys
 
 import aiohttp
 import orjson
@@ -84,6 +86,17 @@ def test_ganntec_run_serves_https(tmp_path, instance):
 
         status, body = asyncio.run(ping())
         assert status == 200 and body["serverTime"] > 0
+        # the admin port speaks TLS 1.3 with the same pair: `ganntec admin --cacert` logs in
+        admin_url = re.search(r"admin API (https://[0-9.]+:\d+)/admin/v1", line).group(1)
+        login = subprocess.run([sys.executable, "-m", "ganntec.cli", "admin", "--url", admin_url, "--cacert", cert,
+                                "--token-file", str(tmp_path / "token.json"), "login", "--user", "admin",
+                                "--password-stdin"], input=(s.data / "admin-initial-password").read_text(),
+                               capture_output=True, text=True, timeout=120)
+        assert login.returncode == 0, login.stderr
+        untrusted = subprocess.run([sys.executable, "-m", "ganntec.cli", "admin", "--url", admin_url,
+                                    "--token-file", str(tmp_path / "token2.json"), "login", "--user", "admin",
+                                    "--password-stdin"], input="x" * 12, capture_output=True, text=True, timeout=120)
+        assert untrusted.returncode == 3, untrusted.stderr  # a certificate it does not trust: no connection
         assert s.stop() == 0
     finally:
         s.kill()

@@ -56,7 +56,7 @@ def test_exchange_info_demo():
     status, _, body = call("/api/v3/exchangeInfo")
     assert status == 200
     assert body["timezone"] == "UTC" and body["serverTime"] == NOW_MS and body["exchangeFilters"] == []
-    assert {r["rateLimitType"] for r in body["rateLimits"]} == {"REQUEST_WEIGHT", "ORDERS", "RAW_REQUESTS"}
+    assert {r["rateLimitType"] for r in body["rateLimits"]} == {"REQUEST_WEIGHT", "ORDERS", "RAW_REQUESTS", "CONNECTIONS"}
     assert all(set(r) == {"rateLimitType", "interval", "intervalNum", "limit"} for r in body["rateLimits"])
     assert [s["symbol"] for s in body["symbols"]] == ["BTCUSDT", "ETHUSDT", "ETHBTC"]
     btc = body["symbols"][0]
