@@ -162,7 +162,7 @@ async def _submit(request: web.Request, record: np.ndarray) -> list:
 def _account_id(request: web.Request) -> int:
     raw = request.match_info["account"]
     cfg = request.app[CONFIG]
-    if not raw.isdigit() or not 0 <= int(raw) < cfg.engine.max_accounts:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not 0 <= int(raw) < cfg.engine.max_accounts:
         raise _bad("account", raw, f"an account id 0 .. {cfg.engine.max_accounts - 1}")
     return int(raw)
 
@@ -437,7 +437,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 def _key_id(request: web.Request):
     raw = request.match_info["key_id"]
-    grant = _directory(request).keys.get(int(raw)) if raw.isdigit() else None
+    grant = _directory(request).keys.get(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else None
     if grant is None:
         raise AdminError(404, "unknown_key", f"no key with id {raw}")
     return grant
@@ -486,7 +486,7 @@ async def list_symbols(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not 1 <= int(raw) <= 10_000:
         raise _bad("limit", raw, "1 .. 10000")
     entries = list(_directory(request).audit)[-int(raw):]
     return _json({"audit": [{"seq": e.seq, "ts_ns": e.ts_ns, "type": e.type, "actor": e.actor or "(config)",

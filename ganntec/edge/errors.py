@@ -172,6 +172,21 @@ async def binance_errors(request: web.Request, handler):
     except web.HTTPRequestEntityTooLarge:
         from ganntec.edge.appkeys import CONFIG  # (appkeys imports what imports this module)
         return error_response(body_too_large(request.app[CONFIG].limits.max_body_bytes))
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug: logged, and the client still gets Binance's shape
+        log_unexpected(exc, f"{request.method} {request.path}")
+        return error_response(unknown_error())
+
+
+def unknown_error() -> BinanceError:
+    return BinanceError(500, -1000, "An unknown error occurred while processing the request.")
+
+
+def log_unexpected(exc: BaseException, where: str) -> None:
+    import logging
+
+    logging.getLogger("ganntec.edge").error("unhandled error in %s", where, exc_info=exc)
 
 
 def error_response(exc: BinanceError) -> web.Response:

@@ -53,7 +53,7 @@ def _ticker_weight(query: Mapping[str, str], one: int, all_: int, many: Callable
 
 def _depth_weight(query: Mapping[str, str]) -> int:
     raw = query.get("limit", "100")
-    limit = int(raw) if raw.isdigit() else 100
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else 100
     return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 

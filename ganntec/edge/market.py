@@ -57,7 +57,7 @@ def _limit(query, default: int, maximum: int) -> int:
     raw = query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or int(raw) < 1:
         raise E.invalid_param("limit")
     return min(int(raw), maximum)
 

@@ -58,7 +58,7 @@ Ban word:
      0-43  banned_until_ms  end of the last ban (wall-clock ms); kept after it ends
 
 Protocol. Every shared word is read with an acquire load and changed with a seq_cst
-compare-exchange (atomics.py); nothing is ever stored plainly after init.
+compare-exchange (`overflows`: fetch-add) from atomics.py; nothing is stored plainly after init.
 - Windows are fixed and aligned to the interval, as Binance's (rest-api.md "LIMITS"): an add
   whose window is newer than the stored one replaces the count; one whose window is *older*
   (another process's clock a few ms behind, across a boundary) counts in the newer window.
@@ -95,9 +95,10 @@ connections per attempt every 5 minutes per IP".
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -130,7 +131,8 @@ class Kind(NamedTuple):
 
 _INTERVAL_UNIT_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 
-# The kinds of counter, one word per slot each, in slot order. Append to add one (and redraw).
+# The kinds of counter, one word per slot each, in slot order. To add one: append it, give it a
+# Limits field of its name, redraw the slot and bump LAYOUT_VERSION.
 KINDS = (
     Kind("request_weight", "REQUEST_WEIGHT", "MINUTE", 1, "ip"),
     Kind("raw_requests", "RAW_REQUESTS", "MINUTE", 5, "ip"),
@@ -196,7 +198,7 @@ IP_KEY_MASK = (1 << 62) - 1
 ACCOUNT_KEY_BIT = 1 << 62
 IPV6_PREFIX_BITS = 64  # one IPv6 client holds a /64; keying single addresses lets it rotate
 
-assert N_KINDS <= MAX_KINDS and SLOT_WORDS == 16 and SLOT_BAN < 8 and H_OVERFLOWS < HEADER_WORDS
+assert N_KINDS <= MAX_KINDS and SLOT_WORDS % 8 == 0 and H_OVERFLOWS < HEADER_WORDS
 assert max(INTERVALS_MS) <= 1 << 40 and OFFENSES_MAX < 1 << OFFENSES_BITS
 
 
@@ -663,7 +665,7 @@ class RateTable:
         return HEADER_WORDS + (capacity + 1) * SLOT_WORDS
 
     @classmethod
-    def init(cls, array: np.ndarray, capacity: int, probe_limit: int | None = None) -> "RateTable":
+    def init(cls, array: np.ndarray, capacity: int, probe_limit: int | None = None) -> RateTable:
         """Format `array` (before any other process uses it) and attach to it."""
         n = cls.words_needed(capacity)
         base = _check_array(array)
@@ -713,7 +715,7 @@ class RateTable:
     def overflows(self) -> int:
         return rt_word(self._base, H_OVERFLOWS)
 
-    def keys(self) -> list[int]:
+    def slot_keys(self) -> list[int]:
         """Key word of every hashed slot (0: empty), in slot order."""
         return [rt_word(self._base, HEADER_WORDS + s * SLOT_WORDS + SLOT_KEY) for s in range(self.capacity)]
 

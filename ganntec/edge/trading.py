@@ -81,7 +81,7 @@ def long_param(params, name: str, default: int | None = None, lo: int = 0, hi: i
     raw = params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise E.illegal_chars(name, "^[0-9]{1,20}$")
     v = int(raw)
     if v > hi:
@@ -262,7 +262,12 @@ def refusal(r) -> E.BinanceError:
 # --- handlers -----------------------------------------------------------------------------------
 async def _auth(request: web.Request, need: str) -> tuple[A.ApiKey, dict]:
 
-    body = await request.text() if request.can_read_body else ""
+    body = ""
+    if request.can_read_body:
+        try:  # Binance's parameters are ASCII; a body in another encoding or charset is refused, not a 500
+            body = (await request.read()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise E.BinanceError(400, -1100, "Illegal characters found in a parameter.") from None
     return A.authenticate(request.method, request.rel_url.raw_query_string, body, request.headers,
                           request.app[KEYS], request.app[CLOCK_MS](), need, request.remote)
 
@@ -478,15 +483,27 @@ async def cancel_replace(app: web.Application, key: A.ApiKey, params: dict):
     parts: dict = {}
 
     def expect(w: Waiter) -> None:
+        answer = w.done
+
         def cancel_done(recs):
             parts["cancel"] = recs[0]
 
         def new_done(recs):
             state.forget(w)
-            w.done([parts["cancel"]] + recs if "cancel" in parts else recs)
+            answer([parts["cancel"]] + recs if "cancel" in parts else recs)
+
+        def refused(recs):
+            # A refusal found by the command's edge sequence: the whole command before matching,
+            # or its new order when the order engine sequences it after the cancel (a client
+            # order id that is taken by then): the cancel's result, if any, still belongs to the
+            # answer, and the parts' waiters are done.
+            cancel_w.taken = new_w.taken = True
+            answer([parts["cancel"]] + recs if "cancel" in parts else recs)
+        w.done = refused
+        cancel_w, new_w = Waiter(cancel_done, single=True), Waiter(new_done, extras)
         state.expect_refusal(w)
-        state.expect_cancel(key.account_id, cancel_cid, Waiter(cancel_done, single=True))
-        state.expect_new(key.account_id, cid, Waiter(new_done, extras))
+        state.expect_cancel(key.account_id, cancel_cid, cancel_w)
+        state.expect_new(key.account_id, cid, new_w)
 
     records = await _gateway(app).submit(R.concat([head, leg]), expect, extras)
     cancel_rec = next((r for r in records if r.type in (RecordType.ORDER_CANCELED, RecordType.CANCEL_REJECTED)), None)

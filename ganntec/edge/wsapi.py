@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ganntec.edge import auth as A
 from ganntec.edge import errors as E
+from ganntec.edge.errors import log_unexpected
 from ganntec.edge import market, trading
 from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS
 from ganntec.edge.exchange_info import query_exchange_info
@@ -92,6 +93,9 @@ class Session:
                        lim.ws_rate_limits(weight, self.order_verdict))
             if exc.http_status == 418:
                 await self.conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"IP banned")
+        except Exception as exc:  # noqa: BLE001 - a bug: answered, never a request left without one
+            log_unexpected(exc, f"WebSocket API {method}")
+            self.reply(req_id, 500, {"error": E.unknown_error().body()}, lim.ws_rate_limits(verdict, self.order_verdict))
         else:
             self.reply(req_id, 200, {"result": result}, lim.ws_rate_limits(verdict, self.order_verdict))
 

@@ -170,7 +170,7 @@ def test_one_key_from_every_process_loses_no_update():
     assert s.overlapped(), "the children never ran at once"
     t = s.table
     assert t.peek(R.REQUEST_WEIGHT, KEY0, NOW_MS) == rounds
-    assert t.keys().count(KEY0) == 1 and t.overflows == 0
+    assert t.slot_keys().count(KEY0) == 1 and t.overflows == 0
 
 
 @pytest.mark.timeout(120)
@@ -180,7 +180,7 @@ def test_many_keys_claimed_at_once_get_one_slot_each():
     rounds = s.run(_hammer, keys, 21, 2_000, 200_000, NOW_MS)  # child i starts at key 21 i
     assert s.overlapped(), "the children never ran at once"
     t = s.table
-    assert sorted(k for k in t.keys() if k) == [KEY0 + j for j in range(keys)]
+    assert sorted(k for k in t.slot_keys() if k) == [KEY0 + j for j in range(keys)]
     assert [t.peek(R.REQUEST_WEIGHT, KEY0 + j, NOW_MS) for j in range(keys)] == [rounds] * keys
     assert t.overflows == 0
 
@@ -192,7 +192,7 @@ def test_a_full_table_counts_the_rest_in_the_overflow_slot():
     rounds = s.run(_hammer, keys, 11, 1_000, 200_000, NOW_MS)
     assert s.overlapped(), "the children never ran at once"
     t = s.table
-    claimed = t.keys()
+    claimed = t.slot_keys()
     assert len(set(claimed)) == capacity and all(KEY0 <= k < KEY0 + keys for k in claimed)
     assert [t.peek(R.REQUEST_WEIGHT, k, NOW_MS) for k in claimed] == [rounds] * capacity
     overflow_adds = (keys - capacity) * rounds

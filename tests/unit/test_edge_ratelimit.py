@@ -212,7 +212,7 @@ def test_slots_are_claimed_once_and_reclaimed_when_idle():
     for k in keys[:4]:
         slots.append(t.slot_of(k, T0))
         t.add(REQUEST_WEIGHT, k, 1, T0)
-    assert sorted(slots) == [0, 1, 2, 3] and sorted(t.keys()) == sorted(keys[:4])
+    assert sorted(slots) == [0, 1, 2, 3] and sorted(t.slot_keys()) == sorted(keys[:4])
     assert [t.slot_of(k, T0) for k in keys[:4]] == slots  # found again, not claimed twice
     # Full and all live: the fifth key overflows.
     assert t.slot_of(keys[4], T0 + MIN_MS - 1) == t.overflow_slot
@@ -223,7 +223,7 @@ def test_slots_are_claimed_once_and_reclaimed_when_idle():
     s = t.slot_of(keys[4], T0 + MIN_MS)
     assert 0 <= s < 4 and s != slots[0]
     evicted = keys[slots.index(s)]
-    assert evicted not in t.keys() and keys[0] in t.keys()
+    assert evicted not in t.slot_keys() and keys[0] in t.slot_keys()
     assert t.peek(REQUEST_WEIGHT, keys[4], T0 + MIN_MS) == 0  # the old key's stale count is not inherited
     assert t.add(REQUEST_WEIGHT, keys[4], 3, T0 + MIN_MS) == 3
     assert t.peek(REQUEST_WEIGHT, evicted, T0 + MIN_MS) == 0
@@ -235,7 +235,7 @@ def test_a_fresh_claim_is_kept_for_its_grace_period():
     assert t.slot_of(first, T0) == 0  # claimed, nothing counted yet
     assert t.slot_of(second, T0 + R.CLAIM_GRACE_MS - 1) == t.overflow_slot
     assert t.slot_of(second, T0 + R.CLAIM_GRACE_MS) == 0
-    assert t.keys() == [second]
+    assert t.slot_keys() == [second]
     # An empty slot's claim not yet stamped (its process killed in between) is never taken.
     t.array[R.HEADER_WORDS + R.SLOT_CLAIMED_MS] = 0
     assert t.slot_of(first, T0 + DAY_MS) == t.overflow_slot
@@ -248,7 +248,7 @@ def test_a_slot_with_a_live_day_counter_is_not_reclaimed():
     t.add(REQUEST_WEIGHT, ip, 1, T0)
     later = T0 + 2 * MIN_MS
     s = t.slot_of(newcomer, later)
-    assert s == t.keys().index(newcomer) and acct in t.keys() and ip not in t.keys()
+    assert s == t.slot_keys().index(newcomer) and acct in t.slot_keys() and ip not in t.slot_keys()
     assert t.peek(ORDERS_1D, acct, later) == 1
     t.add(REQUEST_WEIGHT, newcomer, 1, later)
     assert t.slot_of(ip_key("192.0.2.53"), later) == t.overflow_slot
@@ -270,7 +270,7 @@ def test_a_full_table_fails_safe_into_the_shared_overflow_slot():
     keys = ips(10)
     for k in keys:
         t.add(REQUEST_WEIGHT, k, 1, T0)
-    claimed = t.keys()
+    claimed = t.slot_keys()
     assert len(set(claimed)) == 2 and set(claimed) <= set(keys)
     overflowed = [k for k in keys if k not in claimed]
     assert len(overflowed) == 8
@@ -281,7 +281,7 @@ def test_a_full_table_fails_safe_into_the_shared_overflow_slot():
     assert t.overflows >= 9
     # Keys that are no key go there too; nothing raises, no slot changes.
     assert t.add(REQUEST_WEIGHT, 0, 1, T0) == 14 and t.add(REQUEST_WEIGHT, -5, 1, T0) == 15
-    assert t.keys() == claimed
+    assert t.slot_keys() == claimed
     # The overflow slot is never banned: that would ban unrelated clients.
     for _ in range(50):
         assert t.note_refusal(overflowed[0], T0) == 0
