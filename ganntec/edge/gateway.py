@@ -56,16 +56,20 @@ class Gateway(abc.ABC):
         raw["ts_ns"] = self.clock_ns()
         return raw
 
-    async def submit(self, records: np.ndarray, expect: Callable[[Waiter], None], extras=None) -> list:
-        """Send one command; return the records that answer it (see state.py). `expect`
-        registers the waiter under the command's key before the command leaves."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+    @staticmethod
+    def _answer() -> tuple[asyncio.Future, Callable[[list], None]]:
+        """A future for a command's answer and the `done` its waiter calls (once)."""
+        fut = asyncio.get_running_loop().create_future()
 
         def done(recs):
             if not fut.done():
                 fut.set_result(recs)
+        return fut, done
 
+    async def submit(self, records: np.ndarray, expect: Callable[[Waiter], None], extras=None) -> list:
+        """Send one command; return the records that answer it (see state.py). `expect`
+        registers the waiter under the command's key before the command leaves."""
+        fut, done = self._answer()
         raw = self._stamp(records, self.source, self.next_seq)
         self.next_seq += 1
         expect(Waiter(done, extras, self.source, int(raw["source_seq"][0])))
@@ -76,13 +80,7 @@ class Gateway(abc.ABC):
         command with its reason), and for an applied credit or debit the BALANCE after it."""
         if not self.admin_next_seq:
             raise RuntimeError("this gateway does not carry the admin plane's commands")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def done(recs):
-            if not fut.done():
-                fut.set_result(recs)
-
+        fut, done = self._answer()
         raw = self._stamp(records, R.SOURCE_ADMIN, self.admin_next_seq)
         self.admin_next_seq += 1
         waiter = Waiter(done, None, R.SOURCE_ADMIN, int(raw["source_seq"][0]))
