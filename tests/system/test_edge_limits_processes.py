@@ -18,7 +18,7 @@ from test_runtime import Server
 
 from ganntec.edge import auth as A
 
-LIMITS = "[limits]\nrequest_weight_per_minute = 100\norders_per_10s = 3\nmax_header_bytes = 2048\n"
+LIMITS = "[limits]\nrequest_weight_per_minute = 100\norders_per_10s = 3\n"
 
 
 @pytest.fixture
@@ -82,15 +82,33 @@ def test_weight_and_order_limits_hold_across_two_edge_processes(server):
     assert orders == [(200, 1, None), (200, 2, None), (200, 3, None), (429, 4, -1015)], orders
 
 
-def test_header_lines_beyond_the_limit_are_refused_by_the_parser(server):
-    server.start()
-    port = wait_for_edges(server)[1][1]
+@pytest.fixture
+def small_server(tmp_path, instance):
+    s = Server(tmp_path, instance)
+    limits = "[limits]\nmax_header_bytes = 2048\nidle_timeout_s = 1\n"
+    s.cfg_path.write_text(CONFIG.format(instance=instance).replace("[[assets]]", limits + "[[assets]]", 1))
+    yield s
+    s.kill()
 
-    def ask(header_bytes: int) -> bytes:
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(b"GET /api/v3/ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * header_bytes
-                         + b"\r\nConnection: close\r\n\r\n")
-            return sock.makefile("rb").readline()
 
-    assert ask(1500).startswith(b"HTTP/1.1 200")
-    assert ask(4000).split()[1] in (b"400", b"431")  # aiohttp's parser: "Got more than 2048 bytes"
+def test_header_lines_beyond_the_limit_are_refused_and_idle_connections_closed(small_server):
+    small_server.start()
+    port = wait_for_edges(small_server, want=(1,))[1][1]
+
+    def ask(header_bytes: int, close: bool = True) -> tuple[bytes, socket.socket]:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(b"GET /api/v3/ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * header_bytes
+                     + (b"\r\nConnection: close" if close else b"") + b"\r\n\r\n")
+        return sock.recv(65536), sock
+
+    status, sock = ask(1500)
+    sock.close()
+    assert status.startswith(b"HTTP/1.1 200")
+    status, sock = ask(4000)
+    sock.close()
+    assert status.split()[1] in (b"400", b"431")  # aiohttp's parser: "Got more than 2048 bytes"
+    # a keep-alive connection that sends nothing more is closed by the server (limits.idle_timeout_s)
+    status, sock = ask(10, close=False)
+    with sock:
+        assert status.startswith(b"HTTP/1.1 200")
+        assert sock.recv(1) == b""  # the server's close (the 60 s socket timeout would raise instead)

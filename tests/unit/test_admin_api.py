@@ -255,3 +255,38 @@ def test_key_records_are_journaled_with_the_api_keys_hash(h):
     assert bytes(r["key_sha256"]) == api_key_sha256(key["api_key"])
     assert int(r["permissions"]) == int(R.Permission.READ | R.Permission.USER_STREAM)
     assert int(r["account_id"]) == 1 and int(r["key_id"]) == key["key_id"]
+
+
+
+def test_ccxt_trades_with_an_ed25519_key_the_admin_api_issued(h):
+    """ccxt signs with Ed25519 when its secret is the PEM private key (binance.sign)."""
+    import time
+
+    from aiohttp import web
+    from edge_harness import ccxt_binance
+
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode()
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    async def scenario(c):
+        key = await _key(c, kind="ED25519", public_key=pem)
+        runner = web.AppRunner(h.app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        ex = ccxt_binance(runner.addresses[0][1], key["api_key"], private_pem)
+        try:
+            await ex.load_markets()
+            # ccxt stamps each request with the wall clock: the app's clock is set to it (an input)
+            h.now_ms = time.time_ns() // 1_000_000
+            order = await ex.create_order("BTC/USDT", "limit", "buy", 0.001, 20000)
+            h.now_ms = time.time_ns() // 1_000_000
+            return order, await ex.fetch_balance()
+        finally:
+            await ex.close()
+            await runner.cleanup()
+
+    order, balance = run(h, scenario)
+    assert order["status"] == "open" and balance["USDT"]["used"] == 20.0
