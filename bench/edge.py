@@ -130,6 +130,14 @@ port = 0
 admin_port = 0
 [security]
 demo_keys = true
+# the load comes from one IP and a few accounts, far above Binance's per-IP and per-account limits
+[limits]
+request_weight_per_minute = 2000000000
+raw_requests_per_5m = 2000000000
+orders_per_10s = 2000000000
+orders_per_day = 2000000000
+ws_connections_per_5m = 1000000
+max_connections_per_ip = 100000
 [[assets]]
 name = "BTC"
 precision = 8

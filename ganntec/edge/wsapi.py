@@ -110,7 +110,7 @@ class Session:
             _, text = A.authenticate_ws(_listed(params), app[KEYS], now_ms, "NONE")
             return query_exchange_info(app[CONFIG], now_ms, text)
         if method in MARKET:
-            _, text = A.authenticate_ws(params, app[KEYS], now_ms, "NONE")
+            _, text = A.authenticate_ws(_listed(params), app[KEYS], now_ms, "NONE")  # ticker.*'s `symbols` array
             return market.QUERIES[MARKET[method]](app, text)
         if method in TRADING:
             need, fn = trading.OPERATIONS[TRADING[method]]
@@ -142,7 +142,7 @@ class Session:
             raw = params.get("subscriptionId")
             if raw is None:
                 ended = sorted(self.subscriptions)
-            elif not isinstance(raw, int) or raw not in self.subscriptions:
+            elif not isinstance(raw, int) or isinstance(raw, bool) or raw not in self.subscriptions:
                 raise E.BinanceError(400, -2036, "User Data Stream subscription not active.")
             else:
                 ended = [raw]
@@ -159,7 +159,8 @@ class Session:
 
 
 def _listed(params: dict) -> dict:
-    """exchangeInfo's `symbols` / `permissions` arrays as the JSON text REST takes."""
+    """Array parameters (exchangeInfo's `symbols` / `permissions`, the tickers' `symbols`) as the
+    JSON text REST takes."""
     return {k: (orjson.dumps(v).decode() if isinstance(v, list) else v) for k, v in params.items()}
 
 

@@ -9,7 +9,7 @@ import asyncio
 
 import orjson
 import pytest
-from edge_harness import KEYS, T0_MS, EdgeHarness, ccxt_pro_binance, serve
+from edge_harness import KEYS, T0_MS, EdgeHarness, Loopback, ccxt_pro_binance, serve
 
 from ganntec.edge import auth as A
 from ganntec.edge.errors import BinanceError
@@ -183,3 +183,20 @@ def test_ccxt_pro_watch_orders_balance_and_create_order_ws():
     assert filled["status"] == "closed" and filled["filled"] == 0.25
     assert after[-1] == 0.25
     assert canceled["status"] == "canceled"
+
+
+def test_ticker_symbols_as_a_json_array_and_bool_subscription_ids():
+    h = EdgeHarness()
+
+    async def go():
+        async with Loopback(h) as lb:
+            api = WsApi(await lb.session.ws_connect("/ws-api/v3"))
+            prices = await api.call("ticker.price", symbols=["BTCUSDT", "ETHUSDT"])
+            book = await api.call("ticker.book", symbols=["ETHUSDT"])
+            not_an_id = await api.call("userDataStream.unsubscribe", subscriptionId=True)
+            return prices, book, not_an_id
+
+    prices, book, not_an_id = asyncio.run(go())
+    assert [p["symbol"] for p in prices["result"]] == ["BTCUSDT", "ETHUSDT"]
+    assert [b["symbol"] for b in book["result"]] == ["ETHUSDT"]
+    assert not_an_id["status"] == 400 and not_an_id["error"]["code"] == -2036
