@@ -5,7 +5,9 @@ Every change is an admin command on cmd.0 (source 0, numbered: the order engine 
 repeat), journaled with the admin user who made it (`actor`, records.py) and ordered with
 trading; the answer is the engine's echo of it (a reason when refused), so what an
 administrator is told is what the journal says. Reads come from the edge's projection
-(accounts.Directory, EdgeState balances) and the key vault's public fields, never a secret.
+(accounts.Directory, EdgeState balances) and the key vault's public fields, never a secret;
+each read, and each login, is journaled too, as an ADMIN_AUDIT record (it changes nothing), so
+every call is in the journal with who made it.
 
 In front of everything: the IP allow-list (403 ip_not_allowed), then a JWT access token
 (Authorization: Bearer; 401 missing_token / invalid_token / token_expired) for every route but
@@ -47,6 +49,7 @@ ALLOW = web.AppKey("admin_allow", AllowList)
 LOG = web.AppKey("admin_log", Callable[[str], None])
 # request key: the authenticated admin's name (typed where aiohttp has RequestKey, >= 3.12)
 USER = web.RequestKey("admin_user", str) if hasattr(web, "RequestKey") else "admin_user"
+SUBMITTED = web.RequestKey("admin_submitted", bool) if hasattr(web, "RequestKey") else "admin_submitted"
 
 
 class AdminError(Exception):
@@ -82,15 +85,31 @@ async def guard(request: web.Request, handler):
                 request[USER] = app[TOKENS].verify_access(token.strip(), app[CLOCK_MS]() // 1000)
             except AdminAuthError as exc:
                 raise AdminError(401, exc.code, str(exc.msg)) from None
-            if request.method != "GET":
-                app[LOG](f"admin {request[USER]} {request.method} {request.path}")
+            app[LOG](f"admin {request[USER]} {request.method} {request.path}")
+            if request.method == "GET":  # a change is journaled as its command; a read as this
+                await audit_call(request, request[USER], f"{request.method} {request.path_qs}")
         return await handler(request)
     except AdminError as exc:
+        if request.get(USER) and request.method != "GET" and not request.get(SUBMITTED):
+            # an admin's change refused before it became a command: journaled as the attempt
+            await audit_call(request, request[USER], f"{request.method} {request.path} {exc.status} {exc.code}")
         return _json({"code": exc.code, "msg": exc.msg}, exc.status)
     except web.HTTPException as exc:
         if exc.status >= 400:
             return _json({"code": exc.reason.lower().replace(" ", "_"), "msg": exc.reason}, exc.status)
         raise
+
+
+async def audit_call(request: web.Request, actor: str, call: str) -> None:
+    """Journal an admin API call that changes nothing (a read, a login) with who made it, so the
+    journal holds every call; it answers after the engines have sequenced it."""
+    gw = request.app[GATEWAY]
+    if gw is None:
+        return
+    r = R.empty(RecordType.ADMIN_AUDIT)
+    r["call"] = call.encode("ascii", "replace")[:56]
+    r["actor"] = actor.encode("ascii", "replace")[:32]
+    await gw.submit_admin(r)
 
 
 async def _body(request: web.Request) -> dict:
@@ -121,8 +140,10 @@ async def login(request: web.Request) -> web.Response:
     app = request.app
     if not app[USERS]().check(name, password):
         app[LOG](f"admin login refused for {name!r} from {request.remote}")
+        await audit_call(request, name, f"login refused from {request.remote}")
         raise AdminError(401, "bad_credentials", "wrong username or password")
     app[LOG](f"admin {name} logged in from {request.remote}")
+    await audit_call(request, name, f"login from {request.remote}")
     return _json(app[TOKENS].issue(name, app[CLOCK_MS]() // 1000))
 
 
@@ -151,6 +172,7 @@ async def _submit(request: web.Request, record: np.ndarray) -> list:
     gw = request.app[GATEWAY]
     if gw is None:
         raise AdminError(503, "no_backend", "the engines are not reachable from this process")
+    request[SUBMITTED] = True
     out = await gw.submit_admin(record)
     reason = out[0].reason
     if reason:

@@ -22,7 +22,7 @@ from ganntec.shm.records import Permission, RecordType
 T = RecordType
 ADMIN_TYPES = frozenset(int(t) for t in (T.CREDIT, T.DEBIT, T.HALT_SYMBOL, T.RESUME_SYMBOL, T.KILL_ACCOUNT,
                                          T.UNKILL_ACCOUNT, T.KEY_ADD, T.KEY_REVOKE, T.ACCOUNT_OPEN,
-                                         T.ACCOUNT_LIMITS))
+                                         T.ACCOUNT_LIMITS, T.ADMIN_AUDIT))
 KEEP_AUDIT = 10_000  # admin commands remembered for GET /admin/v1/audit (the journal keeps all)
 
 
@@ -138,6 +138,8 @@ class Directory:
 
 def _detail(r) -> dict:
     t = r.type
+    if t == T.ADMIN_AUDIT:
+        return {"call": actor_text(r.call)}
     if t == T.CREDIT or t == T.DEBIT:
         return {"asset_id": r.asset_id, "amount_minor": r.amount_minor, "reference": actor_text(r.reference)}
     if t == T.KEY_ADD or t == T.KEY_REVOKE:

@@ -168,6 +168,10 @@ through the dtype of the type they dispatch on. `RECORD_DTYPE` has the header on
         41    55  -     (reserved)               zero
         96    32  S32   actor                    who ordered it
 
+[AUDIT] payload, bytes 40-127 (an admin API call that changes nothing: a read, a login)
+        40    56  S56   call                     "GET /admin/v1/accounts/7", "login", ... (cut at 56)
+        96    32  S32   actor                    who made it
+
 Record types by payload:
   NEW_ORDER    NEW_ORDER (also the new leg of CANCEL_REPLACE and each leg of ORDER_LIST)
   CANCEL       CANCEL, CANCEL_REPLACE (FLAG_CONTINUED, then a NEW_ORDER record)
@@ -184,6 +188,7 @@ Record types by payload:
   ACCOUNT      ACCOUNT_OPEN, ACCOUNT_LIMITS
   KEY          KEY_ADD, KEY_REVOKE
   ADMIN        HALT_SYMBOL, RESUME_SYMBOL, KILL_ACCOUNT, UNKILL_ACCOUNT
+  AUDIT        ADMIN_AUDIT (journaled, applied by no engine)
   (header)     CANCEL_ALL
 Every admin record names its actor at bytes 96-127: the journal is the audit trail.
 """
@@ -265,6 +270,7 @@ PAYLOAD_FIELDS = {
         ("key_sha256", ("u1", (32,))), ("actor", "S32"),
     ],
     "ADMIN": [("admin_flags", "u1"), (None, 55), ("actor", "S32")],
+    "AUDIT": [("call", "S56"), ("actor", "S32")],
 }
 
 
@@ -300,6 +306,7 @@ TRANSFER_DTYPE = DTYPES["TRANSFER"]
 ACCOUNT_DTYPE = DTYPES["ACCOUNT"]
 KEY_DTYPE = DTYPES["KEY"]
 ADMIN_DTYPE = DTYPES["ADMIN"]
+AUDIT_DTYPE = DTYPES["AUDIT"]
 
 
 # --- header values -------------------------------------------------------------------------
@@ -356,6 +363,7 @@ class RecordType(enum.IntEnum):
     KEY_REVOKE = 39
     ACCOUNT_OPEN = 40
     ACCOUNT_LIMITS = 41
+    ADMIN_AUDIT = 42     # an admin API call that changes nothing, journaled for the audit trail
     # results (risk / matching -> order engine -> downstream)
     ORDER_ACCEPTED = 64
     ORDER_REJECTED = 65
@@ -388,6 +396,7 @@ PAYLOAD_OF: dict[RecordType, str | None] = {
     RecordType.KEY_REVOKE: "KEY",
     RecordType.ACCOUNT_OPEN: "ACCOUNT",
     RecordType.ACCOUNT_LIMITS: "ACCOUNT",
+    RecordType.ADMIN_AUDIT: "AUDIT",
     RecordType.ORDER_ACCEPTED: "ORDER_EVENT",
     RecordType.ORDER_REJECTED: "ORDER_EVENT",
     RecordType.FILL: "FILL",
@@ -636,7 +645,7 @@ def empty(record_type: int, n: int = 1) -> np.ndarray:
 
 # --- struct decoding (the edge reads records one at a time in Python: a struct unpack of the
 # header and payload costs a fraction of numpy's per-field access) ---------------------------
-_STRUCT_CODES = {"<i8": "q", "<u4": "I", "<i4": "i", "<u2": "H", "u1": "B", "S36": "36s", "S32": "32s"}
+_STRUCT_CODES = {"<i8": "q", "<u4": "I", "<i4": "i", "<u2": "H", "u1": "B", "S36": "36s", "S32": "32s", "S56": "56s"}
 
 
 def _struct_format(fields) -> tuple[str, list[str]]:

@@ -169,7 +169,7 @@ def test_accounts_money_and_audit(h):
                                                                      "orders_per_10s": 20})
         out["bad fee"] = await c.call("PUT", "/accounts/9/limits", {"maker_fee": "1.5"})
         out["show"] = await c.call("GET", "/accounts/9")
-        out["audit"] = await c.call("GET", "/audit?limit=4")
+        out["audit"] = await c.call("GET", "/audit?limit=20")
         return out
 
     out = run(h, scenario)
@@ -186,13 +186,23 @@ def test_accounts_money_and_audit(h):
     assert out["bad fee"][0] == 400
     assert out["show"][1]["balances"][-1] == {"asset": "USDT", "free": "1000.00000000", "locked": "0.00000000"}
     audit = out["audit"][1]["audit"]
-    assert [(a["type"], a["actor"], a["refused"]) for a in audit] == [
-        ("CREDIT", "ops", None), ("DEBIT", "ops", None), ("DEBIT", "ops", "INVALID_AMOUNT"), ("ACCOUNT_LIMITS", "ops", None)]
+    assert [(a["type"], a["actor"], a["refused"]) for a in audit if a["type"] != "ADMIN_AUDIT"][-4:] == [
+        ("CREDIT", "ops", None), ("DEBIT", "ops", None), ("DEBIT", "ops", "INVALID_AMOUNT"),
+        ("ACCOUNT_LIMITS", "ops", None)]
+    assert [a["call"] for a in audit if a["type"] == "ADMIN_AUDIT"][-3:] == [  # reads are journaled too
+        "PUT /admin/v1/accounts/9/limits 400 bad_request", "GET /admin/v1/accounts/9", "GET /admin/v1/audit?limit=20"]
     # the journal is the audit trail: every admin record names who made it
     journal = h.journal_records()
     raw = journal.view(np.uint8).reshape(-1, R.RECORD_BYTES)  # (a structured copy would drop the payload)
     admin = R.as_records(raw[(journal["source"] == R.SOURCE_ADMIN) & (journal["source_seq"] > 0)])
-    assert len(admin) == 5  # open, credit, debit, the refused debit, limits
+    types = [int(t) for t in admin["type"]]
+    # the login, two reads, and the changes refused before they were commands: the second create
+    # (409), the credit too fine (400), the unknown account (404), the bad fee (400)
+    assert types.count(int(RecordType.ADMIN_AUDIT)) == 3 + 4
+    assert len(admin) == 5 + 7  # open, credit, debit, the refused debit, limits; the audits
+    calls = [bytes(R.view(admin[i:i + 1])["call"]).rstrip(b"\0").decode() for i in range(len(admin))
+             if types[i] == int(RecordType.ADMIN_AUDIT)]
+    assert "POST /admin/v1/accounts 409 account_exists" in calls and "login from 127.0.0.1" in calls
     assert {bytes(R.view(admin[i:i + 1])["actor"]).rstrip(b"\0") for i in range(len(admin))} == {b"ops"}
 
 
