@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"ganntec run: {problem}", file=sys.stderr)
         return 2
+    from ganntec.metrics import prepare
+    prepare(cfg.instance.data_dir)  # every process it forks records metrics under <data-dir>/metrics
     try:
         return Supervisor(cfg).run()
     except VaultError as exc:  # the master key's file or variable: a configuration problem

@@ -15,6 +15,7 @@ from ganntec import config as C
 from ganntec.admin.api import make_admin_app
 from ganntec.admin.auth import AdminUsers, AllowList, TokenIssuer, derive_signing_key
 from ganntec.edge.app import make_app
+from ganntec.edge.appkeys import METRICS_REGISTRY
 from ganntec.edge.auth import sign
 from ganntec.edge.gateway import DriverGateway
 from ganntec.edge.keys import KeyRing, listen_secret
@@ -49,7 +50,8 @@ class AdminHarness:
         self.admin_app = make_admin_app(
             self.cfg, self.state, self.gateway, self.vault, self.keys, TokenIssuer(derive_signing_key(MASTER_KEY)),
             lambda: users, lambda: self.now_ms, self.log.append,
-            AllowList(allow if allow is not None else ["127.0.0.1/32", "::1/128"]))
+            AllowList(allow if allow is not None else ["127.0.0.1/32", "::1/128"]),
+            metrics_registry=self.app[METRICS_REGISTRY])
 
     def journal_records(self):
         from ganntec.shm import records as R

@@ -47,6 +47,8 @@ USERS = web.AppKey("admin_users", Callable[[], AdminUsers])  # re-read per login
 TOKENS = web.AppKey("admin_tokens", TokenIssuer)
 ALLOW = web.AppKey("admin_allow", AllowList)
 LOG = web.AppKey("admin_log", Callable[[str], None])
+METRICS_REGISTRY = web.AppKey("admin_metrics_registry", object)  # None: the multiprocess files
+METRICS_LIVE = web.AppKey("admin_metrics_live", tuple)
 # request key: the authenticated admin's name (typed where aiohttp has RequestKey, >= 3.12)
 USER = web.RequestKey("admin_user", str) if hasattr(web, "RequestKey") else "admin_user"
 SUBMITTED = web.RequestKey("admin_submitted", bool) if hasattr(web, "RequestKey") else "admin_submitted"
@@ -68,6 +70,7 @@ def _bad(field: str, value, why: str) -> AdminError:
 
 # --- middleware: allow-list, token, errors ---------------------------------------------------
 OPEN_ROUTES = (f"{PREFIX}/login", f"{PREFIX}/refresh")
+METRICS_PATH = "/metrics"  # Prometheus scrapes it: the allow-list applies, no token, not journaled
 
 
 @web.middleware
@@ -76,7 +79,7 @@ async def guard(request: web.Request, handler):
     try:
         if not app[ALLOW].allows(request.remote):
             raise AdminError(403, "ip_not_allowed", f"{request.remote} is not in security.admin_allow_ips")
-        if request.path not in OPEN_ROUTES:
+        if request.path not in OPEN_ROUTES and request.path != METRICS_PATH:
             auth = request.headers.get("Authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -516,15 +519,26 @@ async def audit(request: web.Request) -> web.Response:
                              "refused": Reason(e.reason).name if e.reason else None, **e.detail} for e in entries]})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    from ganntec.metrics import render
+
+    body, content_type = render(request.app[METRICS_REGISTRY], request.app[METRICS_LIVE])
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def make_admin_app(cfg: Config, state, gateway, vault: Vault, keyring, tokens: TokenIssuer,
                    users: Callable[[], AdminUsers], clock_ms: Callable[[], int], log: Callable[[str], None] = print,
-                   allow: AllowList | None = None) -> web.Application:
+                   allow: AllowList | None = None, metrics_registry=None, live_metrics=()) -> web.Application:
+    """`metrics_registry`: the edge app's registry (None: prometheus-client's multiprocess files,
+    every process's); `live_metrics`: collectors read at each scrape (metrics.LiveCollector)."""
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
     app[CONFIG], app[STATE], app[GATEWAY], app[VAULT], app[KEYRING] = cfg, state, gateway, vault, keyring
     app[TOKENS], app[USERS], app[CLOCK_MS], app[LOG] = tokens, users, clock_ms, log
     app[ALLOW] = allow if allow is not None else AllowList(list(cfg.security.admin_allow_ips),
                                                            "security.admin_allow_ips")
+    app[METRICS_REGISTRY], app[METRICS_LIVE] = metrics_registry, tuple(live_metrics)
     r = app.router
+    r.add_get(METRICS_PATH, metrics)
     r.add_post(f"{PREFIX}/login", login)
     r.add_post(f"{PREFIX}/refresh", refresh)
     r.add_get(f"{PREFIX}/accounts", list_accounts)

@@ -15,11 +15,13 @@ from aiohttp import web
 from ganntec.config import Config
 from ganntec.edge import errors as E
 from ganntec.edge import listenkeys, market, streams, trading, userdata, wsapi
-from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, LISTEN_EXPIRY_MS, STATE, SYMBOLS,
-                                  SYMBOLS_BY_ID)
+from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, LISTEN_EXPIRY_MS, METRICS,
+                                  METRICS_REGISTRY, STATE, SYMBOLS, SYMBOLS_BY_ID)
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
 from ganntec.edge.limits import LIMITS, EdgeLimits, rate_limits
+from ganntec.edge.observe import event_counter, http_metrics
+from ganntec.metrics import EdgeMetrics, multiprocess_dir
 from ganntec.edge.state import EdgeState
 from ganntec.edge.units import SymbolUnits
 
@@ -71,19 +73,28 @@ def history_reader(path: str | None) -> Callable[[], object]:
 
 def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: KeyStore | None = None,
              state: EdgeState | None = None, gateway=None, history_path: str | None = None,
-             listen_expiry_ms: np.ndarray | None = None, rate_table=None) -> web.Application:
+             listen_expiry_ms: np.ndarray | None = None, rate_table=None, count_events: bool = True) -> web.Application:
     """The edge's app. Without a gateway the trading endpoints answer -1007 (no backend);
     without a state the market endpoints show empty books. `listen_expiry_ms`: each account's
     listen key validity (int64 ms, indexed by account id; listenkeys.py), shared by the edge
     processes so a keepalive on one extends the streams of all; by default this app's own.
     `rate_table`: the rate limit counters (ratelimit.RateTable; the edge segment's, shared by
-    the edge processes); without one, no rate limit is applied (size limits still are)."""
+    the edge processes); without one, no rate limit is applied (size limits still are).
+    `count_events`: this process counts the business events it applies (orders, rejects,
+    trades) in its metrics; with several edges only one does, or each would count them all."""
     if listen_expiry_ms is None:
         listen_expiry_ms = np.zeros(cfg.engine.max_accounts, np.int64)
     if listen_expiry_ms.dtype != np.int64 or listen_expiry_ms.ndim != 1:
         raise ValueError(f"listen_expiry_ms must be a 1-d int64 array, not {listen_expiry_ms.dtype} "
                          f"{listen_expiry_ms.shape}")
-    app = web.Application(middlewares=[rate_limits, E.binance_errors], client_max_size=cfg.limits.max_body_bytes)
+    app = web.Application(middlewares=[http_metrics, rate_limits, E.binance_errors],
+                          client_max_size=cfg.limits.max_body_bytes)
+    registry = None
+    if multiprocess_dir() is None:  # each app its own registry (tests); else every process's files
+        from prometheus_client import CollectorRegistry
+        registry = CollectorRegistry()
+    app[METRICS_REGISTRY] = registry
+    app[METRICS] = metrics = EdgeMetrics(registry)
     app[CONFIG] = cfg
     app[CLOCK_MS] = clock_ms
     app[KEYS] = keys if keys is not None else KeyStore()
@@ -96,7 +107,12 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
     def account_limits(account: int) -> tuple[int, int]:
         acc = directory.account(account)
         return (acc.orders_per_10s, acc.orders_per_day) if acc is not None else (0, 0)
-    app[LIMITS] = EdgeLimits(rate_table, cfg.limits, clock_ms, account_limits)
+    app[LIMITS] = EdgeLimits(rate_table, cfg.limits, clock_ms, account_limits,
+                             on_refusal=lambda limit, status: metrics.rate_limited.labels(limit, str(status)).inc())
+    if gateway is not None:
+        gateway.round_trip = metrics.round_trip
+    if count_events:
+        app[STATE].listeners.append(event_counter(metrics, [s.name for s in cfg.symbols]))
     units = [SymbolUnits(s) for s in cfg.symbols]
     app[SYMBOLS] = {u.name: u for u in units}
     app[SYMBOLS_BY_ID] = units

@@ -25,3 +25,5 @@ STREAMS_KEY = web.AppKey("streams", object)  # edge.streams.StreamHub
 # so a keepalive on one edge process extends the streams another one serves.
 LISTEN_EXPIRY_MS = web.AppKey("listen_expiry_ms", np.ndarray)
 LISTEN_KEYS = web.AppKey("listen_keys", object)  # edge.listenkeys.ListenKeys
+METRICS = web.AppKey("metrics", object)  # metrics.EdgeMetrics
+METRICS_REGISTRY = web.AppKey("metrics_registry", object)  # its registry (None: multiprocess files)

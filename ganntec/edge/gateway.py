@@ -47,6 +47,7 @@ class Gateway(abc.ABC):
         # The admin plane's commands (source 0, cmd.0) go through one edge: the one serving the
         # admin port; 0 = not this one.
         self.admin_next_seq = admin_next_seq
+        self.round_trip = None  # a Histogram: publish -> answer applied (set by the app's metrics)
 
     def _stamp(self, records: np.ndarray, source: int, seq: int) -> np.ndarray:
         # a byte copy: copying a structured array copies its fields only, never its other bytes
@@ -207,7 +208,11 @@ class RingGateway(Gateway):
                 raise E.backend_timeout()
             await asyncio.sleep(pause)  # the engines are behind or recovering: back off
             pause = min(pause * 2, 0.05)
-        return await self._within(fut, max(deadline - time.monotonic(), 0.001))
+        t0 = time.perf_counter()
+        out = await self._within(fut, max(deadline - time.monotonic(), 0.001))
+        if self.round_trip is not None:
+            self.round_trip.observe(time.perf_counter() - t0)
+        return out
 
     async def _within(self, fut: asyncio.Future, timeout_s: float):
         """fut's result, or backend_timeout after timeout_s: one timer on the future itself

@@ -133,9 +133,11 @@ class EdgeLimits:
     `account_limits(account)` -> (orders per 10 s, per day) of an account, 0 for the instance's."""
 
     def __init__(self, table: RL.RateTable | None, cfg: LimitsConfig, clock_ms: Callable[[], int],
-                 account_limits: Callable[[int], tuple[int, int]] = lambda account: (0, 0)):
+                 account_limits: Callable[[int], tuple[int, int]] = lambda account: (0, 0),
+                 on_refusal: Callable[[str, int], None] = lambda limit, status: None):
         self.limiter = RL.Limiter(table, self.limits_of(cfg)) if table is not None else None
         self.cfg, self.clock_ms, self.account_limits = cfg, clock_ms, account_limits
+        self.on_refusal = on_refusal  # (limit name, HTTP status): metrics
         self._per_account: dict[tuple[int, int], RL.Limits] = {}
         self._connections: dict[int, dict[int, object]] = {}  # ip key -> id -> this process's open transports
         self._admitted = 0
@@ -190,6 +192,7 @@ class EdgeLimits:
             if not v.allowed:
                 lim = overrides[key] if overrides else self.limiter.limits
                 kind = RL.KINDS[v.limit_kind]
+                self.on_refusal(kind.name, 429)
                 err = E.BinanceError(429, -1015, f"Too many new orders; current limit is {lim.limit(v.limit_kind)} "
                                                  f"orders per {_interval_text(kind)}.")
                 err.headers = {"Retry-After": str(v.retry_after_s), **order_headers(v)}
@@ -205,6 +208,7 @@ class EdgeLimits:
         if not v.allowed:
             if v.status == 418:
                 raise self._refusal(v, now)
+            self.on_refusal("ws_connections", 429)
             err = E.BinanceError(429, -1034, f"Too many connection attempts from IP; current limit is "
                                              f"{self.cfg.ws_connections_per_5m} per '5 MINUTE'.")
             err.headers = {"Retry-After": str(v.retry_after_s)}
@@ -223,6 +227,7 @@ class EdgeLimits:
         for tid in [tid for tid, t in live.items() if t.is_closing()]:
             del live[tid]
         if len(live) >= self.cfg.max_connections_per_ip:
+            self.on_refusal("connections_per_ip", 429)
             err = E.BinanceError(429, -1034, f"Too many concurrent connections; current limit is "
                                              f"'{self.cfg.max_connections_per_ip}'.")
             err.headers = {"Connection": "close"}
@@ -239,6 +244,7 @@ class EdgeLimits:
 
     def _refusal(self, v: RL.Verdict, now_ms: int) -> E.BinanceError:
         lim = self.limiter.limits
+        self.on_refusal("ban" if v.status == 418 else RL.KINDS[v.limit_kind].name, v.status)
         if v.status == 418:
             err = E.BinanceError(418, -1003, f"Way too much request weight used; IP banned until {v.banned_until_ms}. "
                                               "Please use WebSocket Streams for live updates to avoid bans.")

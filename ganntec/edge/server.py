@@ -29,7 +29,9 @@ from ganntec.edge.keys import KeyRing, listen_secret
 from ganntec.edge.shared import EdgeShared
 from ganntec.edge.state import EdgeState
 from ganntec.edge.tls import server_context
+from ganntec.edge.appkeys import METRICS_REGISTRY
 from ganntec.edge.vault import Vault
+from ganntec.metrics import LiveCollector
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
 from ganntec.logline import say
@@ -112,15 +114,16 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
         shared.close(unlink=False)
         raise
     app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir),
-                   listen_expiry_ms=shared.listen_expiry_ms, rate_table=shared.rate_table)
+                   listen_expiry_ms=shared.listen_expiry_ms, rate_table=shared.rate_table, count_events=admin)
     from aiohttp import web
 
     lim = cfg.limits  # request line and header sizes (aiohttp answers 400 beyond), idle keep-alive
     runners = [web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=lim.max_header_bytes,
                              max_field_size=lim.max_header_bytes, keepalive_timeout=lim.idle_timeout_s)]
     if admin:
-        runners.append(web.AppRunner(admin_app(cfg, state, gateway, vault, keys, master_key, log), access_log=None,
-                                     handle_signals=False))
+        live = LiveCollector(instance, journal_dir, shared.rate_table)
+        runners.append(web.AppRunner(admin_app(cfg, state, gateway, vault, keys, master_key, log,
+                                               app[METRICS_REGISTRY], (live,)), access_log=None, handle_signals=False))
     try:
         tls = server_context(cfg.edge.tls_cert, cfg.edge.tls_key) if cfg.edge.tls_cert else None
         for runner in runners:
@@ -154,14 +157,15 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
         raise gateway.failed
 
 
-def admin_app(cfg: Config, state, gateway, vault, keys, master_key: bytes, log):
+def admin_app(cfg: Config, state, gateway, vault, keys, master_key: bytes, log, metrics_registry=None, live=()):
     from ganntec.admin.api import make_admin_app
     from ganntec.admin.auth import AdminUsers, TokenIssuer, derive_signing_key
     from ganntec.edge.app import wall_clock_ms
 
     users_path = cfg.security.users_path(cfg.instance.data_dir)
     return make_admin_app(cfg, state, gateway, vault, keys, TokenIssuer(derive_signing_key(master_key)),
-                          lambda: AdminUsers.load(users_path), wall_clock_ms, log)
+                          lambda: AdminUsers.load(users_path), wall_clock_ms, log, metrics_registry=metrics_registry,
+                          live_metrics=live)
 
 
 def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, master_key: bytes, source: int, wake_fd: int,

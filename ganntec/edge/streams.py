@@ -38,6 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ganntec.edge.appkeys import (
     CLOCK_MS,
     CONFIG,
+    METRICS,
     LISTEN_KEYS,
     STATE,
     STREAMS_KEY,
@@ -384,7 +385,11 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
         listen.attach(conn, user_streams[:MAX_STREAMS - len(conn.streams)])
         await ws.prepare(request)
         conn.open()
+        metrics = request.app[METRICS]
+        open_gauge, received = metrics.ws_connections.labels("streams"), metrics.ws_messages.labels("streams")
+        open_gauge.inc()
         async for msg in ws:
+            received.inc()
             now_s = clock_ms() // 1000
             second, sent = (second, sent + 1) if now_s == second else (now_s, 1)
             if sent > limits.ws_messages_per_s:
@@ -397,6 +402,8 @@ async def _serve(request: web.Request, names: list[str], combined: bool) -> web.
             elif msg.type in (WSMsgType.BINARY,):
                 conn.send(_error(3, "Invalid JSON: binary frames are not supported"))
     finally:
+        if ws.prepared:
+            request.app[METRICS].ws_connections.labels("streams").dec()
         listen.detach(conn)
         hub.unsubscribe(conn, list(conn.streams))
     return ws

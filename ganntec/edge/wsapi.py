@@ -17,15 +17,15 @@ a client that does not read is disconnected."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ganntec.edge import auth as A
 from ganntec.edge import errors as E
-from ganntec.edge.errors import log_unexpected
 from ganntec.edge import market, trading
-from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS, METRICS
 from ganntec.edge.exchange_info import query_exchange_info
 from ganntec.edge.limits import LIMITS, ORDER_OPERATIONS, ws_api_weight
 from ganntec.edge.streams import Connection, websocket
@@ -49,6 +49,9 @@ MARKET = {"depth": "depth", "trades.recent": "trades", "trades.historical": "his
 LISTEN_KEY = {"userDataStream.start": "start_user_stream", "userDataStream.ping": "keepalive_user_stream",
               "userDataStream.stop": "close_user_stream"}
 MAX_SUBSCRIPTIONS = 1000
+KNOWN_METHODS = frozenset([*TRADING, *MARKET, *LISTEN_KEY, "ping", "time", "exchangeInfo",
+                           "userDataStream.subscribe.signature", "userDataStream.unsubscribe",
+                           "session.subscriptions"])
 
 
 class Session:
@@ -81,6 +84,8 @@ class Session:
         lim = self.app[LIMITS]
         weight = verdict = None
         self.order_verdict = None
+        t0 = time.perf_counter()
+        status = 200
         try:
             weight = verdict = lim.request(self.ip, ws_api_weight(method, params))
             result = await self._call(method, params)
@@ -89,15 +94,22 @@ class Session:
                 now = self.app[CLOCK_MS]()
                 retry_s = int((exc.headers or {}).get("Retry-After", "1"))
                 exc.data = {"serverTime": now, "retryAfter": now + retry_s * 1000}
+            status = exc.http_status
             self.reply(req_id, exc.http_status, {"error": exc.body()},  # cancelReplace's "data" inside
                        lim.ws_rate_limits(weight, self.order_verdict))
             if exc.http_status == 418:
                 await self.conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"IP banned")
         except Exception as exc:  # noqa: BLE001 - a bug: answered, never a request left without one
-            log_unexpected(exc, f"WebSocket API {method}")
+            E.log_unexpected(exc, f"WebSocket API {method}")
+            status = 500
             self.reply(req_id, 500, {"error": E.unknown_error().body()}, lim.ws_rate_limits(verdict, self.order_verdict))
         else:
             self.reply(req_id, 200, {"result": result}, lim.ws_rate_limits(verdict, self.order_verdict))
+        finally:
+            metrics = self.app[METRICS]
+            name = method if method in KNOWN_METHODS else "other"  # bounded labels
+            metrics.ws_api_requests.labels(name, str(status)).inc()
+            metrics.ws_api_seconds.labels(name).observe(time.perf_counter() - t0)
 
     async def _call(self, method: str, params: dict):
         app = self.app
@@ -188,8 +200,12 @@ async def ws_api(request: web.Request) -> web.WebSocketResponse:
     conn.open()
     session = Session(request.app, conn, request.remote)
     tasks: set[asyncio.Task] = set()
+    metrics = request.app[METRICS]
+    open_gauge, received = metrics.ws_connections.labels("ws-api"), metrics.ws_messages.labels("ws-api")
+    open_gauge.inc()
     try:
         async for msg in ws:
+            received.inc()
             if msg.type != WSMsgType.TEXT:
                 continue
             req_id, method, params_or_error = _request(msg.data)
@@ -200,6 +216,7 @@ async def ws_api(request: web.Request) -> web.WebSocketResponse:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
+        open_gauge.dec()
         session.close()
         for task in tasks:
             task.cancel()

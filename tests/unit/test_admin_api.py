@@ -300,3 +300,30 @@ def test_ccxt_trades_with_an_ed25519_key_the_admin_api_issued(h):
 
     order, balance = run(h, scenario)
     assert order["status"] == "open" and balance["USDT"]["used"] == 20.0
+
+
+def test_metrics_count_what_happened(h):
+    """/metrics on the admin port: Prometheus text, no token needed (the allow-list applies);
+    after N orders the counters say N (prometheus_client's parser reads it back)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scenario(c):
+        key = await _key(c)
+        for i in range(3):
+            assert (await c.signed("POST", "/api/v3/order", key, **ORDER, newClientOrderId=f"m{i}"))[0] == 200
+        refused = await c.signed("POST", "/api/v3/order", key, **{**ORDER, "quantity": "1000"})  # 20M USDT: risk refuses
+        resp = await c.admin.get("/metrics")
+        return refused, resp.status, resp.headers["Content-Type"], await resp.text()
+
+    refused, status, ctype, text = run(h, scenario)
+    assert refused[0] == 400 and status == 200 and ctype.startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("ganntec_orders_total", (("result", "accepted"),))] == 3
+    assert samples[("ganntec_orders_total", (("result", "rejected"),))] == 1
+    assert samples[("ganntec_rejects_total", (("reason", "INSUFFICIENT_BALANCE"),))] == 1
+    assert samples[("ganntec_http_requests_total", (("method", "POST"), ("route", "/api/v3/order"),
+                                                    ("status", "200")))] == 3
+    assert samples[("ganntec_http_request_duration_seconds_count", (("route", "/api/v3/order"),))] == 4
+    assert ("ganntec_engine_round_trip_seconds_count", ()) in samples  # (the in-process driver answers at once)
+    assert all(k not in text for k in ("secret", "api_key"))  # nothing of a key, ever
