@@ -70,7 +70,7 @@ class EdgeMetrics:
         self.trades = Counter("ganntec_trades_total", "Trades, by symbol", ("symbol",), **kw)
         self.traded_base = Counter("ganntec_traded_quantity_lots_total", "Traded base quantity, in lots",
                                    ("symbol",), **kw)
-        self.reports = Counter("ganntec_reports_applied_total", "Report records the edge applied", **kw)
+        self.children: dict = {}  # bound label children by label values (observe.py)
 
 
 class SupervisorMetrics:
