@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ganntec.admin.cli import add_parser as add_admin_parser
     add_admin_parser(sub)  # ganntec admin ...: the admin API's client (ganntec/admin/cli.py)
+    from ganntec.deploy import add_parser as add_deploy_parser
+    add_deploy_parser(sub)  # ganntec deploy emit --config X --out DIR (ganntec/deploy.py)
 
     tls = sub.add_parser("tls", help="TLS helpers")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)
