@@ -22,7 +22,9 @@ Every worker runs `Worker.run`: turns until a stop is asked and its work is done
 turn that did nothing it waits on its inputs (the configured strategy) for at most a quarter
 heartbeat; its heartbeat (CLOCK_MONOTONIC ns) is the consumer heartbeat of its first input
 ring, beaten every turn and while it waits for room downstream (waiting for a consumer is
-alive). Signals only set a flag.
+alive). Signals only set a flag. Under systemd with `WatchdogSec=` the same beat sends the
+watchdog's WATCHDOG=1 when one is due (every half interval; ganntec/sdnotify.py says why from
+here and under which condition), so a loop that freezes stops pinging.
 
 Durability: only the journal writer's process (the single worker, or the order worker)
 forwards anything, and only after the turn's frames are written and, in `fsync` mode,
@@ -56,11 +58,12 @@ import time
 import numpy as np
 import posix_ipc
 
+from ganntec import sdnotify
 from ganntec.engines import matching, order, position, risk
 from ganntec.journal.journal import JournalWriter
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
-from ganntec.shm.ring import Ring
+from ganntec.shm.ring import OBSERVER, Ring
 from ganntec.shm.segment import process_alive
 from ganntec.workers.driver import InProcessDriver
 
@@ -74,6 +77,11 @@ ORDER_DOORBELL = 1  # cmd.* and matching.0.order: the order engine's inputs
 # The ring whose consumer heartbeat is a downstream worker's (order's and single's: cmd.0).
 FIRST_INPUT = {"risk": ORDER_RISK, "matching": RISK_MATCHING, "position": RISK_POSITION}
 ENGINES = ("order", "risk", "matching", "position")
+
+
+def beat_ring_name(engine: str) -> str:
+    """The ring whose consumer heartbeat is `engine`'s ("engines": placement single)."""
+    return cmd_ring(0) if engine in ("engines", "order") else FIRST_INPUT[engine]
 
 
 def cmd_ring(source: int) -> str:
@@ -161,12 +169,17 @@ class Worker(abc.ABC):
         self.inputs, self.wait = inputs, wait
         self.idle_timeout_s = heartbeat_ms / 4000
         self.stop = False
+        self.pinger: sdnotify.Pinger | None = None  # systemd's watchdog, when it is on
 
     def _on_signal(self, signum, frame):
         self.stop = True
 
     def beat(self) -> None:
-        self.inputs[0].heartbeat(time.monotonic_ns())
+        now = time.monotonic_ns()
+        pinger = self.pinger
+        if pinger is not None and now >= pinger.next_ns:  # a ping due: every half WatchdogSec
+            pinger.tick(now)  # before the heartbeat: the supervisor's READY (it waits for one) comes after
+        self.inputs[0].heartbeat(now)
 
     @abc.abstractmethod
     def turn(self) -> bool:
@@ -482,12 +495,28 @@ def _wake_by_eventfd(rings: list[Ring], fds: list[int] | None) -> None:
         ring.wake_fd = fd
 
 
+def peers_beating(rings: list[Ring], stale_ns: int):
+    """healthy(now_ns) for a Pinger: every ring's consumer heartbeat (another engine worker's)
+    is at most `stale_ns` old: the supervisor's test of a live worker."""
+    def healthy(now_ns: int) -> bool:
+        for ring in rings:
+            if now_ns - ring.stats().consumer_heartbeat_ns > stale_ns:
+                return False
+        return True
+    return healthy
+
+
 def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | None, instance: str, sources: int,
                 wait_name: str, waiters: int, heartbeat_ms: int, cpu: int | None, max_in_flight: int,
-                report_wake_fds: list[int] | None = None) -> int:
+                report_wake_fds: list[int] | None = None, watchdog_s: float | None = None,
+                notify_socket: str | None = None) -> int:
     """Body of a forked engine process. `engine` is "engines" (placement single: all four)
     or one of ENGINES; `engines` holds the recovered engines, inherited warm through fork.
-    `report_wake_fds`: per reports ring, the eventfd its edge waits on (Ring.wake_fd), if any."""
+    `report_wake_fds`: per reports ring, the eventfd its edge waits on (Ring.wake_fd), if any.
+    `watchdog_s`: systemd's WatchdogSec, from the supervisor (this process is not
+    WATCHDOG_PID, so it does not read it itself): the loop pings `notify_socket` (default
+    $NOTIFY_SOCKET) every half of it while every engine worker of the instance beats
+    (sdnotify.py)."""
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     wait = W.make(wait_name, processes=waiters)
@@ -516,10 +545,19 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
     signal.signal(signal.SIGTERM, worker._on_signal)
     signal.signal(signal.SIGINT, worker._on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked since the fork
-    worker.beat()
+    peers: list[Ring] = []
     try:
+        if watchdog_s:
+            notifier = sdnotify.Notifier(None if notify_socket is None else {sdnotify.NOTIFY_SOCKET: notify_socket})
+            if notifier.enabled:
+                others = [] if engine == "engines" else [beat_ring_name(e) for e in ENGINES if e != engine]
+                peers = _attach(instance, others, OBSERVER)
+                worker.pinger = sdnotify.Pinger(
+                    notifier, watchdog_s, peers_beating(peers, heartbeat_ms * 1_000_000) if peers else None,
+                    warn=lambda text: print(f"ganntec {engine} worker: {text}", file=sys.stderr, flush=True))
+        worker.beat()
         worker.run()
     finally:
-        for r in ins + outs:
+        for r in ins + outs + peers:
             r.close(unlink=False)
     return 0

@@ -27,6 +27,16 @@ With `journal.archive`, segments the journal writer has rolled past are gzipped 
 
 Signals only record: SIGTERM or SIGINT asks for a clean stop (each worker finishes what it
 owes, journaled and reported, then everything is unlinked); a second SIGINT forces the exit.
+
+systemd (`Type=notify`, `WatchdogSec=`; ganntec/sdnotify.py has the design): with
+$NOTIFY_SOCKET set, READY=1 goes out from the health loop once start-up is done and seen done:
+every engine worker has beaten twice since its fork (a whole turn of its loop), and every edge
+process listens on its port(s) (its sockets, read from /proc through psutil; if they cannot be
+read, READY does not wait for the edges). Until then the loop looks every 20 ms and the
+snapshotter (whose first poll replays the journal) waits. STOPPING=1 when the stop begins,
+STATUS= while starting, on restarts and on a failed start. The workers ping the watchdog from
+their loops, with the interval this process (WATCHDOG_PID) hands them. Without
+$NOTIFY_SOCKET none of this runs.
 """
 
 from __future__ import annotations
@@ -40,11 +50,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
+from ganntec import sdnotify
 from ganntec.config import Config
 from ganntec.edge import keys as edge_keys
 from ganntec.edge.vault import MASTER_KEY_ENV, Vault, create_master_key, load_master_key
-from ganntec.edge.server import edge_main
+from ganntec.edge.server import ADMIN_EDGE, edge_main
 from ganntec.edge.shared import EdgeShared
 from ganntec.history.projector import history_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
@@ -76,6 +88,8 @@ PR_SET_PDEATHSIG = 1
 EDGE_QUICK_FAILURE_S = 10
 EDGE_QUICK_FAILURES = 3
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+# Until READY=1 is sent, the health loop looks this often whether start-up is done.
+READY_POLL_S = 0.02
 
 
 @dataclass
@@ -140,7 +154,7 @@ class Snapshotter:
 
 
 class Supervisor:
-    def __init__(self, cfg: Config, log=None):
+    def __init__(self, cfg: Config, log=None, environ=None):
         self.cfg = cfg
         self.paths = Paths.of(cfg)
         self.log = log or say
@@ -167,6 +181,14 @@ class Supervisor:
         self.wait_name = cfg.runtime.wait
         # Processes that want a CPU, for `auto`: the engine workers, the supervisor (snapshots), edges.
         self.waiters = len(self.engines) + 1 + cfg.edge.processes
+        # systemd: READY/STOPPING/STATUS from here; the watchdog interval for the workers' pings.
+        self.notify = sdnotify.Notifier(environ)
+        self.watchdog_s, self.watchdog_why = (sdnotify.watchdog_setting(environ) if self.notify.enabled
+                                              else (None, f"{sdnotify.NOTIFY_SOCKET} not set"))
+        self.ready_sent = not self.notify.enabled  # nobody to tell: nothing to wait for
+        self.edge_sockets_unseen = ""  # why the edges' listening sockets cannot be looked at
+        self.recovered_seq = 0
+        self.first_beats: dict[str, int] = {}  # engine -> the first heartbeat seen since its fork
 
     # --- signals: record only ------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -174,6 +196,15 @@ class Supervisor:
 
     # --- start ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self.notify.problem:
+            self.log(f"systemd notification off: {self.notify.problem}")
+        elif self.notify.enabled:
+            watchdog = (f"watchdog: each engine worker's loop pings every {self.watchdog_s / 2:g} s "
+                        f"(WatchdogSec {self.watchdog_s:g} s)" if self.watchdog_s
+                        else f"no watchdog ({self.watchdog_why})")
+            self.log(f"systemd: notifying {self.notify.socket_name}; READY=1 once the workers beat and the edges "
+                     f"listen; {watchdog}")
+            self.notify.status("starting: recovering the engines")
         removed = remove_stale(self.instance)
         if removed:
             self.log(f"removed {len(removed)} segments a dead instance {self.instance!r} left: {', '.join(removed)}")
@@ -219,6 +250,7 @@ class Supervisor:
             rp, base, edge = recover(replayer_factory(cfg), self.paths.journal, self.paths.snapshots, max_seq=floor)
             more_journal, more_edge = rp.finish()
             writer.append(more_journal)
+            self.recovered_seq = int(rp.order.seq)
             self.log(f"recovered to sequence {rp.order.seq} in {time.monotonic() - t0:.2f} s "
                      f"(snapshot {base or 'none'}, {rp.replayed} journal records replayed, "
                      f"{len(more_journal)} results sequenced now)")
@@ -258,6 +290,7 @@ class Supervisor:
             writer.close()
             raise
         self.forked_ns = time.monotonic_ns()
+        self.first_beats = {}
         cpus = sorted(self.cfg.cpu_plan())
         pinned = self.cfg.runtime.cpus != "auto"
         try:
@@ -297,6 +330,7 @@ class Supervisor:
                 os._exit(1)
             for hold in self.port_holds:
                 hold.close()
+            self.notify.close()  # the supervisor's socket (a worker that notifies makes its own)
             if self.edge_shared is not None:
                 self.edge_shared.close(unlink=False)
             for r in self.rings + self.reports + list(self.internal.values()):
@@ -314,7 +348,8 @@ class Supervisor:
                 writer.detach()
             return worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
                                self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight,
-                               self.report_wake_fds)
+                               self.report_wake_fds, watchdog_s=self.watchdog_s,
+                               notify_socket=self.notify.socket_name)
         return self._fork(f"{engine} worker", body)
 
     # --- the edges --------------------------------------------------------------------------
@@ -444,6 +479,48 @@ class Supervisor:
                 return f"{engine} worker {wpid} heartbeat {age_ms:.0f} ms old"
         return None
 
+    # --- systemd readiness ----------------------------------------------------------------
+    def _awaiting(self) -> str | None:
+        """None once start-up is done, else what is still awaited. Done: every engine worker
+        has beaten twice since its fork (the second beat follows a whole turn of its loop:
+        whatever its compiled code needed is loaded), and every edge listens on its port(s)."""
+        for engine, wpid in self.pids.items():
+            beat = self._beat_ring(engine).stats().consumer_heartbeat_ns
+            if beat < self.forked_ns or self.first_beats.setdefault(engine, beat) == beat:
+                return f"the {engine} worker {wpid} to turn"
+        if self.cfg.edge.enabled and not self.edge_sockets_unseen:
+            for e in range(1, self.sources):
+                pid = self.children.get(f"edge {e}", 0)
+                ports = {self.port} | ({self.admin_port} if e == ADMIN_EDGE else set())
+                try:
+                    listening = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+                                 if c.status == psutil.CONN_LISTEN} if pid else set()
+                except psutil.AccessDenied as exc:
+                    self.edge_sockets_unseen = f"{type(exc).__name__}: {exc}"
+                    self.log(f"cannot see edge {e}'s sockets ({self.edge_sockets_unseen}): READY=1 does not wait for "
+                             f"the edges to listen")
+                    return None
+                except psutil.Error:
+                    listening = set()  # gone: the health loop starts it again
+                if not ports <= listening:
+                    return f"edge {e} to listen on port {', '.join(map(str, sorted(ports - listening)))}"
+        return None
+
+    def _running_status(self) -> str:
+        edge = f"; edge on {self.cfg.edge.host}:{self.port}" if self.cfg.edge.enabled else ""
+        return (f"running: placement {self.placement}, engine workers {self._pid_list()}, recovered to sequence "
+                f"{self.recovered_seq}, {self.restarts} restarts{edge}")
+
+    def _ready_if_up(self) -> None:
+        """READY=1 (with STATUS=) once start-up is done; once."""
+        if self._awaiting() is not None:
+            return
+        self.ready_sent = True
+        if self.notify.ready(self._running_status()):
+            self.log("told systemd READY=1")
+        else:
+            self.log(f"systemd: READY=1 not sent ({self.notify.last_error})")
+
     def _kill_workers(self) -> None:
         for pid in self.pids.values():
             os.kill(pid, signal.SIGKILL)
@@ -453,10 +530,12 @@ class Supervisor:
 
     def _restart(self, why: str) -> None:
         self.log(f"{why}: stopping the engines, recovering by replay")
+        self.notify.status(f"restarting the engines: {why}")
         self._kill_workers()
         self.restarts += 1
         self._start_engines(first=False)
         self.log(f"engine workers restarted: {self._pid_list()}")
+        self.notify.status(self._running_status())
 
     def _pid_list(self) -> str:
         return " ".join(f"{engine}={pid}" for engine, pid in self.pids.items())
@@ -465,7 +544,11 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.start()
+        try:
+            self.start()
+        except BaseException as exc:
+            self.notify.status(f"start failed: {type(exc).__name__}: {exc}")
+            raise
         rings = self.rings + self.reports + list(self.internal.values())
         self.log(f"instance {self.instance!r} running: placement {self.placement}, engine workers: {self._pid_list()}; "
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
@@ -482,7 +565,9 @@ class Supervisor:
         code = 0
         try:
             while self.stop_requests == 0:
-                time.sleep(tick)
+                if not self.ready_sent:
+                    self._ready_if_up()
+                time.sleep(tick if self.ready_sent else min(tick, READY_POLL_S))
                 why = self._worker_state()
                 if why and self.stop_requests == 0:
                     self._restart(why)
@@ -505,11 +590,13 @@ class Supervisor:
                     self.restarts += 1
                     for e in dead:
                         self._discard_unread(reports_ring(e))
+                    self.notify.status(f"restarting the engines and edge {', '.join(map(str, dead))}")
                     rp = self._start_engines(first=False)
                     for e in dead:
                         self._start_edge(rp, e)
+                    self.notify.status(self._running_status())
                     continue
-                made = self.snapshotter.poll()
+                made = self.snapshotter.poll() if self.ready_sent else None  # its first poll replays: after READY
                 if made:
                     self.log(f"snapshot {made}")
                 if self.cfg.journal.archive:
@@ -525,6 +612,7 @@ class Supervisor:
     def _stop(self) -> int:
         """SIGTERM every worker; each finishes what it owes (see runtime.py) and exits."""
         self.log("stopping")
+        self.notify.stopping("stopping: the edges first, then the engines finish what they owe")
         for e in range(1, self.sources):  # clients first: no new commands while the engines finish
             self._stop_child(f"edge {e}")
         self._stop_child("history")
