@@ -21,6 +21,9 @@ from collections.abc import Callable
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 DIR_NAME = "metrics"
 # Seconds: a loopback request is ~0.1-5 ms; the engine round trip and fsync ~0.05-50 ms.
+# limits.py's refusals: (limit, HTTP status)
+RATE_LIMIT_LABELS = (("request_weight", "429"), ("raw_requests", "429"), ("orders_10s", "429"), ("orders_1d", "429"),
+                     ("ws_connections", "429"), ("connections_per_ip", "429"), ("ban", "418"))
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -71,6 +74,15 @@ class EdgeMetrics:
         self.traded_base = Counter("ganntec_traded_quantity_lots_total", "Traded base quantity, in lots",
                                    ("symbol",), **kw)
         self.children: dict = {}  # bound label children by label values (observe.py)
+        # Known label sets start at 0, so a dashboard's series exist before the first event.
+        for limit, status in RATE_LIMIT_LABELS:
+            self.rate_limited.labels(limit, status)
+        for result in ("accepted", "rejected"):
+            self.orders.labels(result)
+        from ganntec.shm.records import Reason
+        for reason in Reason:
+            if reason != Reason.NONE:
+                self.rejects.labels(reason.name)
 
 
 class SupervisorMetrics:

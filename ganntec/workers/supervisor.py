@@ -63,6 +63,7 @@ from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
 from ganntec.logline import say
+from ganntec.metrics import SupervisorMetrics, timed_sync
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import RecordType
@@ -158,6 +159,11 @@ class Supervisor:
         self.cfg = cfg
         self.paths = Paths.of(cfg)
         self.log = log or say
+        self.metrics = SupervisorMetrics()  # multiprocess files under <data-dir>/metrics (metrics.prepare)
+        for cause in ("worker", "edge"):
+            self.metrics.recoveries.labels(cause)  # series exist at 0 before the first event
+        for process in ("edge", "history"):
+            self.metrics.edge_restarts.labels(process)
         self.instance = cfg.instance.name
         self.sources = 1 + cfg.edge.processes  # admin + one ring per edge process
         self.placement = cfg.placement()
@@ -240,7 +246,8 @@ class Supervisor:
 
     def _start_engines(self, first: bool) -> Replayer:
         cfg = self.cfg
-        writer = JournalWriter(self.paths.journal, cfg.journal.durability, cfg.journal.segment_bytes)
+        writer = JournalWriter(self.paths.journal, cfg.journal.durability, cfg.journal.segment_bytes,
+                               sync=timed_sync(os.fdatasync, self.metrics.fsync_seconds))  # (timed in the worker)
         try:
             if writer.truncated:
                 path, offset, why = writer.truncated
@@ -533,6 +540,7 @@ class Supervisor:
         self.notify.status(f"restarting the engines: {why}")
         self._kill_workers()
         self.restarts += 1
+        self.metrics.recoveries.labels("worker").inc()
         self._start_engines(first=False)
         self.log(f"engine workers restarted: {self._pid_list()}")
         self.notify.status(self._running_status())
@@ -575,6 +583,7 @@ class Supervisor:
                 why = self._exited("history")
                 if why and self.stop_requests == 0:
                     self.log(f"{why}: starting it again (it catches up from the journal)")
+                    self.metrics.edge_restarts.labels("history").inc()
                     self._start_history()
                 dead = {e: why for e in range(1, self.sources) if (why := self._exited(f"edge {e}"))}
                 if dead and self.stop_requests == 0:
@@ -588,6 +597,8 @@ class Supervisor:
                              f"{', '.join(map(str, dead))} (its state is rebuilt by recovery)")
                     self._kill_workers()
                     self.restarts += 1
+                    self.metrics.recoveries.labels("edge").inc()
+                    self.metrics.edge_restarts.labels("edge").inc(len(dead))
                     for e in dead:
                         self._discard_unread(reports_ring(e))
                     self.notify.status(f"restarting the engines and edge {', '.join(map(str, dead))}")

@@ -22,6 +22,8 @@ from test_runtime import Server
 
 from ganntec.edge import auth as A
 
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="session")
 def promtool(tmp_path_factory) -> str:
@@ -71,12 +73,14 @@ async def place(port: int, key: dict, n: int) -> list[int]:
     return out
 
 
+async def scrape_async(base: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        return await r.text()
+
+
 def scrape(base: str) -> str:
-    async def get():
-        async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
-            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
-            return await r.text()
-    return asyncio.run(get())
+    return asyncio.run(scrape_async(base))
 
 
 def samples(text: str) -> dict:
@@ -103,3 +107,18 @@ def test_metrics_of_every_process_pass_promtool_and_count_what_happened(server, 
     assert got[("ganntec_journal_size_bytes", ())] > 0
     assert os.listdir(server.data / "metrics")  # the processes' own files, merged at the scrape
     assert key["api_secret"] not in text and key["api_key"] not in text
+
+    # the dashboard shows only what /metrics exports (after a WebSocket API request and a stream)
+    async def websockets():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"http://127.0.0.1:{port}/ws-api/v3") as api:
+                await api.send_str('{"id": 1, "method": "ping"}')
+                assert json.loads((await api.receive()).data)["status"] == 200
+                async with session.ws_connect(f"http://127.0.0.1:{port}/ws/btcusdt@trade") as stream:
+                    await stream.send_str('{"method": "LIST_SUBSCRIPTIONS", "id": 1}')
+                    await stream.receive()
+                    return await scrape_async(base)
+    exported = {name for name, _ in samples(asyncio.run(websockets()))}
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "ganntec.json").read_text())
+    used = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"ganntec_[a-z0-9_]+", t["expr"])}
+    assert used and used <= exported, sorted(used - exported)
