@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import subprocess
 import sys
@@ -36,7 +37,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"ganntec run: {problem}", file=sys.stderr)
         return 2
+    from ganntec.logline import FORMAT_ENV
     from ganntec.metrics import prepare
+    if args.log_format is not None:
+        os.environ[FORMAT_ENV] = args.log_format  # the processes it forks inherit it
     prepare(cfg.instance.data_dir)  # every process it forks records metrics under <data-dir>/metrics
     try:
         return Supervisor(cfg).run()
@@ -112,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="journal and snapshots here (overrides instance.data_dir)")
     run.add_argument("--port", type=int, help="the edge's REST/WebSocket port (overrides edge.port; 0 = any free)")
     run.add_argument("--admin-port", type=int, help="the admin API's port (overrides edge.admin_port; 0 = any free)")
+    run.add_argument("--log-format", choices=("text", "json"),
+                     help="text (default) or JSON lines: ts, level, component, pid, msg (also GANNTEC_LOG_FORMAT)")
     run.set_defaults(func=_cmd_run)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")

@@ -15,7 +15,7 @@ from aiohttp import web
 from ganntec.config import Config
 from ganntec.edge import errors as E
 from ganntec.edge import listenkeys, market, streams, trading, userdata, wsapi
-from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, GATEWAY, HISTORY, KEYS, LISTEN_EXPIRY_MS, METRICS,
+from ganntec.edge.appkeys import (CLOCK_MS, CONFIG, ERROR_BURST, GATEWAY, HISTORY, KEYS, LISTEN_EXPIRY_MS, METRICS,
                                   METRICS_REGISTRY, STATE, SYMBOLS, SYMBOLS_BY_ID)
 from ganntec.edge.auth import KeyStore
 from ganntec.edge.exchange_info import query_exchange_info
@@ -94,6 +94,7 @@ def make_app(cfg: Config, clock_ms: Callable[[], int] = wall_clock_ms, keys: Key
         from prometheus_client import CollectorRegistry
         registry = CollectorRegistry()
     app[METRICS_REGISTRY] = registry
+    app[ERROR_BURST] = E.error_burst()
     app[METRICS] = metrics = EdgeMetrics(registry)
     app[CONFIG] = cfg
     app[CLOCK_MS] = clock_ms

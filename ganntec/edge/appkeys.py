@@ -26,4 +26,5 @@ STREAMS_KEY = web.AppKey("streams", object)  # edge.streams.StreamHub
 LISTEN_EXPIRY_MS = web.AppKey("listen_expiry_ms", np.ndarray)
 LISTEN_KEYS = web.AppKey("listen_keys", object)  # edge.listenkeys.ListenKeys
 METRICS = web.AppKey("metrics", object)  # metrics.EdgeMetrics
+ERROR_BURST = web.AppKey("error_burst", object)  # logline.Burst of unexpected errors
 METRICS_REGISTRY = web.AppKey("metrics_registry", object)  # its registry (None: multiprocess files)

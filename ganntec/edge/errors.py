@@ -175,7 +175,8 @@ async def binance_errors(request: web.Request, handler):
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug: logged, and the client still gets Binance's shape
-        log_unexpected(exc, f"{request.method} {request.path}")
+        from ganntec.edge.appkeys import ERROR_BURST
+        log_unexpected(exc, f"{request.method} {request.path}", request.app.get(ERROR_BURST))
         return error_response(unknown_error())
 
 
@@ -183,10 +184,31 @@ def unknown_error() -> BinanceError:
     return BinanceError(500, -1000, "An unknown error occurred while processing the request.")
 
 
-def log_unexpected(exc: BaseException, where: str) -> None:
+def log_unexpected(exc: BaseException, where: str, burst=None) -> None:
+    """Log a bug's exception; with a logline.Burst, once per burst of the same one (a failing
+    request repeated a thousand times is one line and a count, not a thousand tracebacks)."""
+    import logging
+    import time
+
+    logger = logging.getLogger("ganntec.edge")
+    if burst is None:
+        logger.error("unhandled error in %s", where, exc_info=exc)
+        return
+    burst((type(exc).__name__, where), f"unhandled error in {where}: {type(exc).__name__}: {exc}",
+          time.monotonic(), exc=exc)
+
+
+def error_burst():
+    """The edge's Burst for unexpected errors, writing through the `logging` module."""
     import logging
 
-    logging.getLogger("ganntec.edge").error("unhandled error in %s", where, exc_info=exc)
+    from ganntec.logline import Burst
+
+    logger = logging.getLogger("ganntec.edge")
+
+    def log(msg: str, level: str, exc=None, repeats: int = 0) -> None:
+        logger.error(msg, exc_info=exc if not repeats else None)
+    return Burst(log)
 
 
 def error_response(exc: BinanceError) -> web.Response:

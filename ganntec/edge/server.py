@@ -34,7 +34,7 @@ from ganntec.edge.vault import Vault
 from ganntec.metrics import LiveCollector
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
-from ganntec.logline import say
+from ganntec.logline import Log, route_logging
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
 from ganntec.workers.runtime import cmd_ring
@@ -174,10 +174,12 @@ def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, master_key:
     writes (the supervisor made it before the fork)."""
     import uvloop
 
+    log = Log(f"edge {source}")
+    route_logging(Log(f"edge {source}", stream=sys.stderr))  # aiohttp's and the edge's error reports
     try:
         uvloop.run(serve(cfg, engines, make_replayer, journal_dir, master_key, source, wake_fd, port,
-                         log=say, admin_port=admin_port))
+                         log=log.say, admin_port=admin_port))
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
-        print(f"ganntec edge {source}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        Log(f"edge {source}", stream=sys.stderr).error(f"{type(exc).__name__}: {exc}")
         return 1
     return 0

@@ -25,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ganntec.edge import auth as A
 from ganntec.edge import errors as E
 from ganntec.edge import market, trading
-from ganntec.edge.appkeys import CLOCK_MS, CONFIG, KEYS, METRICS
+from ganntec.edge.appkeys import CLOCK_MS, CONFIG, ERROR_BURST, KEYS, METRICS
 from ganntec.edge.exchange_info import query_exchange_info
 from ganntec.edge.limits import LIMITS, ORDER_OPERATIONS, ws_api_weight
 from ganntec.edge.streams import Connection, websocket
@@ -100,7 +100,7 @@ class Session:
             if exc.http_status == 418:
                 await self.conn.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"IP banned")
         except Exception as exc:  # noqa: BLE001 - a bug: answered, never a request left without one
-            E.log_unexpected(exc, f"WebSocket API {method}")
+            E.log_unexpected(exc, f"WebSocket API {method}", self.app.get(ERROR_BURST))
             status = 500
             self.reply(req_id, 500, {"error": E.unknown_error().body()}, lim.ws_rate_limits(verdict, self.order_verdict))
         else:

@@ -16,7 +16,7 @@ import time
 
 from ganntec.history.store import HistoryStore, catch_up
 from ganntec.journal.journal import JournalTail
-from ganntec.logline import say
+from ganntec.logline import Log
 
 FILE_NAME = "history.sqlite"
 POLL_S = 0.05
@@ -65,7 +65,7 @@ def history_main(data_dir: str, journal_dir: str, make_replayer) -> int:
     os.nice(HISTORY_NICE)
     try:
         return Projector(store_path(data_dir), journal_dir, make_replayer,
-                         log=say).run()
+                         log=Log("history").say).run()
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and starts it again
-        print(f"ganntec history: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        Log("history", stream=sys.stderr).error(f"{type(exc).__name__}: {exc}")
         return 1

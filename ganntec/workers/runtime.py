@@ -61,6 +61,7 @@ import posix_ipc
 from ganntec import sdnotify
 from ganntec.engines import matching, order, position, risk
 from ganntec.journal.journal import JournalWriter
+from ganntec.logline import Log
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.ring import OBSERVER, Ring
@@ -210,8 +211,8 @@ class Worker(abc.ABC):
         not fit is not waited for (the journal has it)."""
         lost = publish_turn(ring, records, self.wait, self.beat, lambda: self.stop and reader_gone(ring))
         if lost:
-            print(f"ganntec worker: stopping with {lost} records for {ring.name} undelivered (no reader; "
-                  f"they are in the journal)", file=sys.stderr, flush=True)
+            Log("worker", stream=sys.stderr).say(f"stopping with {lost} records for {ring.name} undelivered (no "
+                                                  f"reader; they are in the journal)", "warning")
 
     def publish_reports(self, rings: list[Ring], records: np.ndarray) -> None:
         """The same records to every edge's reports ring (the slowest edge sets the pace)."""
@@ -554,7 +555,7 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
                 peers = _attach(instance, others, OBSERVER)
                 worker.pinger = sdnotify.Pinger(
                     notifier, watchdog_s, peers_beating(peers, heartbeat_ms * 1_000_000) if peers else None,
-                    warn=lambda text: print(f"ganntec {engine} worker: {text}", file=sys.stderr, flush=True))
+                    warn=lambda text: Log(f"{engine} worker", stream=sys.stderr).say(text, "warning"))
         worker.beat()
         worker.run()
     finally:

@@ -62,7 +62,7 @@ from ganntec.history.projector import history_main
 from ganntec.journal.journal import JournalTail, JournalWriter, archive_rolled
 from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
-from ganntec.logline import say
+from ganntec.logline import Log
 from ganntec.metrics import SupervisorMetrics, timed_sync
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
@@ -158,7 +158,7 @@ class Supervisor:
     def __init__(self, cfg: Config, log=None, environ=None):
         self.cfg = cfg
         self.paths = Paths.of(cfg)
-        self.log = log or say
+        self.log = log or Log("supervisor").say
         self.metrics = SupervisorMetrics()  # multiprocess files under <data-dir>/metrics (metrics.prepare)
         for cause in ("worker", "edge"):
             self.metrics.recoveries.labels(cause)  # series exist at 0 before the first event
@@ -344,7 +344,7 @@ class Supervisor:
                 r.close(unlink=False)  # the child attaches afresh, with its roles
             code = body()
         except BaseException as exc:  # noqa: BLE001 - report, then exit without unwinding the parent's state
-            print(f"ganntec {what}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            Log(what, stream=sys.stderr).error(f"{type(exc).__name__}: {exc}")
         finally:
             os._exit(code)
 

@@ -190,7 +190,7 @@ def test_the_supervisor_unit_keeps_the_architecture_decisions():
     assert "GANNTEC_NUMBA_CACHE_DIR=%C/ganntec/numba" in one["Environment"].split()
     assert one["PartOf"] == "ganntec.target" and one["CapabilityBoundingSet"] == ""
     assert one["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
-    assert one["ExecStart"] == "/usr/bin/env ganntec run --config /etc/ganntec/ganntec.toml"
+    assert one["ExecStart"] == "/usr/bin/env ganntec run --config /etc/ganntec/ganntec.toml --log-format json"
     for unit in UNITS:  # never on any Ganntec unit (all JIT-compile; all share the segments' user)
         k = keys(unit)
         assert "DynamicUser" not in k and "MemoryDenyWriteExecute" not in k and "CPUSchedulingPolicy" not in k

@@ -1,0 +1,34 @@
+"""`ganntec run --log-format json` (here through GANNTEC_LOG_FORMAT, which the CLI flag sets):
+every line on stdout and stderr is one JSON object with ts, level, component and pid, from the
+supervisor and from the processes it forks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from test_edge_run import CONFIG
+from test_runtime import Server
+
+
+@pytest.fixture
+def server(tmp_path, instance, monkeypatch):
+    monkeypatch.setenv("GANNTEC_LOG_FORMAT", "json")  # the child ganntec run inherits it
+    s = Server(tmp_path, instance)
+    s.cfg_path.write_text(CONFIG.format(instance=instance))
+    yield s
+    s.kill()
+
+
+def test_every_line_is_a_json_object_naming_its_process(server):
+    server.start()
+    server.wait_for('"component":"edge 1"')
+    server.wait_for('"component":"history"')
+    assert server.stop() == 0
+    lines = [orjson.loads(line) for line in server.lines if line.strip()]
+    assert lines and all({"ts", "level", "component", "pid", "msg"} <= set(line) for line in lines)
+    by = {}
+    for line in lines:
+        by.setdefault(line["component"], set()).add(line["pid"])
+    assert {"supervisor", "edge 1", "history"} <= set(by)
+    assert len(by["supervisor"]) == 1 and by["supervisor"].isdisjoint(by["edge 1"])
+    assert any("listening on http://" in line["msg"] for line in lines if line["component"] == "edge 1")
