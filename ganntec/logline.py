@@ -65,9 +65,9 @@ class Log:
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns // 1_000_000 % 1000:03d}Z"
             return orjson.dumps({"ts": ts, "level": level, "component": self.component or "ganntec",
                                  "pid": os.getpid(), "msg": msg, **fields}, default=str).decode() + "\n"
-        # text: as it always was (children's messages name their process themselves)
-        extra = "".join(f" {k}={v}" for k, v in fields.items())
-        return f"ganntec: {msg}{extra}\n" if level in ("info", "debug") else f"ganntec {self.component}: {msg}{extra}\n"
+        # text: as it always was (children's messages name their process themselves; the fields are
+        # for machines, the message already says them)
+        return f"ganntec: {msg}\n" if level in ("info", "debug") else f"ganntec {self.component}: {msg}\n"
 
     def say(self, msg: str, level: str = "info", **fields) -> None:
         write_line(self.line(msg, level, **fields), self.stream)

@@ -260,7 +260,7 @@ class Supervisor:
             self.recovered_seq = int(rp.order.seq)
             self.log(f"recovered to sequence {rp.order.seq} in {time.monotonic() - t0:.2f} s "
                      f"(snapshot {base or 'none'}, {rp.replayed} journal records replayed, "
-                     f"{len(more_journal)} results sequenced now)")
+                     f"{len(more_journal)} results sequenced now)", seq=int(rp.order.seq))
             wait = W.make(self.wait_name, processes=self.waiters)
             if first:
                 if rp.order.seq == 0 and len(cfg.accounts):
@@ -609,7 +609,7 @@ class Supervisor:
                     continue
                 made = self.snapshotter.poll() if self.ready_sent else None  # its first poll replays: after READY
                 if made:
-                    self.log(f"snapshot {made}")
+                    self.log(f"snapshot {made}", seq=self.snapshotter.saved_seq)
                 if self.cfg.journal.archive:
                     for archive in archive_rolled(self.paths.journal):
                         self.log(f"journal: archived {archive}")

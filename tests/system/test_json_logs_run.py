@@ -32,3 +32,5 @@ def test_every_line_is_a_json_object_naming_its_process(server):
     assert {"supervisor", "edge 1", "history"} <= set(by)
     assert len(by["supervisor"]) == 1 and by["supervisor"].isdisjoint(by["edge 1"])
     assert any("listening on http://" in line["msg"] for line in lines if line["component"] == "edge 1")
+    recovered = [line for line in lines if line["msg"].startswith("recovered to sequence")]
+    assert recovered and all(isinstance(line["seq"], int) for line in recovered)  # the sequence, as a field
