@@ -65,14 +65,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ganntec.inspect.segments import format_table, snapshot
+    from ganntec.inspect.segments import format_table, sample
 
-    rows = snapshot(args.instance)
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
-    else:
-        print(format_table(rows, time.monotonic_ns()))
-    return 0
+    for flag in ("rates", "watch"):
+        value = getattr(args, flag)
+        if value is not None and not 0 < value <= 3600:
+            print(f"ganntec inspect: --{flag}={value} (seconds, > 0 and <= 3600)", file=sys.stderr)
+            return 2
+    gap = args.watch or args.rates or 0.0
+    try:
+        while True:
+            rows = sample(args.instance, gap, args.name or "")
+            if args.json:
+                sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
+                sys.stdout.flush()
+            else:
+                if args.watch:
+                    print("\x1b[H\x1b[2J", end="")  # a terminal's clear screen: the view refreshes in place
+                print(format_table(rows, time.monotonic_ns()), flush=True)
+            if not args.watch:
+                return 0
+    except KeyboardInterrupt:
+        return 0
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -128,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="read-only view of shared-memory segments")
     insp.add_argument("--instance", default=None)
     insp.add_argument("--json", action="store_true")
+    insp.add_argument("--rates", type=float, metavar="S", help="read twice S seconds apart: records/s, stalls/s, CPU")
+    insp.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds (rates over each S) until ^C")
+    insp.add_argument("--name", help="only segments whose name contains this")
     insp.set_defaults(func=_cmd_inspect)
 
     clean = sub.add_parser("clean", help="remove the segments a dead instance left behind")

@@ -80,3 +80,28 @@ def test_bad_instance_name_is_a_clear_error(capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "ganntec.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "inspect" in out.stdout
+
+
+def test_inspect_rates_between_two_samples_and_the_parties(instance, capsys):
+    """Rates are read between two samples `gap` apart (the sleep and clock are inputs here):
+    records published and consumed per second, and each party's process."""
+    import numpy as np
+
+    from ganntec.inspect.segments import sample
+
+    with Ring.create(instance, "cmd.1", 64, 128, role="producer") as ring:
+        clock = iter([1_000_000_000, 3_000_000_000])  # two seconds between the reads
+
+        def sleep(_gap):  # what happens between the two reads: 10 records published
+            ring.push(np.zeros((10, 16), "int64"))
+
+        (row,) = sample(instance, 2.0, sleep=sleep, clock_ns=lambda: next(clock))
+        rates = row["ring"]["rates"]
+        assert (rates["published_per_s"], rates["consumed_per_s"], rates["interval_s"]) == (5.0, 0.0, 2.0)
+        assert row["ring"]["producer"]["pid"] == os.getpid() and row["ring"]["producer"]["alive"]
+        assert "cpu_percent" in row["ring"]["producer"]
+        assert row["ring"]["consumer"] == {"pid": 0, "alive": False}
+        assert "in/s=5" in format_table([row])
+        assert sample(instance, 0.0, name_filter="no-such") == []
+        assert main(["inspect", "--instance", instance, "--rates", "0"]) == 2
+        assert "--rates=0.0 (seconds, > 0 and <= 3600)" in capsys.readouterr().err
