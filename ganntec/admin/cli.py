@@ -41,8 +41,9 @@ from ganntec.admin.client import (
     default_token_file,
     normalize_url,
 )
+from ganntec.edge.accounts import PERMISSION_NAMES
 
-PERMISSIONS = ("TRADE", "READ", "USER_STREAM")
+PERMISSIONS = tuple(name for name, _ in PERMISSION_NAMES)
 DEFAULT_PERMISSIONS = "trade,read,user_stream"
 KEY_KINDS = {"hmac": "HMAC_SHA256", "ed25519": "ED25519"}
 ACCOUNT_ACTIONS = ("suspend", "resume", "kill", "unkill")

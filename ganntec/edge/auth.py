@@ -80,17 +80,22 @@ class ApiKey:
     def allows(self, ip: str | None) -> bool:
         """May a request from `ip` use this key (its IP restriction)? No address known: only an
         unrestricted key."""
-        if not self.networks:
-            return True
-        if ip is None:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if addr.version == 6 and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.networks)
+        return not self.networks or address_in(ip, self.networks)
+
+
+def address_in(ip: str | None, networks) -> bool:
+    """Is the client address `ip` in one of `networks`? An IPv4-mapped IPv6 address (what a
+    dual-stack socket reports for an IPv4 client) is matched as its IPv4 address; no address or
+    an unparsable one: no."""
+    if ip is None:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
 
 
 class KeyStore:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 from collections.abc import Callable, Iterator
 
@@ -126,7 +125,7 @@ class KeyRing:
             why = "the vault entry does not match the journal's grant"
         if why is None:
             try:
-                networks = tuple(ipaddress.ip_network(n, strict=False) for n in e.ips)
+                networks = e.networks
                 expires_ms = g.expires_ns // 1_000_000
                 if e.kind == ED25519:
                     secret = hmac.new(self._listen, e.api_key.encode(), hashlib.sha256).hexdigest()

@@ -55,6 +55,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ganntec.edge.accounts import PERMISSION_NAMES
+from ganntec.edge.auth import ED25519, HMAC_SHA256, address_in
+
 __all__ = [
     "FILE_NAME", "LOCK_NAME", "VERSION", "MASTER_KEY_ENV", "KINDS", "HMAC_SHA256", "ED25519", "PERMISSIONS",
     "VaultError", "VaultEntry", "Vault", "load_master_key", "create_master_key", "api_key_sha256",
@@ -65,10 +68,8 @@ FILE_NAME = "keys.vault"
 LOCK_NAME = FILE_NAME + ".lock"
 VERSION = 1
 MASTER_KEY_ENV = "GANNTEC_MASTER_KEY"
-HMAC_SHA256 = "HMAC_SHA256"
-ED25519 = "ED25519"
-KINDS = (HMAC_SHA256, ED25519)
-PERMISSIONS = ("TRADE", "READ", "USER_STREAM")  # canonical order, also the stored order
+KINDS = (HMAC_SHA256, ED25519)  # (the names auth.ApiKey signs with)
+PERMISSIONS = tuple(name for name, _ in PERMISSION_NAMES)  # canonical order, also the stored order
 MAX_LABEL = 64
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -245,7 +246,8 @@ class VaultEntry:
     sealed: str | None = None
     public_key: str | None = None
     _public: Ed25519PublicKey | None = field(default=None, init=False, compare=False)
-    _networks: tuple = field(default=(), init=False, compare=False)
+    # `ips` parsed: where the key may be used from (empty: anywhere; auth.address_in matches)
+    networks: tuple = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self):
         who = f"key_id={self.key_id!r}"
@@ -268,7 +270,7 @@ class VaultEntry:
             raise VaultError(f"{who}: {exc}") from None
         object.__setattr__(self, "permissions", perms)
         object.__setattr__(self, "ips", ips)
-        object.__setattr__(self, "_networks", tuple(ipaddress.ip_network(i) for i in ips))
+        object.__setattr__(self, "networks", tuple(ipaddress.ip_network(i) for i in ips))
         if self.kind == HMAC_SHA256:
             if self.public_key is not None:
                 raise VaultError(f"{who}: public_key (an HMAC_SHA256 key has none)")
@@ -306,15 +308,7 @@ class VaultEntry:
 
     def allows_ip(self, addr: str) -> bool:
         """Whether a client address may use this key (no ips: any). False for an unparsable one."""
-        if not self._networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:  # dual-stack sockets report IPv4 so
-            ip = ip.ipv4_mapped
-        return any(ip in n for n in self._networks)
+        return not self.networks or address_in(addr, self.networks)
 
     def public_dict(self) -> dict:
         """The entry without its sealed secret: what add_* return and a CLI may print."""
