@@ -23,6 +23,7 @@ shared limits, not the size limits."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -157,10 +158,6 @@ class EdgeLimits:
                          orders_10s=cfg.orders_per_10s, orders_1d=cfg.orders_per_day,
                          ws_connections=cfg.ws_connections_per_5m, refusals_before_ban=cfg.refusals_before_ban)
 
-    def rate_limits(self) -> list[dict]:
-        """exchangeInfo's rateLimits: what this instance enforces."""
-        return self.limits_of(self.cfg).rate_limits()
-
     def request(self, ip: str | None, weight: int) -> RL.Verdict | None:
         """Count a request's weight for its IP; raise its 429/418 when refused."""
         if self.limiter is None or ip is None:
@@ -168,7 +165,7 @@ class EdgeLimits:
         now = self.clock_ms()
         v = self.limiter.check_request(self._key(ip), weight, now)
         if not v.allowed:
-            raise self._refusal(v, now)
+            raise self._refusal(v)
         return v
 
     def order(self, account: int, count: int = 1) -> RL.Verdict | None:
@@ -182,8 +179,8 @@ class EdgeLimits:
             pair = (per_10s or self.cfg.orders_per_10s, per_day or self.cfg.orders_per_day)
             lim = self._per_account.get(pair)
             if lim is None:
-                lim = self._per_account[pair] = RL.Limits(
-                    **{**_fields(self.limiter.limits), "orders_10s": pair[0], "orders_1d": pair[1]})
+                lim = self._per_account[pair] = dataclasses.replace(self.limiter.limits, orders_10s=pair[0],
+                                                                    orders_1d=pair[1])
             overrides = {key: lim}
         now = self.clock_ms()
         v = None
@@ -207,7 +204,7 @@ class EdgeLimits:
         v = self.limiter.check_connection(self._key(ip), now)
         if not v.allowed:
             if v.status == 418:
-                raise self._refusal(v, now)
+                raise self._refusal(v)
             self.on_refusal("ws_connections", 429)
             err = E.BinanceError(429, -1034, f"Too many connection attempts from IP; current limit is "
                                              f"{self.cfg.ws_connections_per_5m} per '5 MINUTE'.")
@@ -242,7 +239,7 @@ class EdgeLimits:
                 else:
                     del self._connections[key]
 
-    def _refusal(self, v: RL.Verdict, now_ms: int) -> E.BinanceError:
+    def _refusal(self, v: RL.Verdict) -> E.BinanceError:
         lim = self.limiter.limits
         self.on_refusal("ban" if v.status == 418 else RL.KINDS[v.limit_kind].name, v.status)
         if v.status == 418:
@@ -268,10 +265,6 @@ class EdgeLimits:
             out.append({"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1,
                         "limit": self.cfg.orders_per_day, "count": order_verdict.orders_1d})
         return out
-
-
-def _fields(lim: RL.Limits) -> dict:
-    return {f: getattr(lim, f) for f in RL.Limits.__dataclass_fields__}
 
 
 def _key(ip: str) -> int:

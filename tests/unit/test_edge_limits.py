@@ -218,3 +218,25 @@ def test_no_table_no_rate_limits_but_sizes_still_hold():
 
 
 __all__ = ["TestClient", "TestServer"]
+
+
+def test_an_accounts_own_order_limit_replaces_the_instances():
+    """ACCOUNT_LIMITS (the admin API's `orders_per_10s`) gives one account its own limit."""
+    from ganntec.shm import records as R
+
+    h = harness(orders_per_10s=50)
+    h.now_ms = T0_MS - T0_MS % 10_000
+
+    async def go(c):
+        r = R.empty(R.RecordType.ACCOUNT_LIMITS)
+        r["account_id"], r["maker_fee_e8"], r["taker_fee_e8"], r["orders_per_10s"] = 1, -1, -1, 2
+        (echo,) = await h.gateway.submit_admin(r)
+        assert echo.reason == 0
+        one = [(await signed(c, "POST", "/api/v3/order", 1, h.now_ms, **ORDER))[0] for _ in range(3)]
+        two = [(await signed(c, "POST", "/api/v3/order", 2, h.now_ms, **ORDER))[0] for _ in range(3)]
+        refused = await signed(c, "POST", "/api/v3/order", 1, h.now_ms, **ORDER)
+        return one, two, refused
+
+    one, two, refused = run(h, go)
+    assert one == [200, 200, 429] and two == [200, 200, 200]
+    assert refused[1] == {"code": -1015, "msg": "Too many new orders; current limit is 2 orders per 10 SECOND."}
