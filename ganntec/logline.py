@@ -17,9 +17,11 @@ window, instead of a line per failing request."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -76,35 +78,23 @@ class Log:
         self.say(msg, "error", **fields)
 
 
-def say(msg: str, prefix: str = "ganntec: ", stream=None) -> None:
-    """A line in the process's format (the supervisor's component)."""
-    if log_format() == "json":
-        Log("supervisor", stream=stream).say(msg)
-    else:
-        write_line(f"{prefix}{msg}\n", stream)
-
-
-class Handler:
+class Handler(logging.Handler):
     """A `logging` handler writing through a Log (aiohttp's and the edge's error reports keep the
     process's format and component)."""
 
-    def __new__(cls, log: Log):
-        import logging
+    def __init__(self, log: Log):
+        super().__init__()
+        self.log = log
 
-        class _Handler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                msg = record.getMessage()
-                if record.exc_info:
-                    import traceback
-                    msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-                log.say(msg, record.levelname.lower(), logger=record.name)
-        return _Handler()
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.log.say(msg, record.levelname.lower(), logger=record.name)
 
 
 def route_logging(log: Log) -> None:
     """Send the `logging` module's records (warnings and up) through `log` in this process."""
-    import logging
-
     root = logging.getLogger()
     root.handlers[:] = [Handler(log)]
     root.setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ganntec.admin.auth import AdminAuthError, AdminUsers, AllowList, TokenIssuer
 from ganntec.config import Config
-from ganntec.edge.accounts import Directory, permission_bits, permission_names
+from ganntec.edge.accounts import Account, Directory, permission_bits, permission_names
 from ganntec.edge.keys import key_record
 from ganntec.edge.vault import ED25519, HMAC_SHA256, Vault, VaultError
 from ganntec.shm import records as R
@@ -286,16 +286,16 @@ def _limits(request: web.Request, body: dict, acc=None) -> dict:
     """ACCOUNT payload fields from a limits object; unspecified ones keep the account's values."""
     _known(body, LIMIT_FIELDS)
     cfg = request.app[CONFIG]
-    cur = acc
+    cur = acc or Account(-1)  # a new account starts from the defaults
     out = {
-        "max_open_orders": _int_field(body, "max_open_orders", 0, (1 << 32) - 1, cur.max_open_orders if cur else 0),
+        "max_open_orders": _int_field(body, "max_open_orders", 0, (1 << 32) - 1, cur.max_open_orders),
         "max_order_notional_minor": _int_field(body, "max_order_notional_minor", 0, (1 << 62),
-                                               cur.max_order_notional_minor if cur else 0),
-        "maker_fee_e8": _fee_e8(body, "maker_fee", cur.maker_fee_e8 if cur else -1),
-        "taker_fee_e8": _fee_e8(body, "taker_fee", cur.taker_fee_e8 if cur else -1),
-        "orders_per_10s": _int_field(body, "orders_per_10s", 0, (1 << 31) - 1, cur.orders_per_10s if cur else 0),
-        "orders_per_day": _int_field(body, "orders_per_day", 0, (1 << 31) - 1, cur.orders_per_day if cur else 0),
-        "daily_loss_limit_minor": cur.daily_loss_limit_minor if cur else 0,
+                                               cur.max_order_notional_minor),
+        "maker_fee_e8": _fee_e8(body, "maker_fee", cur.maker_fee_e8),
+        "taker_fee_e8": _fee_e8(body, "taker_fee", cur.taker_fee_e8),
+        "orders_per_10s": _int_field(body, "orders_per_10s", 0, (1 << 31) - 1, cur.orders_per_10s),
+        "orders_per_day": _int_field(body, "orders_per_day", 0, (1 << 31) - 1, cur.orders_per_day),
+        "daily_loss_limit_minor": cur.daily_loss_limit_minor,
     }
     if "max_order_notional" in body:  # a decimal in quote units: exact only when every quote asset has
         v = body["max_order_notional"]  # the same precision (the engine compares quote minor units)

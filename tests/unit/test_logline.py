@@ -1,11 +1,16 @@
-"""Log lines go out whole: one write(2) each, so processes sharing stdout never split a line."""
+"""Log lines go out whole: one write(2) each, so processes sharing stdout never split a line;
+their text and JSON forms; bursts of one failure."""
 
 from __future__ import annotations
 
 import io
 import os
 
-from ganntec.logline import say
+from ganntec.logline import Log
+
+
+def say(msg: str, stream) -> None:
+    Log("supervisor", fmt="text", stream=stream).say(msg)
 
 
 def test_a_line_is_one_write(tmp_path):
