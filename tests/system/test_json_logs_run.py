@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from test_edge_run import CONFIG
-from test_runtime import Server
+from test_edge_run import server  # noqa: F401 - ganntec run with the edge's test config
 
 
 @pytest.fixture
-def server(tmp_path, instance, monkeypatch):
+def json_server(monkeypatch, server):  # noqa: F811 - test_edge_run's, started with JSON logs
     monkeypatch.setenv("GANNTEC_LOG_FORMAT", "json")  # the child ganntec run inherits it
-    s = Server(tmp_path, instance)
-    s.cfg_path.write_text(CONFIG.format(instance=instance))
-    yield s
-    s.kill()
+    return server
 
 
-def test_every_line_is_a_json_object_naming_its_process(server):
+def test_every_line_is_a_json_object_naming_its_process(json_server):
+    server = json_server
     server.start()
     server.wait_for('"component":"edge 1"')
     server.wait_for('"component":"history"')

@@ -17,7 +17,7 @@ import urllib.parse
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_edge_run import CONFIG, edge_port
+from test_edge_run import edge_port, server  # noqa: F401 - server: ganntec run with the edge's test config
 from test_runtime import Server
 
 from ganntec.edge import auth as A
@@ -44,14 +44,6 @@ def promtool(tmp_path_factory) -> str:
     deb = glob.glob(str(where / "prometheus_*.deb"))[0]
     subprocess.run(["dpkg-deb", "-x", deb, str(where / "x")], check=True)
     return str(where / "x" / "usr" / "bin" / "promtool")
-
-
-@pytest.fixture
-def server(tmp_path, instance):
-    s = Server(tmp_path, instance)
-    s.cfg_path.write_text(CONFIG.format(instance=instance))
-    yield s
-    s.kill()
 
 
 def admin_base(server: Server) -> str:
