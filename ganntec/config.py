@@ -58,6 +58,16 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
     max_header_bytes      8190         one request line or header line
     max_ws_frame_bytes    65536        one incoming WebSocket message
     idle_timeout_s        60           a REST connection with no request closes after it
+  [tuning]          `ganntec tune` (ganntec/tuning): the host's NIC and CPU roles beside the CPU plan
+    nic             ""                 the market-data NIC (e.g. "eth0"); "" = no NIC settings
+    nic_cpus        ""                 cpulist that takes the NIC's queue interrupts ("" = none)
+    housekeeping_cpus ""               cpulist for the OS, IRQs, workqueues; "" = online - hot - nic
+    busy_poll_us    50                 net.core.busy_read/busy_poll (0 = leave them)
+    coalesce        true               NIC: adaptive-rx off, rx-usecs = rx_usecs
+    rx_usecs        0                  NIC interrupt coalescing delay (0: interrupt at once)
+    rx_ring         0                  NIC RX ring entries (0 = leave: size from drop counters)
+    tx_ring         0                  NIC TX ring entries (0 = leave)
+    combined_channels 0                NIC combined queues (0 = leave)
   [[assets]]        name, precision (decimals of the minor unit, 0..18); id = position
   [[symbols]]       name, base, quote, tick_size, step_size, min_price, max_price, min_qty,
                     max_qty, and optionally every other `engines.symbols.Symbol` field (fees,
@@ -168,6 +178,19 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    nic: str = ""
+    nic_cpus: str = ""
+    housekeeping_cpus: str = ""
+    busy_poll_us: int = 50
+    coalesce: bool = True
+    rx_usecs: int = 0
+    rx_ring: int = 0
+    tx_ring: int = 0
+    combined_channels: int = 0
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     id: int
     balances: dict[str, str]
@@ -182,6 +205,7 @@ class Config:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     assets: tuple[Asset, ...] = ()
     symbols: tuple[Symbol, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
@@ -207,8 +231,22 @@ class Config:
         return "per-engine" if len(self.cpu_plan()) >= 4 + self.edge.processes else "single"
 
 
+def worker_cpus(cfg: Config) -> dict[str, int]:
+    """The CPU each engine worker process is pinned to: {} when `runtime.cpus` is auto (nothing is
+    pinned). Workers take the plan's CPUs from the last one down, wrapping round when there are
+    more workers than CPUs. The supervisor pins by this and `ganntec tune` isolates by it."""
+    if cfg.runtime.cpus == "auto":
+        return {}
+    from ganntec.workers.runtime import ENGINES  # numba-heavy: only when a plan is pinned
+
+    cpus = sorted(cfg.cpu_plan())
+    engines = ("engines",) if cfg.placement() == "single" else ENGINES
+    return {engine: cpus[-1 - k % len(cpus)] for k, engine in enumerate(engines)}
+
+
 SECTIONS = {"instance": InstanceConfig, "journal": JournalConfig, "runtime": RuntimeConfig,
-            "engine": EngineConfig, "edge": EdgeConfig, "security": SecurityConfig, "limits": LimitsConfig}
+            "engine": EngineConfig, "edge": EdgeConfig, "security": SecurityConfig, "limits": LimitsConfig,
+            "tuning": TuningConfig}
 _SYMBOL_FIELDS = {f.name: f for f in fields(Symbol)}
 _SYMBOL_REQUIRED = ("name", "base", "quote", "tick_size", "step_size", "min_price", "max_price", "min_qty", "max_qty")
 
@@ -260,9 +298,29 @@ def _check_security(sec: SecurityConfig, lim: LimitsConfig, problems: list[str])
         problems.append(f"limits.max_body_bytes={lim.max_body_bytes} (at least 1024)")
 
 
-def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
+def check_tuning(tu: TuningConfig, problems: list[str]) -> None:
+    if tu.nic and (len(tu.nic) > 15 or tu.nic in (".", "..") or any(ch in tu.nic for ch in "/: \t\n")):
+        problems.append(f"tuning.nic={tu.nic!r} (an interface name: at most 15 characters, no '/', ':' or space)")
+    for key in ("nic_cpus", "housekeeping_cpus"):
+        value = getattr(tu, key)
+        if value:
+            try:
+                parse_cpulist(value)
+            except ValueError as exc:
+                problems.append(f"tuning.{key}={value!r} ({exc})")
+    for key, hi in (("busy_poll_us", 1_000_000), ("rx_usecs", 1_000_000), ("rx_ring", 1 << 20),
+                    ("tx_ring", 1 << 20), ("combined_channels", 4096)):
+        v = getattr(tu, key)
+        if not 0 <= v <= hi:
+            problems.append(f"tuning.{key}={v} (0 .. {hi})")
+    if (tu.nic_cpus or tu.rx_ring or tu.tx_ring or tu.combined_channels) and not tu.nic:
+        problems.append("tuning.nic='' (nic_cpus, rings and channels need the NIC they are for)")
+
+
+def _check_sections(c: dict[str, Any], problems: list[str], cpus_available: set[int] | None = None) -> None:
     inst, jr, rt, eng, edge = c["instance"], c["journal"], c["runtime"], c["engine"], c["edge"]
     _check_security(c["security"], c["limits"], problems)
+    check_tuning(c["tuning"], problems)
     try:
         validate_name("instance.name", inst.name)
     except ValueError as exc:
@@ -282,6 +340,10 @@ def _check_sections(c: dict[str, Any], problems: list[str]) -> None:
             cpus = parse_cpulist(rt.cpus)
             if not cpus:
                 problems.append(f"runtime.cpus={rt.cpus!r} (no CPU)")
+            elif cpus_available is not None:  # a plan for another host (ganntec tune --root)
+                if not cpus <= cpus_available:
+                    problems.append(f"runtime.cpus={rt.cpus!r} (CPUs {sorted(cpus - cpus_available)} "
+                                    f"are not online on the tuned host)")
             elif not cpus <= set(os.sched_getaffinity(0)):
                 problems.append(f"runtime.cpus={rt.cpus!r} (CPUs {sorted(cpus - set(os.sched_getaffinity(0)))} "
                                 f"are not available to this process)")
@@ -480,8 +542,11 @@ def _accounts(raw, assets: tuple[Asset, ...], eng: EngineConfig, problems: list[
     return tuple(out)
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    """Parse and validate a whole config; raises ConfigError listing every problem."""
+def parse(text: str, source: str = "<config>", cpus_available: set[int] | None = None) -> Config:
+    """Parse and validate a whole config; raises ConfigError listing every problem.
+
+    `runtime.cpus` must be CPUs this process may run on, or, given `cpus_available`, CPUs of
+    that set (`ganntec tune` plans for the host under its --root)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -491,7 +556,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         if key not in SECTIONS and key not in ("assets", "symbols", "accounts"):
             problems.append(f"{key}={raw[key]!r} (unknown section)")
     sections = {name: _section(name, cls, raw.get(name, {}), problems) for name, cls in SECTIONS.items()}
-    _check_sections(sections, problems)
+    _check_sections(sections, problems, cpus_available)
     lists = {}
     for key in ("assets", "symbols", "accounts"):
         value = raw.get(key, [])
@@ -512,8 +577,9 @@ def parse(text: str, source: str = "<config>") -> Config:
     return Config(assets=assets, symbols=symbols, accounts=accounts, **sections)
 
 
-def load(path: str | None = None, data_dir: str | None = None) -> Config:
-    """The config at `path` (DEMO_TOML when None), with `data_dir` overriding instance.data_dir."""
+def load(path: str | None = None, data_dir: str | None = None, cpus_available: set[int] | None = None) -> Config:
+    """The config at `path` (DEMO_TOML when None), with `data_dir` overriding instance.data_dir;
+    `cpus_available` as in parse()."""
     if path is None:
         text, source = DEMO_TOML, "<demo config>"
     else:
@@ -522,7 +588,7 @@ def load(path: str | None = None, data_dir: str | None = None) -> Config:
                 text, source = f.read(), path
         except OSError as exc:
             raise ConfigError([f"config={path} ({exc.strerror})"]) from None
-    cfg = parse(text, source)
+    cfg = parse(text, source, cpus_available)
     if data_dir is not None:
         if not data_dir:
             raise ConfigError(["data_dir='' (must name a directory)"])
