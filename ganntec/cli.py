@@ -82,7 +82,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             else:
                 if args.watch:
                     print("\x1b[H\x1b[2J", end="")  # a terminal's clear screen: the view refreshes in place
-                print(format_table(rows, time.monotonic_ns()), flush=True)
+                print(format_table(rows, time.monotonic_ns(), args.account), flush=True)
             if not args.watch:
                 return 0
     except KeyboardInterrupt:
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp.add_argument("--rates", type=float, metavar="S", help="read twice S seconds apart: records/s, stalls/s, CPU")
     insp.add_argument("--watch", type=float, metavar="S", help="refresh every S seconds (rates over each S) until ^C")
     insp.add_argument("--name", help="only segments whose name contains this")
+    insp.add_argument("--account", type=int, metavar="ID", help="also show this account's balances (balances table)")
     insp.set_defaults(func=_cmd_inspect)
 
     clean = sub.add_parser("clean", help="remove the segments a dead instance left behind")
@@ -155,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parser(sub)  # ganntec admin ...: the admin API's client (ganntec/admin/cli.py)
     from ganntec.deploy import add_parser as add_deploy_parser
     add_deploy_parser(sub)  # ganntec deploy emit --config X --out DIR (ganntec/deploy.py)
+    from ganntec.tuning.cli import add_parser as add_tune_parser
+    add_tune_parser(sub)  # ganntec tune check|plan|apply|undo|emit|snapshot (ganntec/tuning/cli.py)
 
     tls = sub.add_parser("tls", help="TLS helpers")
     tls_sub = tls.add_subparsers(dest="tls_command", required=True)

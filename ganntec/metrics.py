@@ -151,6 +151,7 @@ class LiveCollector:
             if r["consumer_heartbeat_ns"]:
                 beat.add_metric([ring], max(0, now - r["consumer_heartbeat_ns"]) / 1e9)
         yield from (produced, consumed, fill, capacity, beat)
+        yield from self._stats(snapshot(self.instance, ".stats."), now)
         if self.journal_dir:
             size = GaugeMetricFamily("ganntec_journal_size_bytes", "Bytes of journal segments on disk "
                                      "(archived ones compressed)")
@@ -168,6 +169,45 @@ class LiveCollector:
                                        "overflow slot (the table was full)")
             over.add_metric([], self.rate_table.overflows)
             yield over
+
+
+    @staticmethod
+    def _stats(rows, now: int):
+        """Every process's stats table (shm/stats.py): stage latencies as histograms (bucket
+        bounds 2^k ns), the journal's last sequence, recoveries, each process's heartbeat."""
+        from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+        from ganntec.shm import stats as S
+
+        stage = HistogramMetricFamily("ganntec_stage_latency_seconds",
+                                      "Edge receive of a client command to this stage (order, risk, matching, "
+                                      "position: popped by that engine; edge: its report read by the edge)",
+                                      labels=("stage", "process"))
+        recovery = HistogramMetricFamily("ganntec_recovery_duration_seconds",
+                                         "Engine recoveries (snapshot load and journal replay) by the supervisor")
+        last_seq = GaugeMetricFamily("ganntec_journal_last_sequence", "The last sequence number journaled")
+        beat = GaugeMetricFamily("ganntec_process_heartbeat_age_seconds", "Since a process last beat its heartbeat",
+                                 labels=("process",))
+        for row in rows:
+            t = row["table"]
+            if t.get("kind") != "stats":
+                continue
+            process = row["name"].split(".stats.", 1)[-1]
+            if t["writer_heartbeat_ns"]:
+                beat.add_metric([process], max(0, now - t["writer_heartbeat_ns"]) / 1e9)
+            for name, st in t.get("stages", {}).items():
+                if name == "journal":
+                    last_seq.add_metric([], st["gauge_a"])
+                    continue
+                buckets = [(repr((1 << k) / 1e9), c) for k, c in zip(range(S.HIST_FIRST_BOUND, S.BUCKETS),
+                                                                      st["cumulative"][S.HIST_FIRST_BOUND:])]
+                buckets.append(("+Inf", st["count"]))
+                total = st["sum_ns"] / 1e9
+                if name == "recovery":
+                    recovery.add_metric([], buckets, total)
+                else:
+                    stage.add_metric([name, process], buckets, total)
+        yield from (stage, recovery, last_seq, beat)
 
 
 def render(registry=None, extra=()) -> tuple[bytes, str]:

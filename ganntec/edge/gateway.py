@@ -30,6 +30,7 @@ from ganntec.edge import errors as E
 from ganntec.edge.state import EdgeState, Waiter
 from ganntec.shm import records as R
 from ganntec.shm.ring import Ring
+from ganntec.shm.stats import StatsWriter, observe_records
 from ganntec.shm.wait import arm_consumer_sleep
 from ganntec.workers.runtime import cmd_ring, last_reported_seq, reports_ring
 
@@ -112,9 +113,11 @@ def _expire(fut: asyncio.Future) -> None:
 class RingGateway(Gateway):
     def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wake_fd: int, loop,
                  clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1,
-                 on_fatal: Callable[[BaseException], None] | None = None, admin_next_seq: int = 0):
+                 on_fatal: Callable[[BaseException], None] | None = None, admin_next_seq: int = 0,
+                 stats: StatsWriter | None = None):
         super().__init__(state, source, next_seq, clock_ns, timeout_s, admin_next_seq)
         self.loop, self.wake_fd, self.on_fatal = loop, wake_fd, on_fatal
+        self.stats = stats  # stats.edge.<source> (shm/stats.py): report latency, heartbeat
         self.cmd = Ring.attach(instance, cmd_ring(source), role="producer")
         self.admin_cmd: Ring | None = None
         self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
@@ -139,7 +142,10 @@ class RingGateway(Gateway):
         self._schedule_drain()  # what the ring holds already
 
     def _beat(self) -> None:
-        self.reports.heartbeat(time.monotonic_ns())
+        now = time.monotonic_ns()
+        self.reports.heartbeat(now)
+        if self.stats is not None:
+            self.stats.beat(now)
         self._beat_handle = self.loop.call_later(HEARTBEAT_S, self._beat)
 
     def _on_wake(self) -> None:
@@ -164,6 +170,8 @@ class RingGateway(Gateway):
         try:
             got = self.reports.pop(self.buf)
             if got:
+                if self.stats is not None:  # edge receive -> its report here, per client command's records
+                    observe_records(self.stats.base, self.stats.row("edge"), self.buf.ctypes.data, got, self.clock_ns())
                 self.state.apply(self.buf[:got])
                 self._answer_caught_up()
                 self._schedule_drain()

@@ -32,6 +32,7 @@ from ganntec.edge.tls import server_context
 from ganntec.edge.appkeys import METRICS_REGISTRY
 from ganntec.edge.vault import Vault
 from ganntec.metrics import LiveCollector
+from ganntec.shm.stats import StatsWriter
 from ganntec.history.projector import store_path
 from ganntec.journal.journal import JournalReader
 from ganntec.logline import Log, route_logging
@@ -107,11 +108,15 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
     vault = Vault(cfg.instance.data_dir, master_key)
     keys = KeyRing(state.directory, vault, listen_secret(master_key), log=log)
     shared = EdgeShared.attach(instance)
+    stats = None
     try:
+        stats = StatsWriter(instance, f"edge.{source}")  # the supervisor made it
         gateway = RingGateway(state, instance, source, next_seq, wake_fd, loop, edges=cfg.edge.processes,
-                              on_fatal=lambda exc: stop.set(), admin_next_seq=admin_seq)
+                              on_fatal=lambda exc: stop.set(), admin_next_seq=admin_seq, stats=stats)
     except BaseException:
         shared.close(unlink=False)
+        if stats is not None:
+            stats.close()
         raise
     app = make_app(cfg, keys=keys, state=state, gateway=gateway, history_path=store_path(cfg.instance.data_dir),
                    listen_expiry_ms=shared.listen_expiry_ms, rate_table=shared.rate_table, count_events=admin)
@@ -153,6 +158,7 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
             await runner.cleanup()
         gateway.close()
         shared.close(unlink=False)
+        stats.close()
     if gateway.failed is not None:
         raise gateway.failed
 

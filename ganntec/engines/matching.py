@@ -224,6 +224,7 @@ from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, move_byt
                                  st_u32, zero_bytes)
 from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
+from ganntec.shm import table as tables
 from ganntec.shm.atomics import copy_bytes
 
 # --- engine-private state layouts ----------------------------------------------------------
@@ -1634,6 +1635,72 @@ def run(E, in_address, n_in, out_address, out_cap):
         if ends:
             _end_command(E)
     return i, _g(E, E_OUTN)
+
+
+# --- the depth table (DESIGN §3: read-mostly state in shared memory) -------------------------
+# Matching writes each symbol's best levels into a seqlock table (shm/table.py DEPTH_ROW_DTYPE,
+# row = symbol id) after its batches, from its own books, for the inspector and other readers.
+# It is a side channel: the engine's records and state are the same with or without it.
+_DR = tables.DEPTH_ROW_DTYPE
+D_SYMBOL, D_NBIDS, D_NASKS, D_UPDATE, D_LAST_SEQ, D_LAST_PRICE = (_off(_DR, n) for n in (
+    "symbol_id", "n_bids", "n_asks", "update_id", "last_seq", "last_price_tick"))
+D_BIDP, D_BIDQ, D_ASKP, D_ASKQ = (_off(_DR, n) for n in ("bid_price_tick", "bid_qty_lot", "ask_price_tick",
+                                                          "ask_qty_lot"))
+DEPTH_LEVELS = tables.DEPTH_LEVELS
+
+
+@njit(cache=True, nogil=True)
+def _write_depth(E, base, sym, seq):
+    tables.row_begin(base, sym)
+    p = tables.payload_address(base, sym)
+    st_u32(p + D_SYMBOL, sym)
+    for side in range(2):  # book 2*sym: bids (best = highest, last); 2*sym+1: asks
+        b = 2 * sym + side
+        nb = _bn(E, b)
+        k = nb if nb < DEPTH_LEVELS else DEPTH_LEVELS
+        prices, qtys = (p + D_BIDP, p + D_BIDQ) if side == 0 else (p + D_ASKP, p + D_ASKQ)
+        keys, lvls = _bk(E, b), _bl(E, b)
+        for j in range(DEPTH_LEVELS):
+            if j < k:
+                pos = nb - 1 - j
+                key = ld_i64(keys + 8 * pos)
+                st_i64(prices + 8 * j, key if side == 0 else -key)
+                st_i64(qtys + 8 * j, ld_i64(_la(E, ld_i32(lvls + 4 * pos)) + L_QTY))
+            else:
+                st_i64(prices + 8 * j, 0)
+                st_i64(qtys + 8 * j, 0)
+        st_u32(p + (D_NBIDS if side == 0 else D_NASKS), k)
+    st = _sst(E, sym)
+    st_i64(p + D_UPDATE, ld_i64(st + 8 * SS_BOOKID))
+    st_i64(p + D_LAST_PRICE, ld_i64(st + 8 * SS_LAST))
+    if seq > 0:
+        st_i64(p + D_LAST_SEQ, seq)
+    tables.row_end(base, sym)
+
+
+@njit(cache=True, nogil=True)
+def publish_depth(E, base, records, n):
+    """After a batch: rewrite the depth row of each symbol named by a BOOK_UPDATE among the n
+    records at `records` (matching's results, or the sequenced stream). Returns rows written."""
+    written, last = 0, -1
+    for i in range(n):
+        r = records + i * RB
+        if ld_u16(r + H_TYPE) != T_BOOK:
+            continue
+        sym = ld_u32(r + H_SYM)
+        if sym == last:  # one command's updates come together
+            continue
+        last = sym
+        _write_depth(E, base, sym, ld_i64(r + H_SEQ))
+        written += 1
+    return written
+
+
+@njit(cache=True, nogil=True)
+def publish_depth_all(E, base):
+    """Every symbol's row (a worker's start: the recovered books)."""
+    for sym in range(_g(E, E_NSYM)):
+        _write_depth(E, base, sym, 0)
 
 
 # --- Python side ---------------------------------------------------------------------------

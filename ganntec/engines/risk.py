@@ -145,6 +145,7 @@ from ganntec.engines.mem import (ld_i32, ld_i64, ld_u8, ld_u16, ld_u32, slot_giv
 from ganntec.engines.position import P_REAL, POSITION_DTYPE, _trade, row_for
 from ganntec.engines.symbols import SYMBOL_DTYPE, own_table
 from ganntec.shm import records as R
+from ganntec.shm import table as tables
 from ganntec.shm.atomics import copy_bytes
 
 
@@ -987,6 +988,53 @@ def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
         _record(K, c)
         i += n
     return i, _g(K, K_NA), _g(K, K_NB)
+
+
+# --- the balances table (DESIGN §3: read-mostly state in shared memory) ---------------------
+# Risk writes every balance it changes into a seqlock table (shm/table.py BALANCE_ROW_DTYPE,
+# row = account x assets + asset) after its batches, from the BALANCE records it made, for the
+# inspector and other readers. A side channel: records and state are the same without it.
+_BR = tables.BALANCE_ROW_DTYPE
+BR_ACCOUNT, BR_ASSET, BR_FREE, BR_LOCKED, BR_SEQ = (_off(_BR, n) for n in (
+    "account_id", "asset_id", "free_minor", "locked_minor", "last_seq"))
+
+
+@njit(cache=True, nogil=True)
+def _write_balance(base, row, account, asset, free, locked, seq):
+    tables.row_begin(base, row)
+    p = tables.payload_address(base, row)
+    st_u32(p + BR_ACCOUNT, account)
+    st_u32(p + BR_ASSET, asset)
+    st_i64(p + BR_FREE, free)
+    st_i64(p + BR_LOCKED, locked)
+    st_i64(p + BR_SEQ, seq)
+    tables.row_end(base, row)
+
+
+@njit(cache=True, nogil=True)
+def publish_balances(K, base, records, n):
+    """After a batch: each BALANCE among the n records at `records` (risk's output to
+    position, or the single placement's reports) into its row. Returns rows written."""
+    na, written = _g(K, K_NASSET), 0
+    for i in range(n):
+        r = records + i * RB
+        if ld_u16(r + H_TYPE) != T_BALANCE:
+            continue
+        account, asset = ld_u32(r + H_ACC), ld_u32(r + BA_ASSET)
+        _write_balance(base, account * na + asset, account, asset, ld_i64(r + BA_FREE), ld_i64(r + BA_LOCKED),
+                       ld_i64(r + H_SEQ))
+        written += 1
+    return written
+
+
+@njit(cache=True, nogil=True)
+def publish_balances_all(K, base):
+    """Every (account, asset) row from the state (a worker's start: the recovered balances)."""
+    na = _g(K, K_NASSET)
+    for account in range(_g(K, K_NACC)):
+        for asset in range(na):
+            b = _bal(K, account, asset)
+            _write_balance(base, account * na + asset, account, asset, ld_i64(b), ld_i64(b + 8), 0)
 
 
 class RiskEngine:

@@ -451,6 +451,13 @@ class Table:
             expected = found  # the holder died: take the role over (its odd rows get rewritten)
         raise SegmentError(Outcome.LIVE_OTHER_INSTANCE, f"table {self.name}: writer role is contended")
 
+    def release_writer(self) -> None:
+        """Give the writer role up (another process may take it without a takeover)."""
+        if self.writer and self.segment.bytes is not None:
+            if int(_claim(self.address + OFF_WRITER_PID, os.getpid(), 0)) == os.getpid():
+                py_store_relaxed(self.address + OFF_WRITER_START_CS, 0)
+            self.writer = False
+
     def heartbeat(self, now_ns: int) -> None:
         """The writer's liveness stamp (the runtime calls it; engines never read clocks)."""
         py_store_relaxed(self.address + OFF_WRITER_HEARTBEAT_NS, now_ns)
@@ -551,10 +558,7 @@ class Table:
         if self._closed:
             return
         self._closed = True
-        if self.writer and self.segment.bytes is not None:
-            if int(_claim(self.address + OFF_WRITER_PID, os.getpid(), 0)) == os.getpid():
-                py_store_relaxed(self.address + OFF_WRITER_START_CS, 0)
-            self.writer = False
+        self.release_writer()
         self.segment.close(unlink=unlink)
 
     def __enter__(self) -> "Table":

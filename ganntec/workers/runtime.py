@@ -63,9 +63,11 @@ from ganntec.engines import matching, order, position, risk
 from ganntec.journal.journal import JournalWriter
 from ganntec.logline import Log
 from ganntec.shm import records as R
+from ganntec.shm import stats as S
 from ganntec.shm import wait as W
 from ganntec.shm.ring import OBSERVER, Ring
 from ganntec.shm.segment import process_alive
+from ganntec.shm.table import BALANCE_ROW_DTYPE, DEPTH_ROW_DTYPE, Table
 from ganntec.workers.driver import InProcessDriver
 
 RB = R.RECORD_BYTES
@@ -163,6 +165,69 @@ class Inbox:
         return self.n > 0 and order.command_records(self.address, self.n) > 0
 
 
+DEPTH_TABLE, BALANCES_TABLE = "depth", "balances"
+
+
+def _fits(table: Table, rows: int) -> None:
+    if len(table) != rows:
+        raise RuntimeError(f"table {table.name} has {len(table)} rows, the engine needs {rows} (made from another config)")
+
+
+class StateTables:
+    """The read-mostly tables of DESIGN §3 that a worker writes after its batches: `depth`
+    (matching's books, row = symbol) and `balances` (risk's, row = account x assets + asset).
+    The supervisor makes them; the worker attaches as their one writer and first writes every
+    row from its recovered state. Readers (`ganntec inspect`) never wait on them."""
+
+    def __init__(self, instance: str, matching_engine=None, risk_engine=None):
+        self.depth = self.balances = None
+        try:
+            if matching_engine is not None:
+                self.depth = Table.attach(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, writer=True)
+                _fits(self.depth, len(matching_engine.symbols))  # the compiled writers trust row indices
+                self.e = matching_engine.control.ctypes.data
+                matching.publish_depth_all(self.e, self.depth.address)
+            if risk_engine is not None:
+                self.balances = Table.attach(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, writer=True)
+                _fits(self.balances, risk_engine.balances.shape[0] * risk_engine.balances.shape[1])
+                self.k = risk_engine.control.ctypes.data
+                risk.publish_balances_all(self.k, self.balances.address)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def create(instance: str, n_symbols: int, max_accounts: int, n_assets: int) -> list[Table]:
+        """The supervisor's part: both tables, no writer yet."""
+        made = [Table.create(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, n_symbols, lock_memory=False)]
+        try:
+            made.append(Table.create(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, max_accounts * n_assets,
+                                     lock_memory=False))
+        except BaseException:
+            made[0].close()
+            raise
+        return made
+
+    def after(self, records_address: int, n: int) -> None:
+        """A batch's records (results, sequenced stream or reports): the rows they changed."""
+        if n:
+            if self.depth is not None:
+                matching.publish_depth(self.e, self.depth.address, records_address, n)
+            if self.balances is not None:
+                risk.publish_balances(self.k, self.balances.address, records_address, n)
+
+    def beat(self, now_ns: int) -> None:
+        for t in (self.depth, self.balances):
+            if t is not None:
+                t.heartbeat(now_ns)
+
+    def close(self) -> None:
+        for t in (self.depth, self.balances):
+            if t is not None:
+                t.close(unlink=False)
+        self.depth = self.balances = None
+
+
 class Worker(abc.ABC):
     """The loop of every engine process: turns, heartbeat, idle waits, stop on a signal."""
 
@@ -171,6 +236,9 @@ class Worker(abc.ABC):
         self.idle_timeout_s = heartbeat_ms / 4000
         self.stop = False
         self.pinger: sdnotify.Pinger | None = None  # systemd's watchdog, when it is on
+        self.stats: S.StatsWriter | None = None  # stats.<process>: latency, journal, heartbeat
+        self.stage = -1  # this worker's stage row in it
+        self.tables: StateTables | None = None  # depth / balances it writes, if any
 
     def _on_signal(self, signum, frame):
         self.stop = True
@@ -181,6 +249,32 @@ class Worker(abc.ABC):
         if pinger is not None and now >= pinger.next_ns:  # a ping due: every half WatchdogSec
             pinger.tick(now)  # before the heartbeat: the supervisor's READY (it waits for one) comes after
         self.inputs[0].heartbeat(now)
+        if self.stats is not None:
+            self.stats.beat(now)
+        if self.tables is not None:
+            self.tables.beat(now)
+
+    def tables_after(self, records: np.ndarray) -> None:
+        if self.tables is not None and len(records):
+            self.tables.after(records.ctypes.data, len(records))
+
+    def observe(self, inbox: "Inbox", got: int) -> None:
+        """Count the edge-receive-to-here latency of the `got` records just popped into
+        `inbox` (one clock read per pop; stats.py says what is measured)."""
+        if got and self.stats is not None:
+            S.observe_records(self.stats.base, self.stage, inbox.address + (inbox.n - got) * RB, got, time.time_ns())
+
+    def commit(self, journal: JournalWriter, records: int) -> None:
+        """The turn's group commit (one fdatasync in `fsync` mode), timed into the journal row
+        with the journal's position, when the turn journaled anything."""
+        if not records or self.stats is None:
+            journal.sync()
+            return
+        t0 = time.monotonic_ns()
+        journal.sync()
+        self.journaled += records
+        S.observe(self.stats.base, self.stats.row("journal"), time.monotonic_ns() - t0, journal.next_seq - 1,
+                  self.journaled)
 
     @abc.abstractmethod
     def turn(self) -> bool:
@@ -261,16 +355,21 @@ class EngineWorker(Worker):
         self.driver, self.journal, self.rings, self.reports = driver, journal, cmd_rings, reports
         self.inboxes = [Inbox(batch) for _ in cmd_rings]
         self.commands = 0  # command records taken
+        self.journaled = 0
 
     def turn(self) -> bool:
         busy = False
         reports = []
+        journaled = 0
         for inbox, ring in zip(self.inboxes, self.rings):
-            inbox.fill(ring)
+            self.observe(inbox, inbox.fill(ring))
             pos = 0
             while pos < inbox.n or not self.driver.idle:
                 used, nj, ne = self.driver.advance(inbox.address + pos * RB, inbox.n - pos)
                 self.journal.append(self.driver.journal_buffer[:nj], sync=False)  # a frame per pass
+                journaled += nj
+                self.tables_after(self.driver.journal_buffer[:nj])  # book updates (balances are not journaled)
+                self.tables_after(self.driver.edge_buffer[:ne])  # balances
                 if ne:
                     reports.append(self.driver.edge_buffer[:ne].copy())
                 pos += used
@@ -280,7 +379,7 @@ class EngineWorker(Worker):
                 busy = True
                 self.commands += pos
                 inbox.take(pos)
-        self.journal.sync()  # one group commit per turn (fsync mode), before anything is told
+        self.commit(self.journal, journaled)  # one group commit per turn (fsync mode), before anything is told
         for r in reports:
             self.publish_reports(self.reports, r)
         return busy
@@ -302,12 +401,15 @@ class OrderWorker(Worker):
         self.cmds = [Inbox(batch) for _ in cmd_rings]
         # One turn sequences at most every result and command held: each in one place.
         self.seq = np.zeros((batch * (1 + len(cmd_rings)), RB), np.uint8)
+        self.journaled = 0
 
     def turn(self) -> bool:
         got = self.res.fill(self.results)
         if not self.stop:  # stopping: no new commands, only the results owed
             for inbox, ring in zip(self.cmds, self.rings):
-                got += inbox.fill(ring)
+                k = inbox.fill(ring)
+                self.observe(inbox, k)
+                got += k
         oc, ns = self.engine.control.ctypes.data, 0
         for inbox in self.cmds:
             while self.res.n or inbox.n:
@@ -321,7 +423,7 @@ class OrderWorker(Worker):
                 if used_r == 0 and used_c == 0:
                     break  # out of credits, or the start of a command waits for its rest
         if ns:
-            self.journal.sync()  # the group commit, before anything goes downstream
+            self.commit(self.journal, ns)  # the group commit, before anything goes downstream
             self.push(self.out, self.seq[:ns])
         return bool(got or ns)
 
@@ -378,7 +480,9 @@ class RiskWorker(Worker):
 
     def turn(self) -> bool:
         busy = self._flush_spill()
-        busy |= self.inbox.fill(self.inp) > 0
+        got = self.inbox.fill(self.inp)
+        self.observe(self.inbox, got)
+        busy |= got > 0
         rc = self.engine.control.ctypes.data
         while self.inbox.n:
             used, na, nb = risk.run(rc, self.inbox.address, self.inbox.n, self.a.ctypes.data, len(self.a),
@@ -390,6 +494,7 @@ class RiskWorker(Worker):
             if na:
                 self._to_matching(self.a[:na])
             if nb:
+                self.tables_after(self.b[:nb])
                 self.publish(self.to_position, self.b[:nb])
         return busy
 
@@ -415,10 +520,13 @@ class MatchingWorker(Worker):
         self.out = np.zeros((max(batch, 2 * self.m_cap), RB), np.uint8)
 
     def turn(self) -> bool:
-        busy = self.inbox.fill(self.inp) > 0
+        got = self.inbox.fill(self.inp)
+        self.observe(self.inbox, got)
+        busy = got > 0
         mc, nm = self.engine.control.ctypes.data, 0
         while self.inbox.n or self.engine.pending:
             if len(self.out) - nm < self.m_cap:
+                self.tables_after(self.out[:nm])
                 self.push(self.results, self.out[:nm])
                 nm = 0
             used, made = matching.run(mc, self.inbox.address, self.inbox.n, self.out.ctypes.data + nm * RB, self.m_cap)
@@ -428,6 +536,7 @@ class MatchingWorker(Worker):
                 break  # the start of a multi-record command: its rest comes with a later pop
             busy = True
         if nm:
+            self.tables_after(self.out[:nm])
             self.push(self.results, self.out[:nm])
         return busy
 
@@ -447,8 +556,10 @@ class PositionWorker(Worker):
         self.out = np.zeros((inp.capacity, RB), np.uint8)
 
     def turn(self) -> bool:
-        if not self.inbox.fill(self.inp):
+        got = self.inbox.fill(self.inp)
+        if not got:
             return False
+        self.observe(self.inbox, got)
         used, made = position.run(self.engine.control.ctypes.data, self.inbox.address, self.inbox.n,
                                   self.out.ctypes.data, len(self.out))
         if used != self.inbox.n:
@@ -475,7 +586,22 @@ def warm_up(engines: InProcessDriver) -> list:
         matching.run(engines.matching.control.ctypes.data, a, 0, a, len(scratch))
     position.run(engines.position.control.ctypes.data, a, 0, a, 0)
     W.spin_until_any_readable(np.zeros(0, np.int64), 0)
-    return [order.run, order.command_records, risk.run, matching.run, position.run, W.spin_until_any_readable]
+    return [order.run, order.command_records, risk.run, matching.run, position.run, W.spin_until_any_readable,
+            *warm_publishers()]
+
+
+def warm_publishers() -> list:
+    """The stats and state-table writers every placement's workers call, compiled touching no
+    table (forked workers start warm)."""
+    from numba import types
+
+    i64 = types.int64
+    matching.publish_depth(0, 0, 0, 0)  # no records: no access
+    risk.publish_balances.compile((i64,) * 4)  # (it reads the engine's asset count first)
+    matching.publish_depth_all.compile((i64, i64))
+    risk.publish_balances_all.compile((i64, i64))
+    return [*S.warm(), matching.publish_depth, matching.publish_depth_all, risk.publish_balances,
+            risk.publish_balances_all]
 
 
 
@@ -543,6 +669,12 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         worker = PositionWorker(engines.position, ins[0], outs, wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
+    worker.tables = StateTables(instance, engines.matching if engine in ("engines", "matching") else None,
+                                engines.risk if engine in ("engines", "risk") else None)
+    worker.stats = S.StatsWriter(instance, engine)
+    worker.stage = worker.stats.row("order" if engine == "engines" else engine)
+    if journal is not None and engine in ("engines", "order"):  # where the journal stands before any commit
+        S.observe(worker.stats.base, worker.stats.row("journal"), -1, journal.next_seq - 1, 0)
     signal.signal(signal.SIGTERM, worker._on_signal)
     signal.signal(signal.SIGINT, worker._on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # blocked since the fork
@@ -561,4 +693,6 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
     finally:
         for r in ins + outs + peers:
             r.close(unlink=False)
+        worker.stats.close()
+        worker.tables.close()
     return 0

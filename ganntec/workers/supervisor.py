@@ -53,7 +53,7 @@ import numpy as np
 import psutil
 
 from ganntec import sdnotify
-from ganntec.config import Config
+from ganntec.config import Config, worker_cpus
 from ganntec.edge import keys as edge_keys
 from ganntec.edge.vault import MASTER_KEY_ENV, Vault, create_master_key, load_master_key
 from ganntec.edge.server import ADMIN_EDGE, edge_main
@@ -64,6 +64,7 @@ from ganntec.journal.replay import Replayer
 from ganntec.journal.snapshot import recover, save
 from ganntec.logline import Log
 from ganntec.metrics import SupervisorMetrics, timed_sync
+from ganntec.shm import stats
 from ganntec.shm import records as R
 from ganntec.shm import wait as W
 from ganntec.shm.records import RecordType
@@ -75,10 +76,12 @@ from ganntec.workers.runtime import (
     INTERNAL_RINGS,
     MATCHING_ORDER,
     ORDER_DOORBELL,
+    StateTables,
     cmd_ring,
     last_reported_seq,
     publish_turn,
     reports_ring,
+    warm_publishers,
     warm_up,
     worker_main,
 )
@@ -194,6 +197,8 @@ class Supervisor:
         self.ready_sent = not self.notify.enabled  # nobody to tell: nothing to wait for
         self.edge_sockets_unseen = ""  # why the edges' listening sockets cannot be looked at
         self.recovered_seq = 0
+        self.stats_tables: list = []  # stats.<process> (shm/stats.py), depth, balances: ours to unlink
+        self.stats: stats.StatsWriter | None = None  # stats.supervisor: heartbeat, recoveries
         self.first_beats: dict[str, int] = {}  # engine -> the first heartbeat seen since its fork
 
     # --- signals: record only ------------------------------------------------------------
@@ -216,6 +221,14 @@ class Supervisor:
             self.log(f"removed {len(removed)} segments a dead instance {self.instance!r} left: {', '.join(removed)}")
         cap = self.cfg.runtime.ring_capacity
         try:
+            processes = ["supervisor", *self.engines] + [f"edge.{e}" for e in range(1, self.sources)
+                                                         if self.cfg.edge.enabled]
+            self.stats_tables = [stats.create(self.instance, p) for p in processes]
+            self.stats_tables += StateTables.create(self.instance, len(self.cfg.symbols), self.cfg.engine.max_accounts,
+                                                    len(self.cfg.assets))
+            self.stats = stats.StatsWriter(self.instance, "supervisor")
+            self.stats.beat(time.monotonic_ns())
+            warm_publishers()  # every process's stats and table writers: forked processes start warm
             for s in range(self.sources):
                 self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=False,
                                               doorbell=ORDER_DOORBELL))
@@ -258,6 +271,8 @@ class Supervisor:
             more_journal, more_edge = rp.finish()
             writer.append(more_journal)
             self.recovered_seq = int(rp.order.seq)
+            stats.observe(self.stats.base, self.stats.row("recovery"), int((time.monotonic() - t0) * 1e9),
+                          self.recovered_seq, 0)
             self.log(f"recovered to sequence {rp.order.seq} in {time.monotonic() - t0:.2f} s "
                      f"(snapshot {base or 'none'}, {rp.replayed} journal records replayed, "
                      f"{len(more_journal)} results sequenced now)", seq=int(rp.order.seq))
@@ -298,11 +313,10 @@ class Supervisor:
             raise
         self.forked_ns = time.monotonic_ns()
         self.first_beats = {}
-        cpus = sorted(self.cfg.cpu_plan())
-        pinned = self.cfg.runtime.cpus != "auto"
+        pins = worker_cpus(self.cfg)  # {} when runtime.cpus is auto; ganntec tune isolates these CPUs
         try:
-            for k, engine in enumerate(self.engines):  # pinned from the plan's last CPU down
-                self.pids[engine] = self._fork_worker(engine, rp, writer, cpus[-1 - k % len(cpus)] if pinned else None)
+            for engine in self.engines:  # pinned from the plan's last CPU down
+                self.pids[engine] = self._fork_worker(engine, rp, writer, pins.get(engine))
         finally:
             writer.detach()  # the sequencing worker writes the journal now
         return rp
@@ -576,6 +590,7 @@ class Supervisor:
                 if not self.ready_sent:
                     self._ready_if_up()
                 time.sleep(tick if self.ready_sent else min(tick, READY_POLL_S))
+                self.stats.beat(time.monotonic_ns())
                 why = self._worker_state()
                 if why and self.stop_requests == 0:
                     self._restart(why)
@@ -656,6 +671,12 @@ class Supervisor:
         for fd in self.report_wake_fds:
             os.close(fd)
         self.report_wake_fds = []
+        if self.stats is not None:
+            self.stats.close()
+            self.stats = None
+        for table in self.stats_tables:
+            table.close(unlink=True)
+        self.stats_tables = []
         unlink_doorbells(self.instance, [ORDER_DOORBELL])
 
 
