@@ -20,6 +20,9 @@ Sections and defaults (`ganntec run` without --config uses DEMO_TOML below):
     ring_capacity   65536              records per ring (a power of two, >= max_in_flight)
     snapshot_every  1000000            journal records between snapshots
     heartbeat_ms    1000               a worker whose heartbeat is older is dead
+    lock_memory     "auto"             mlock every shared segment in every process: required (refuse
+                                       to start without; systemd's READY=1 comes after), auto (lock
+                                       when RLIMIT_MEMLOCK allows, else say so and run unlocked), off
   [engine]
     max_accounts    1024
     max_orders      65536              open orders (all symbols)
@@ -92,6 +95,7 @@ from ganntec.shm.segment import validate_name
 PLACEMENTS = ("auto", "single", "per-engine")
 WAITS = ("auto", "busy-spin", "spin-yield", "spin-block")
 DURABILITIES = ("fsync", "os")
+LOCK_MEMORY = ("auto", "required", "off")
 
 
 class ConfigError(ValueError):
@@ -124,6 +128,7 @@ class RuntimeConfig:
     ring_capacity: int = 65536
     snapshot_every: int = 1_000_000
     heartbeat_ms: int = 1000
+    lock_memory: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,8 @@ def _check_sections(c: dict[str, Any], problems: list[str], cpus_available: set[
         problems.append(f"runtime.placement={rt.placement!r} (one of {', '.join(PLACEMENTS)})")
     if rt.wait not in WAITS:
         problems.append(f"runtime.wait={rt.wait!r} (one of {', '.join(WAITS)})")
+    if rt.lock_memory not in LOCK_MEMORY:
+        problems.append(f"runtime.lock_memory={rt.lock_memory!r} (one of {', '.join(LOCK_MEMORY)})")
     if rt.cpus != "auto":
         try:
             cpus = parse_cpulist(rt.cpus)

@@ -196,6 +196,8 @@ class LiveCollector:
             if t["writer_heartbeat_ns"]:
                 beat.add_metric([process], max(0, now - t["writer_heartbeat_ns"]) / 1e9)
             for name, st in t.get("stages", {}).items():
+                if name == S.PROCESS_ROW:
+                    continue
                 if name == "journal":
                     last_seq.add_metric([], st["gauge_a"])
                     continue

@@ -114,17 +114,18 @@ class RingGateway(Gateway):
     def __init__(self, state: EdgeState, instance: str, source: int, next_seq: int, wake_fd: int, loop,
                  clock_ns: Callable[[], int] = time.time_ns, timeout_s: float = 10.0, edges: int = 1,
                  on_fatal: Callable[[BaseException], None] | None = None, admin_next_seq: int = 0,
-                 stats: StatsWriter | None = None):
+                 stats: StatsWriter | None = None, lock_memory: bool = False):
         super().__init__(state, source, next_seq, clock_ns, timeout_s, admin_next_seq)
         self.loop, self.wake_fd, self.on_fatal = loop, wake_fd, on_fatal
         self.stats = stats  # stats.edge.<source> (shm/stats.py): report latency, heartbeat
-        self.cmd = Ring.attach(instance, cmd_ring(source), role="producer")
+        lock = {"lock_memory": lock_memory}  # (the rings this process moves records through)
+        self.cmd = Ring.attach(instance, cmd_ring(source), role="producer", **lock)
         self.admin_cmd: Ring | None = None
         self.all_reports: list[Ring] = []  # every edge's reports ring, read-only, for caught_up
         try:
             if admin_next_seq:
-                self.admin_cmd = Ring.attach(instance, cmd_ring(R.SOURCE_ADMIN), role="producer")
-            self.reports = Ring.attach(instance, reports_ring(source), role="consumer")
+                self.admin_cmd = Ring.attach(instance, cmd_ring(R.SOURCE_ADMIN), role="producer", **lock)
+            self.reports = Ring.attach(instance, reports_ring(source), role="consumer", **lock)
             self.all_reports.append(self.reports)
             for e in range(1, edges + 1):
                 if e != source:

@@ -91,7 +91,7 @@ ADMIN_EDGE = 1  # the edge process that serves the admin port (and alone writes 
 
 
 async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_key: bytes, source: int, wake_fd: int,
-                port: int, log=print, admin_port: int | None = None) -> None:
+                port: int, log=print, admin_port: int | None = None, lock_memory: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,12 +107,14 @@ async def serve(cfg: Config, engines, make_replayer, journal_dir: str, master_ke
                  + 1) if admin else 0
     vault = Vault(cfg.instance.data_dir, master_key)
     keys = KeyRing(state.directory, vault, listen_secret(master_key), log=log)
-    shared = EdgeShared.attach(instance)
+    shared = EdgeShared.attach(instance, lock_memory)
     stats = None
     try:
-        stats = StatsWriter(instance, f"edge.{source}")  # the supervisor made it
+        stats = StatsWriter(instance, f"edge.{source}", lock_memory)  # the supervisor made it
+        stats.describe("event-loop", None)
         gateway = RingGateway(state, instance, source, next_seq, wake_fd, loop, edges=cfg.edge.processes,
-                              on_fatal=lambda exc: stop.set(), admin_next_seq=admin_seq, stats=stats)
+                              on_fatal=lambda exc: stop.set(), admin_next_seq=admin_seq, stats=stats,
+                              lock_memory=lock_memory)
     except BaseException:
         shared.close(unlink=False)
         if stats is not None:
@@ -175,7 +177,7 @@ def admin_app(cfg: Config, state, gateway, vault, keys, master_key: bytes, log, 
 
 
 def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, master_key: bytes, source: int, wake_fd: int,
-              port: int, admin_port: int | None = None) -> int:
+              port: int, admin_port: int | None = None, lock_memory: bool = False) -> int:
     """Body of the forked edge process. `wake_fd`: the eventfd its reports ring's producer
     writes (the supervisor made it before the fork)."""
     import uvloop
@@ -184,7 +186,7 @@ def edge_main(cfg: Config, engines, make_replayer, journal_dir: str, master_key:
     route_logging(Log(f"edge {source}", stream=sys.stderr))  # aiohttp's and the edge's error reports
     try:
         uvloop.run(serve(cfg, engines, make_replayer, journal_dir, master_key, source, wake_fd, port,
-                         log=log.say, admin_port=admin_port))
+                         log=log.say, admin_port=admin_port, lock_memory=lock_memory))
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit and restarts
         Log(f"edge {source}", stream=sys.stderr).error(f"{type(exc).__name__}: {exc}")
         return 1

@@ -42,7 +42,7 @@ class EdgeShared:
         self.rate_table = RateTable(segment.view(np.int64, rate_offset, RateTable.words_needed(rate_slots)))
 
     @classmethod
-    def create(cls, instance: str, accounts: int, rate_slots: int = RATE_SLOTS) -> "EdgeShared":
+    def create(cls, instance: str, accounts: int, rate_slots: int = RATE_SLOTS, lock_memory: bool = False) -> "EdgeShared":
         rate_offset = (HEADER_BYTES + 8 * accounts + 63) // 64 * 64
         words = RateTable.words_needed(rate_slots)
 
@@ -51,12 +51,12 @@ class EdgeShared:
             RateTable.init(seg.view(np.int64, rate_offset, words), rate_slots)
         return cls(Segment.create(instance, NAME, magic=MAGIC, layout_version=LAYOUT_VERSION,
                                   header_bytes=HEADER_BYTES, total_bytes=rate_offset + 8 * words, init=init,
-                                  lock_memory=False))
+                                  lock_memory=lock_memory))
 
     @classmethod
-    def attach(cls, instance: str) -> "EdgeShared":
+    def attach(cls, instance: str, lock_memory: bool = False) -> "EdgeShared":
         outcome, seg = Segment.attach(instance, NAME, magic=MAGIC, layout_version=LAYOUT_VERSION,
-                                      min_header_bytes=HEADER_BYTES)
+                                      min_header_bytes=HEADER_BYTES, lock_memory=lock_memory)
         if seg is None:
             raise SegmentError(outcome, f"segment {NAME} of instance {instance!r}: {outcome.value}")
         return cls(seg)

@@ -274,8 +274,8 @@ def format_processes(rows: list[dict], now_ns: int | None = None) -> str:
         return ""
     order = {name: i for i, name in enumerate(("supervisor", "engines") + S.STAGE_ORDER)}
     stats.sort(key=lambda r: (order.get(_process_name(r["name"]).split(".")[0], 99), r["name"]))
-    lines = [f"{'process':<12} {'pid':>8} {'state':<14} {'beat':>8}  {'stage':<9} {'count':>10} {'p50':>8} "
-             f"{'p99':>8} {'max':>8}  other"]
+    lines = [f"{'process':<12} {'pid':>8} {'state':<14} {'beat':>8} {'wait':<10} {'cpu':>3}  {'stage':<9} "
+             f"{'count':>10} {'p50':>8} {'p99':>8} {'max':>8}  other"]
     for r in stats:
         t = r["table"]
         p = t.get("writer") or {}
@@ -285,8 +285,15 @@ def format_processes(rows: list[dict], now_ns: int | None = None) -> str:
             state = "dead"
         else:
             state = "alive" + (f" {p['cpu_percent']:.0f}%cpu" if "cpu_percent" in p else "")
-        head = f"{_process_name(r['name']):<12} {t['writer_pid']:>8} {state:<14} {_beat_age(t['writer_heartbeat_ns'], now_ns):>8}"
-        for i, (stage, st) in enumerate(t.get("stages", {}).items()):
+        stages = dict(t.get("stages", {}))
+        proc = stages.pop(S.PROCESS_ROW, None)
+        wait, cpu = "-", "-"
+        if proc is not None:
+            wait = S.WAITS[proc["gauge_a"]] if 0 <= proc["gauge_a"] < len(S.WAITS) else "?"
+            cpu = str(proc["gauge_b"]) if proc["gauge_b"] >= 0 else "-"
+        head = (f"{_process_name(r['name']):<12} {t['writer_pid']:>8} {state:<14} "
+                f"{_beat_age(t['writer_heartbeat_ns'], now_ns):>8} {wait:<10} {cpu:>3}")
+        for i, (stage, st) in enumerate(stages.items()):
             other = ""
             if stage == "journal":
                 other = f"last_seq={st['gauge_a']} records={st['gauge_b']} (timed: group commits)"

@@ -25,6 +25,10 @@ Row (STATS_ROW_DTYPE, kind "stats"), one per stage the process measures:
                                also everything larger
        384     -  end          row_bytes 448 (with the seq word, 7 cache lines)
 
+Row 0 of every table is `process`: gauge_a how the process waits for work (an index into
+WAITS: busy-spin, spin-yield, spin-block for engine workers; event-loop for edges; sleep for the
+supervisor), gauge_b the CPU it is pinned to (-1: not pinned); no histogram.
+
 Stages, from the records' one stamp: a client command's `ts_ns` is the edge's receive time
 (CLOCK_REALTIME; the order engine keeps it, never moving it backwards), so each process that
 handles a client command measures *edge receive -> here*:
@@ -67,14 +71,16 @@ OFF_COUNT, OFF_SUM, OFF_MAX, OFF_GAUGE_A, OFF_GAUGE_B, OFF_BUCKETS = 16, 24, 32,
 # Record header fields read here (records.py draws them).
 REC_SOURCE, REC_TS_NS, REC_BYTES = 4, 16, 128
 
+PROCESS_ROW = "process"  # every table's row 0: gauge_a its wait (WAITS index), gauge_b its pinned CPU or -1
+WAITS = ("none", "busy-spin", "spin-yield", "spin-block", "event-loop", "sleep")
 STAGE_ROWS = {
-    "supervisor": ("recovery",),
-    "engines": ("order", "journal"),
-    "order": ("order", "journal"),
-    "risk": ("risk",),
-    "matching": ("matching",),
-    "position": ("position",),
-    "edge": ("edge",),
+    "supervisor": (PROCESS_ROW, "recovery"),
+    "engines": (PROCESS_ROW, "order", "journal"),
+    "order": (PROCESS_ROW, "order", "journal"),
+    "risk": (PROCESS_ROW, "risk"),
+    "matching": (PROCESS_ROW, "matching"),
+    "position": (PROCESS_ROW, "position"),
+    "edge": (PROCESS_ROW, "edge"),
 }
 STAGE_ORDER = ("order", "risk", "matching", "position", "edge")  # the path a command takes
 
@@ -152,11 +158,11 @@ def warm() -> list:
 
 
 # --- Python side ----------------------------------------------------------------------------
-def create(instance: str, process: str, **segment_kw) -> Table:
+def create(instance: str, process: str, lock_memory: bool = False) -> Table:
     """The supervisor makes `stats.<process>` with its rows named (no writer yet)."""
     names = rows_of(process)
     table = Table.create(instance, table_name(process), STATS_ROW_DTYPE, len(names), kind="stats",
-                         lock_memory=False, **segment_kw)
+                         lock_memory=lock_memory)
     try:
         rows = np.zeros(len(names), STATS_ROW_DTYPE)
         rows["name"] = [n.encode("ascii") for n in names]
@@ -173,8 +179,9 @@ class StatsWriter:
     """A process's own stats table, attached as its one writer. `row(name)` is the index the
     compiled writers take; `beat(now_ns)` is the process's heartbeat."""
 
-    def __init__(self, instance: str, process: str):
-        self.table = Table.attach(instance, table_name(process), STATS_ROW_DTYPE, kind="stats", writer=True)
+    def __init__(self, instance: str, process: str, lock_memory: bool = False):
+        self.table = Table.attach(instance, table_name(process), STATS_ROW_DTYPE, kind="stats", writer=True,
+                                  lock_memory=lock_memory)
         self.base = self.table.address
         names = [bytes(n).rstrip(b"\0").decode("ascii") for n in self.table.read_all()["name"]]
         self.rows = {n: i for i, n in enumerate(names)}
@@ -191,6 +198,10 @@ class StatsWriter:
 
     def beat(self, now_ns: int) -> None:
         self.table.heartbeat(now_ns)
+
+    def describe(self, wait: str, cpu: int | None) -> None:
+        """The process row: how the process waits for work (WAITS) and the CPU it is pinned to."""
+        observe(self.base, self.rows[PROCESS_ROW], -1, WAITS.index(wait), -1 if cpu is None else cpu)
 
     def close(self) -> None:
         self.table.close()

@@ -179,16 +179,17 @@ class StateTables:
     The supervisor makes them; the worker attaches as their one writer and first writes every
     row from its recovered state. Readers (`ganntec inspect`) never wait on them."""
 
-    def __init__(self, instance: str, matching_engine=None, risk_engine=None):
+    def __init__(self, instance: str, matching_engine=None, risk_engine=None, lock_memory: bool = False):
         self.depth = self.balances = None
         try:
             if matching_engine is not None:
-                self.depth = Table.attach(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, writer=True)
+                self.depth = Table.attach(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, writer=True, lock_memory=lock_memory)
                 _fits(self.depth, len(matching_engine.symbols))  # the compiled writers trust row indices
                 self.e = matching_engine.control.ctypes.data
                 matching.publish_depth_all(self.e, self.depth.address)
             if risk_engine is not None:
-                self.balances = Table.attach(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, writer=True)
+                self.balances = Table.attach(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, writer=True,
+                                             lock_memory=lock_memory)
                 _fits(self.balances, risk_engine.balances.shape[0] * risk_engine.balances.shape[1])
                 self.k = risk_engine.control.ctypes.data
                 risk.publish_balances_all(self.k, self.balances.address)
@@ -197,12 +198,12 @@ class StateTables:
             raise
 
     @staticmethod
-    def create(instance: str, n_symbols: int, max_accounts: int, n_assets: int) -> list[Table]:
+    def create(instance: str, n_symbols: int, max_accounts: int, n_assets: int, lock_memory: bool = False) -> list[Table]:
         """The supervisor's part: both tables, no writer yet."""
-        made = [Table.create(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, n_symbols, lock_memory=False)]
+        made = [Table.create(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, n_symbols, lock_memory=lock_memory)]
         try:
             made.append(Table.create(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, max_accounts * n_assets,
-                                     lock_memory=False))
+                                     lock_memory=lock_memory))
         except BaseException:
             made[0].close()
             raise
@@ -605,11 +606,11 @@ def warm_publishers() -> list:
 
 
 
-def _attach(instance: str, names: list[str], role: str) -> list[Ring]:
+def _attach(instance: str, names: list[str], role: str, lock_memory: bool = False) -> list[Ring]:
     rings = []
     try:
         for name in names:
-            rings.append(Ring.attach(instance, name, role=role))
+            rings.append(Ring.attach(instance, name, role=role, lock_memory=lock_memory))
     except BaseException:
         for r in rings:
             r.close(unlink=False)
@@ -636,10 +637,11 @@ def peers_beating(rings: list[Ring], stale_ns: int):
 def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | None, instance: str, sources: int,
                 wait_name: str, waiters: int, heartbeat_ms: int, cpu: int | None, max_in_flight: int,
                 report_wake_fds: list[int] | None = None, watchdog_s: float | None = None,
-                notify_socket: str | None = None) -> int:
+                notify_socket: str | None = None, lock_memory: bool = False) -> int:
     """Body of a forked engine process. `engine` is "engines" (placement single: all four)
     or one of ENGINES; `engines` holds the recovered engines, inherited warm through fork.
     `report_wake_fds`: per reports ring, the eventfd its edge waits on (Ring.wake_fd), if any.
+    `lock_memory`: mlock the segments it maps (the supervisor's decision, runtime.lock_memory).
     `watchdog_s`: systemd's WatchdogSec, from the supervisor (this process is not
     WATCHDOG_PID, so it does not read it itself): the loop pings `notify_socket` (default
     $NOTIFY_SOCKET) every half of it while every engine worker of the instance beats
@@ -648,30 +650,32 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         os.sched_setaffinity(0, {cpu})
     wait = W.make(wait_name, processes=waiters)
     cmds = [cmd_ring(s) for s in range(sources)]
+    lk = lock_memory
     if engine == "engines":
-        ins, outs = _attach(instance, cmds, "consumer"), _attach(instance, reports_rings(sources), "producer")
+        ins, outs = _attach(instance, cmds, "consumer", lk), _attach(instance, reports_rings(sources), "producer", lk)
         _wake_by_eventfd(outs, report_wake_fds)
         worker = EngineWorker(engines, journal, ins, outs, wait, heartbeat_ms)
     elif engine == "order":
         engines.order.max_in_flight = max_in_flight
-        ins, outs = _attach(instance, cmds + [MATCHING_ORDER], "consumer"), _attach(instance, [ORDER_RISK], "producer")
+        ins, outs = _attach(instance, cmds + [MATCHING_ORDER], "consumer", lk), _attach(instance, [ORDER_RISK], "producer", lk)
         worker = OrderWorker(engines.order, journal, ins[:-1], ins[-1], outs[0], wait, heartbeat_ms)
     elif engine == "risk":
-        ins, outs = _attach(instance, [ORDER_RISK], "consumer"), _attach(instance, [RISK_MATCHING, RISK_POSITION],
-                                                                         "producer")
+        ins, outs = _attach(instance, [ORDER_RISK], "consumer", lk), _attach(instance, [RISK_MATCHING, RISK_POSITION],
+                                                                         "producer", lk)
         worker = RiskWorker(engines.risk, ins[0], outs[0], outs[1], wait, heartbeat_ms)
     elif engine == "matching":
-        ins, outs = _attach(instance, [RISK_MATCHING], "consumer"), _attach(instance, [MATCHING_ORDER], "producer")
+        ins, outs = _attach(instance, [RISK_MATCHING], "consumer", lk), _attach(instance, [MATCHING_ORDER], "producer", lk)
         worker = MatchingWorker(engines.matching, ins[0], outs[0], wait, heartbeat_ms)
     elif engine == "position":
-        ins, outs = _attach(instance, [RISK_POSITION], "consumer"), _attach(instance, reports_rings(sources), "producer")
+        ins, outs = _attach(instance, [RISK_POSITION], "consumer", lk), _attach(instance, reports_rings(sources), "producer", lk)
         _wake_by_eventfd(outs, report_wake_fds)
         worker = PositionWorker(engines.position, ins[0], outs, wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
     worker.tables = StateTables(instance, engines.matching if engine in ("engines", "matching") else None,
-                                engines.risk if engine in ("engines", "risk") else None)
-    worker.stats = S.StatsWriter(instance, engine)
+                                engines.risk if engine in ("engines", "risk") else None, lock_memory)
+    worker.stats = S.StatsWriter(instance, engine, lock_memory)
+    worker.stats.describe(wait.name, cpu)
     worker.stage = worker.stats.row("order" if engine == "engines" else engine)
     if journal is not None and engine in ("engines", "order"):  # where the journal stands before any commit
         S.observe(worker.stats.base, worker.stats.row("journal"), -1, journal.next_seq - 1, 0)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import socket
 import sys
@@ -199,6 +200,7 @@ class Supervisor:
         self.recovered_seq = 0
         self.stats_tables: list = []  # stats.<process> (shm/stats.py), depth, balances: ours to unlink
         self.stats: stats.StatsWriter | None = None  # stats.supervisor: heartbeat, recoveries
+        self.lock_memory = False  # mlock the segments (runtime.lock_memory, decided at the start)
         self.first_beats: dict[str, int] = {}  # engine -> the first heartbeat seen since its fork
 
     # --- signals: record only ------------------------------------------------------------
@@ -216,6 +218,7 @@ class Supervisor:
             self.log(f"systemd: notifying {self.notify.socket_name}; READY=1 once the workers beat and the edges "
                      f"listen; {watchdog}")
             self.notify.status("starting: recovering the engines")
+        self.lock_memory = self._memory_lock()
         removed = remove_stale(self.instance)
         if removed:
             self.log(f"removed {len(removed)} segments a dead instance {self.instance!r} left: {', '.join(removed)}")
@@ -223,17 +226,19 @@ class Supervisor:
         try:
             processes = ["supervisor", *self.engines] + [f"edge.{e}" for e in range(1, self.sources)
                                                          if self.cfg.edge.enabled]
-            self.stats_tables = [stats.create(self.instance, p) for p in processes]
+            lock = self.lock_memory
+            self.stats_tables = [stats.create(self.instance, p, lock) for p in processes]
             self.stats_tables += StateTables.create(self.instance, len(self.cfg.symbols), self.cfg.engine.max_accounts,
-                                                    len(self.cfg.assets))
+                                                    len(self.cfg.assets), lock)
             self.stats = stats.StatsWriter(self.instance, "supervisor")
+            self.stats.describe("sleep", None)
             self.stats.beat(time.monotonic_ns())
             warm_publishers()  # every process's stats and table writers: forked processes start warm
             for s in range(self.sources):
-                self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=False,
+                self.rings.append(Ring.create(self.instance, cmd_ring(s), cap, lock_memory=lock,
                                               doorbell=ORDER_DOORBELL))
             for e in range(1, self.sources):
-                self.reports.append(Ring.create(self.instance, reports_ring(e), cap, lock_memory=False))
+                self.reports.append(Ring.create(self.instance, reports_ring(e), cap, lock_memory=lock))
             if self.cfg.edge.enabled:  # edges wait in their event loop (gateway.py); ring clients on semaphores
                 self.report_wake_fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in self.reports]
                 for ring, fd in zip(self.reports, self.report_wake_fds):
@@ -243,7 +248,7 @@ class Supervisor:
                 self.master_key = self._master_key()
                 self._first_admin()
                 self._hold_ports()
-                self.edge_shared = EdgeShared.create(self.instance, self.cfg.engine.max_accounts)
+                self.edge_shared = EdgeShared.create(self.instance, self.cfg.engine.max_accounts, lock_memory=lock)
             self.log("loading the compiled engines (the first start after an install compiles them: a minute or "
                      "two; numba caches them for later starts)")
             rp = self._start_engines(first=True)
@@ -321,6 +326,24 @@ class Supervisor:
             writer.detach()  # the sequencing worker writes the journal now
         return rp
 
+    def _memory_lock(self) -> bool:
+        """runtime.lock_memory: required locks (a too-low limit then stops the start, before
+        systemd hears READY=1); auto locks when this process may lock what the segments need
+        (CAP_IPC_LOCK, or RLIMIT_MEMLOCK at least deploy's count), else says so; off never."""
+        mode = self.cfg.runtime.lock_memory
+        if mode != "auto":
+            return mode == "required"
+        from ganntec.deploy import plan
+
+        need = plan(self.cfg).locked_bytes
+        soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if _may_lock_any() or soft == resource.RLIM_INFINITY or soft >= need:
+            return True
+        self.log(f"memory: not locking the shared segments: RLIMIT_MEMLOCK is {soft} bytes, they need about {need} "
+                 f"(runtime.lock_memory = \"auto\"); raise it (`ulimit -l`, LimitMEMLOCK= from ganntec deploy emit) "
+                 f"or set \"required\" to refuse to run unlocked")
+        return False
+
     def _make_internal_rings(self) -> None:
         """Fresh rings between the engines (whatever the old ones held is in the journal)."""
         for ring in self.internal.values():
@@ -329,7 +352,7 @@ class Supervisor:
         cap = self.cfg.runtime.ring_capacity
         for name in INTERNAL_RINGS:
             bell = ORDER_DOORBELL if name == MATCHING_ORDER else 0
-            self.internal[name] = Ring.create(self.instance, name, cap, lock_memory=False, doorbell=bell)
+            self.internal[name] = Ring.create(self.instance, name, cap, lock_memory=self.lock_memory, doorbell=bell)
 
     def _fork(self, what: str, body) -> int:
         """Fork a child that dies with the supervisor and runs `body()` (its exit code).
@@ -370,7 +393,7 @@ class Supervisor:
             return worker_main(engine, rp, writer if writes else None, self.instance, self.sources, self.wait_name,
                                self.waiters, self.cfg.runtime.heartbeat_ms, cpu, self.cfg.runtime.max_in_flight,
                                self.report_wake_fds, watchdog_s=self.watchdog_s,
-                               notify_socket=self.notify.socket_name)
+                               notify_socket=self.notify.socket_name, lock_memory=self.lock_memory)
         return self._fork(f"{engine} worker", body)
 
     # --- the edges --------------------------------------------------------------------------
@@ -418,7 +441,8 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)  # until the edge's event loop handles them
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             return edge_main(self.cfg, rp, replayer_factory(self.cfg), self.paths.journal, self.master_key,
-                             source, self.report_wake_fds[source - 1], self.port, self.admin_port)
+                             source, self.report_wake_fds[source - 1], self.port, self.admin_port,
+                             lock_memory=self.lock_memory)
         self.children[f"edge {source}"] = self._fork(f"edge {source}", body)
         self.edge_started[source] = time.monotonic()
 
@@ -574,7 +598,7 @@ class Supervisor:
         rings = self.rings + self.reports + list(self.internal.values())
         self.log(f"instance {self.instance!r} running: placement {self.placement}, engine workers: {self._pid_list()}; "
                  f"journal {self.paths.journal} ({self.cfg.journal.durability}), rings "
-                 f"{', '.join(r.name for r in rings)}")
+                 f"{', '.join(r.name for r in rings)}; shared memory {'locked' if self.lock_memory else 'not locked'}")
         if self.cfg.edge.enabled:
             path, rows = edge_keys.handout(self.cfg.instance.data_dir)
             if self.cfg.security.demo_keys and rows:
@@ -678,6 +702,21 @@ class Supervisor:
             table.close(unlink=True)
         self.stats_tables = []
         unlink_doorbells(self.instance, [ORDER_DOORBELL])
+
+
+CAP_IPC_LOCK = 14  # linux/capability.h: mlock beyond RLIMIT_MEMLOCK
+
+
+def _may_lock_any() -> bool:
+    """This process holds CAP_IPC_LOCK (root usually does; a unit's User= does not)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_IPC_LOCK & 1)
+    except OSError:
+        pass
+    return False
 
 
 def _describe(status: int) -> str:

@@ -19,6 +19,7 @@ from test_runtime import Server
 from ganntec.shm import records as R
 from ganntec.shm.records import OrderType, RecordType, Side, TimeInForce
 from ganntec.shm.segment import list_segments
+from ganntec.shm.stats import WAITS
 
 
 def inspect_json(instance: str, *args: str) -> list[dict]:
@@ -94,9 +95,14 @@ def test_inspect_shows_each_process_its_stage_counts_and_the_journal_then_post_m
         journal = procs["order"]["stages"]["journal"]
         assert journal["gauge_a"] >= int(seqs.max()) and journal["count"] >= 1  # (results may still flow)
         assert procs["supervisor"]["stages"]["recovery"]["count"] == 1
+        waits = {name: WAITS[t["stages"]["process"]["gauge_a"]] for name, t in procs.items()}
+        assert waits["supervisor"] == "sleep"
+        assert {waits[e] for e in ("order", "risk", "matching", "position")} <= {"busy-spin", "spin-yield", "spin-block"}
+        assert all(t["stages"]["process"]["gauge_b"] == -1 for t in procs.values())  # runtime.cpus = "auto"
         text = subprocess.run([sys.executable, "-m", "ganntec.cli", "inspect", "--instance", instance],
                               capture_output=True, text=True, timeout=120).stdout
-        assert re.search(rf"^order\s+{procs['order']['writer_pid']}\s+alive", text, re.M), text
+        assert re.search(rf"^order\s+{procs['order']['writer_pid']}\s+alive.*\s{waits['order']}\s+-\s+order\s+{n}\s",
+                         text, re.M), text
         assert re.search(r"journal .* last_seq=\d+", text), text
         client.close()
         client = None

@@ -90,6 +90,8 @@ loss_asset = "USDT"
     ("[journal]\nsegment_bytes = 10", "journal.segment_bytes=10 (at least 1 MiB)"),
     ("[runtime]\nplacement = \"two\"", "runtime.placement='two' (one of auto, single, per-engine)"),
     ("[runtime]\nwait = \"sleep\"", "runtime.wait='sleep' (one of auto, busy-spin, spin-yield, spin-block)"),
+    ("[runtime]\nlock_memory = true", "runtime.lock_memory=True (must be str)"),
+    ("[runtime]\nlock_memory = \"yes\"", "runtime.lock_memory='yes' (one of auto, required, off)"),
     ("[runtime]\ncpus = \"1-0\"", "runtime.cpus='1-0'"),
     ("[runtime]\ncpus = \"4000\"", "runtime.cpus='4000' (CPUs [4000] are not available to this process)"),
     ("[runtime]\nring_capacity = 1000", "runtime.ring_capacity=1000 (a power of two >= 16)"),

@@ -88,16 +88,18 @@ def test_quantiles_are_bucket_upper_bounds_capped_by_the_max():
 
 
 def test_a_restarted_writer_counts_from_zero_and_inspect_reads_the_rows(writer, instance):
+    writer.describe("spin-yield", 3)
     recs = np.ascontiguousarray(_records([(1, 5)] * 3)).view(np.uint8)
     S.observe_records(writer.base, writer.row("order"), recs.ctypes.data, 3, 100)
     rows = sample(instance, name_filter=".stats.")
     (t,) = [r["table"] for r in rows]
     assert t["stages"]["order"]["count"] == 3 and t["writer"]["alive"]
-    assert re.search(r"^order\s+\d+\s+alive.*order\s+3\s", format_processes(rows), re.M)
+    assert t["stages"]["process"]["gauge_a"] == S.WAITS.index("spin-yield") and t["stages"]["process"]["gauge_b"] == 3
+    assert re.search(r"^order\s+\d+\s+alive.*spin-yield\s+3\s+order\s+3\s", format_processes(rows), re.M)
     writer.close()
     again = S.StatsWriter(instance, "order")  # the worker restarted
     try:
         assert int(again.table.read(again.row("order"))["count"]) == 0
-        assert list(again.rows) == ["order", "journal"]
+        assert list(again.rows) == ["process", "order", "journal"]
     finally:
         again.close()
