@@ -73,6 +73,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             print(f"ganntec inspect: --{flag}={value} (seconds, > 0 and <= 3600)", file=sys.stderr)
             return 2
     gap = args.watch or args.rates or 0.0
+    if args.watch and not args.json and sys.stdout.isatty():
+        return _watch_live(args, gap)
     try:
         while True:
             rows = sample(args.instance, gap, args.name or "")
@@ -85,6 +87,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                 print(format_table(rows, time.monotonic_ns(), args.account), flush=True)
             if not args.watch:
                 return 0
+    except KeyboardInterrupt:
+        return 0
+
+
+def _watch_live(args: argparse.Namespace, gap: float) -> int:
+    """--watch on a terminal: rich tables redrawn in place (inspect/live.py)."""
+    from rich.live import Live
+
+    from ganntec.inspect.live import render
+    from ganntec.inspect.segments import sample
+
+    try:
+        with Live(render([]), auto_refresh=False, screen=False) as live:
+            while True:
+                rows = sample(args.instance, gap, args.name or "")
+                live.update(render(rows, time.monotonic_ns(), args.account), refresh=True)
     except KeyboardInterrupt:
         return 0
 

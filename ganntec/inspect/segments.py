@@ -198,7 +198,7 @@ def format_table(rows: list[dict], now_ns: int | None = None, account: int | Non
     heartbeat is its first input ring's consumer heartbeat."""
     if not rows:
         return "no ganntec segments"
-    lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'bytes':>12} {'pid':>8}  details"]
+    lines = [f"{'segment':<40} {'state':<16} {'kind':<9} {'layout':>6} {'bytes':>12} {'pid':>8}  details"]
     for r in rows:
         ring, table = r["ring"], r["table"]
         extra = ""
@@ -217,7 +217,8 @@ def format_table(rows: list[dict], now_ns: int | None = None, account: int | Non
                           f" cons_beat={_beat_age(ring['consumer_heartbeat_ns'], now_ns)}")
             if ring.get("doorbell"):
                 extra += f" doorbell={ring['doorbell']}"
-        lines.append(f"{r['name']:<40} {r['state']:<16} {r['kind']:<9} {r['size_bytes']:>12} {r['creator_pid']:>8}  {extra}")
+        lines.append(f"{r['name']:<40} {r['state']:<16} {r['kind']:<9} {'v' + str(r['layout_version']):>6} "
+                     f"{r['size_bytes']:>12} {r['creator_pid']:>8}  {extra}")
     blocks = [b for b in (format_processes(rows, now_ns), format_books(rows), format_balances(rows, account)) if b]
     return "\n\n".join(["\n".join(lines), *blocks])
 
@@ -265,17 +266,14 @@ def _process_name(segment: str) -> str:
     return segment.split(".stats.", 1)[-1]
 
 
-def format_processes(rows: list[dict], now_ns: int | None = None) -> str:
-    """Each process of the instance from its stats table (shm/stats.py): pid, alive, CPU share
-    (over the sample), heartbeat age, and per stage the edge-receive-to-here latency (count,
-    p50, p99 as bucket bounds, max); the journal's position and group-commit times; recovery."""
+def process_rows(rows: list[dict]) -> list[dict]:
+    """Each process of the instance from its stats table (shm/stats.py), in pipeline order:
+    name, pid, state (alive with CPU share over the sample / dead / no writer), heartbeat
+    stamp, wait strategy, pinned CPU, and its stages as (name, summary, other text)."""
     stats = [r for r in rows if r["table"].get("kind") == "stats"]
-    if not stats:
-        return ""
     order = {name: i for i, name in enumerate(("supervisor", "engines") + S.STAGE_ORDER)}
     stats.sort(key=lambda r: (order.get(_process_name(r["name"]).split(".")[0], 99), r["name"]))
-    lines = [f"{'process':<12} {'pid':>8} {'state':<14} {'beat':>8} {'wait':<10} {'cpu':>3}  {'stage':<9} "
-             f"{'count':>10} {'p50':>8} {'p99':>8} {'max':>8}  other"]
+    out = []
     for r in stats:
         t = r["table"]
         p = t.get("writer") or {}
@@ -291,18 +289,36 @@ def format_processes(rows: list[dict], now_ns: int | None = None) -> str:
         if proc is not None:
             wait = S.WAITS[proc["gauge_a"]] if 0 <= proc["gauge_a"] < len(S.WAITS) else "?"
             cpu = str(proc["gauge_b"]) if proc["gauge_b"] >= 0 else "-"
-        head = (f"{_process_name(r['name']):<12} {t['writer_pid']:>8} {state:<14} "
-                f"{_beat_age(t['writer_heartbeat_ns'], now_ns):>8} {wait:<10} {cpu:>3}")
-        for i, (stage, st) in enumerate(stages.items()):
+        listed = []
+        for stage, st in stages.items():
             other = ""
             if stage == "journal":
                 other = f"last_seq={st['gauge_a']} records={st['gauge_b']} (timed: group commits)"
             elif stage == "recovery":
                 other = f"recovered_to_seq={st['gauge_a']}"
+            listed.append((stage, st, other))
+        out.append({"name": _process_name(r["name"]), "pid": t["writer_pid"], "state": state,
+                    "beat_ns": t["writer_heartbeat_ns"], "wait": wait, "cpu": cpu, "stages": listed})
+    return out
+
+
+def format_processes(rows: list[dict], now_ns: int | None = None) -> str:
+    """`process_rows` as text: per stage the edge-receive-to-here latency (count, p50 and p99
+    as bucket bounds, max); the journal's position and group-commit times; recovery."""
+    procs = process_rows(rows)
+    if not procs:
+        return ""
+    lines = [f"{'process':<12} {'pid':>8} {'state':<14} {'beat':>8} {'wait':<10} {'cpu':>3}  {'stage':<9} "
+             f"{'count':>10} {'p50':>8} {'p99':>8} {'max':>8}  other"]
+    for p in procs:
+        head = f"{p['name']:<12} {p['pid']:>8} {p['state']:<14} {_beat_age(p['beat_ns'], now_ns):>8} {p['wait']:<10} {p['cpu']:>3}"
+        for i, (stage, st, other) in enumerate(p["stages"]):
             lead = head if i == 0 else " " * len(head)
             lines.append(f"{lead}  {stage:<9} {st['count']:>10} {_dur(st['p50_ns']):>8} {_dur(st['p99_ns']):>8} "
                          f"{_dur(st['max_ns']):>8}  {other}".rstrip())
+        if not p["stages"]:
+            lines.append(head)
     return "\n".join(lines)
 
 
-__all__ = ["snapshot", "sample", "format_table", "format_processes", "format_books", "format_balances", "view", "COMMON_HEADER_DTYPE"]
+__all__ = ["snapshot", "sample", "format_table", "format_processes", "process_rows", "format_books", "format_balances", "view", "COMMON_HEADER_DTYPE"]

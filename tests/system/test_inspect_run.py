@@ -29,6 +29,19 @@ def inspect_json(instance: str, *args: str) -> list[dict]:
     return orjson.loads(out.stdout)
 
 
+def kill_every_process(s: Server) -> None:
+    """SIGKILL the supervisor and all its children at once: no cleanup runs."""
+    tree = [s.proc.pid] + [c.pid for c in psutil.Process(s.proc.pid).children(recursive=True)]
+    for pid in tree:
+        os.kill(pid, signal.SIGKILL)
+    s.proc.wait(60)
+    for pid in tree:
+        try:
+            psutil.Process(pid).wait(60)
+        except psutil.NoSuchProcess:
+            pass
+
+
 def test_inspect_a_running_instance_then_its_leftovers(tmp_path, instance):
     s = Server(tmp_path, instance)
     try:
@@ -43,15 +56,7 @@ def test_inspect_a_running_instance_then_its_leftovers(tmp_path, instance):
         only = inspect_json(instance, "--name", "reports")
         assert only and all("reports" in r["name"] for r in only)
         # killed: every process of the instance at once, no cleanup
-        tree = [s.proc.pid] + [c.pid for c in psutil.Process(s.proc.pid).children(recursive=True)]
-        for pid in tree:
-            os.kill(pid, signal.SIGKILL)
-        s.proc.wait(60)
-        for pid in tree:
-            try:
-                psutil.Process(pid).wait(60)
-            except psutil.NoSuchProcess:
-                pass
+        kill_every_process(s)
         left = inspect_json(instance)
         assert left and all(r["state"] == "stale" for r in left)
         dead = {r["name"].split(".", 2)[-1]: r["ring"]["consumer"] for r in left if r["ring"]}
@@ -106,15 +111,7 @@ def test_inspect_shows_each_process_its_stage_counts_and_the_journal_then_post_m
         assert re.search(r"journal .* last_seq=\d+", text), text
         client.close()
         client = None
-        tree = [s.proc.pid] + [c.pid for c in psutil.Process(s.proc.pid).children(recursive=True)]
-        for pid in tree:
-            os.kill(pid, signal.SIGKILL)
-        s.proc.wait(60)
-        for pid in tree:
-            try:
-                psutil.Process(pid).wait(60)
-            except psutil.NoSuchProcess:
-                pass
+        kill_every_process(s)
         left = _processes(inspect_json(instance))
         assert left["matching"]["stages"]["matching"]["count"] == n
         assert all(not t["writer"]["alive"] for t in left.values())

@@ -97,6 +97,13 @@ def test_metrics_of_every_process_pass_promtool_and_count_what_happened(server, 
     assert got[("ganntec_ring_records_published_total", (("ring", "cmd.1"),))] >= 5
     assert ("ganntec_ring_fill_ratio", (("ring", "reports.1"),)) in got
     assert got[("ganntec_journal_size_bytes", ())] > 0
+    # the stats tables: each client order popped once by the sequencer; its reports read by the edge
+    stage = {dict(labels)["stage"]: v for (name, labels), v in got.items() if name == "ganntec_stage_latency_seconds_count"}
+    assert stage["order"] == 5 and stage["edge"] >= 5
+    assert got[("ganntec_journal_last_sequence", ())] > 0
+    assert got[("ganntec_recovery_duration_seconds_count", ())] == 1
+    assert {dict(labels)["process"] for (name, labels) in got if name == "ganntec_process_heartbeat_age_seconds"} >= {
+        "supervisor", "edge.1"}
     assert os.listdir(server.data / "metrics")  # the processes' own files, merged at the scrape
     assert key["api_secret"] not in text and key["api_key"] not in text
 

@@ -103,3 +103,20 @@ def test_a_restarted_writer_counts_from_zero_and_inspect_reads_the_rows(writer, 
         assert list(again.rows) == ["process", "order", "journal"]
     finally:
         again.close()
+
+
+def test_the_live_view_draws_the_same_rows(writer, instance):
+    """inspect --watch on a terminal (inspect/live.py): the process with its wait, CPU and stage."""
+    from rich.console import Console
+
+    from ganntec.inspect.live import render
+
+    writer.describe("busy-spin", 1)
+    recs = np.ascontiguousarray(_records([(1, 5)] * 2)).view(np.uint8)
+    S.observe_records(writer.base, writer.row("order"), recs.ctypes.data, 2, 1000)
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))
+    console.print(render(sample(instance), 0))
+    text = console.export_text()
+    assert re.search(r"order\s.*\balive\b.*busy-spin\s.*\b1\b.*order\s.*\b2\b", text), text
+    assert "stats.order" in text and "no ganntec segments" not in text
+    console.file.close()
