@@ -66,6 +66,7 @@ from ganntec.workers.runtime import (  # noqa: E402
     ORDER_DOORBELL,
     reports_ring,
     cmd_ring,
+    make_tables,
     worker_main,
 )
 
@@ -137,6 +138,8 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
     if placement != "single":
         rings += [Ring.create(instance, name, RING_CAPACITY, lock_memory=False,
                               doorbell=ORDER_DOORBELL if name == MATCHING_ORDER else 0) for name in INTERNAL_RINGS]
+    ep = engine_params()  # the workers' stats, depth and balances tables, as the supervisor makes them
+    tables = make_tables(instance, list(engines), len(ep["symbols"]), ep["max_accounts"] * ep["n_assets"])
     procs = []
     os.sync()  # no dirty pages of an earlier run's journal being written back during this one
     try:
@@ -172,6 +175,8 @@ def pipeline_run(placement: str, durability: str, setup: np.ndarray, timed: np.n
                 proc.join()
         for r in rings:
             r.close(unlink=True)
+        for t in tables:
+            t.close(unlink=True)
         unlink_doorbells(instance, [ORDER_DOORBELL])
     journal_bytes = sum(e.stat().st_size for e in os.scandir(jdir) if e.is_file())
     lat = lat[lat > 0]

@@ -28,6 +28,8 @@ import time
 
 import jwt
 
+from ganntec.edge.auth import address_in, parse_network  # (parse_network: admin/cli.py uses it from here)
+
 USERS_FILE = "admin-users.json"
 INITIAL_PASSWORD_FILE = "admin-initial-password"
 USERS_VERSION = 1
@@ -53,8 +55,6 @@ MAX_USED_REFRESH = 100_000  # outstanding used refresh tokens remembered (each f
 # Hashed for unknown names so that `check` costs the same whether or not the name exists.
 _DUMMY_HASH = (f"{base64.b64encode(bytes(SALT_BYTES)).decode()}${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
                f"{base64.b64encode(bytes(HASH_BYTES)).decode()}")
-_MAPPED_V4 = ipaddress.ip_network("::ffff:0:0/96")
-
 
 class AdminAuthError(Exception):
     """A refused token: `code` is the API's error slug (token_expired, invalid_token, ...)."""
@@ -343,29 +343,6 @@ class TokenIssuer:
 
 # --- IP allow-list ----------------------------------------------------------------------------
 
-def _unmap(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    return addr.ipv4_mapped if addr.version == 6 and addr.ipv4_mapped is not None else addr
-
-
-def parse_network(entry: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """An allow-list entry (an address or a network, host bits clear) as a network; an
-    IPv4-mapped IPv6 entry as the IPv4 network. ValueError says why not."""
-    if not isinstance(entry, str):
-        raise ValueError("not an IP address or network")
-    try:
-        net = ipaddress.ip_network(entry.strip(), strict=True)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise ValueError("not an IP address or network") from None
-        raise ValueError(f"host bits set; the network is {loose}") from None
-    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED_V4):
-        # an IPv4-mapped entry means the IPv4 network: clients are compared unmapped too
-        net = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-    return net
-
-
 class AllowList:
     """The IP addresses and networks allowed to reach the admin port. An IPv4-mapped IPv6 address
     (a dual-stack socket's view of an IPv4 client) counts as its IPv4 address. An empty list
@@ -383,10 +360,4 @@ class AllowList:
         self.networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(nets)
 
     def allows(self, ip: str | None) -> bool:
-        if not isinstance(ip, str):
-            return False  # e.g. aiohttp's request.remote on a Unix socket
-        try:
-            addr = _unmap(ipaddress.ip_address(ip.split("%", 1)[0]))  # drop an IPv6 zone (fe80::1%eth0)
-        except ValueError:
-            return False
-        return any(addr.version == net.version and addr in net for net in self.networks)
+        return address_in(ip, self.networks)

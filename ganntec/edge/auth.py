@@ -83,19 +83,41 @@ class ApiKey:
         return not self.networks or address_in(ip, self.networks)
 
 
+_MAPPED_V4 = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def parse_network(entry: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or a network (host bits clear) as a network, for API keys' IP restrictions
+    and the admin allow-list alike; an IPv4-mapped IPv6 entry is the IPv4 network, since
+    clients are matched unmapped (address_in). ValueError says why not."""
+    if not isinstance(entry, str):
+        raise ValueError("not an IP address or network")
+    try:
+        net = ipaddress.ip_network(entry.strip(), strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError("not an IP address or network") from None
+        raise ValueError(f"host bits set; the network is {loose}") from None
+    if net.version == 6 and net.prefixlen >= 96 and net.subnet_of(_MAPPED_V4):
+        net = ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+    return net
+
+
 def address_in(ip: str | None, networks) -> bool:
     """Is the client address `ip` in one of `networks`? An IPv4-mapped IPv6 address (what a
-    dual-stack socket reports for an IPv4 client) is matched as its IPv4 address; no address or
-    an unparsable one: no."""
-    if ip is None:
+    dual-stack socket reports for an IPv4 client) is matched as its IPv4 address, an IPv6 zone
+    (fe80::1%eth0) is ignored; no address (a Unix socket) or an unparsable one: no."""
+    if not isinstance(ip, str):
         return False
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return False
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return any(addr in net for net in networks)
+    return any(addr.version == net.version and addr in net for net in networks)
 
 
 class KeyStore:

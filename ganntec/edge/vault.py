@@ -56,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ganntec.edge.accounts import PERMISSION_NAMES
-from ganntec.edge.auth import ED25519, HMAC_SHA256, address_in
+from ganntec.edge.auth import ED25519, HMAC_SHA256, address_in, parse_network
 
 __all__ = [
     "FILE_NAME", "LOCK_NAME", "VERSION", "MASTER_KEY_ENV", "KINDS", "HMAC_SHA256", "ED25519", "PERMISSIONS",
@@ -191,8 +191,8 @@ def _normalise_ip(text: object) -> str:
     if not isinstance(text, str):
         raise VaultError(f"ips={text!r} (must be text)")
     try:
-        # strict: "10.0.0.7/24" has host bits set; refuse rather than guess which was meant
-        net = ipaddress.ip_network(text.strip(), strict=True)
+        # host bits set ("10.0.0.7/24") are refused rather than guessed; a mapped entry is IPv4
+        net = parse_network(text)
     except ValueError as exc:
         raise VaultError(f"ips={text!r} ({exc})") from None
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)

@@ -168,6 +168,24 @@ class Inbox:
 DEPTH_TABLE, BALANCES_TABLE = "depth", "balances"
 
 
+def make_tables(instance: str, processes: list[str], n_symbols: int, balance_rows: int,
+                lock_memory: bool = False) -> list[Table]:
+    """Every table the processes attach to as writers: `stats.<process>` for each of
+    `processes` (shm/stats.py), `depth` (a row per symbol) and `balances` (max_accounts x
+    assets rows). Whoever forks the processes makes them first (the supervisor; the pipeline
+    benchmark) and unlinks them at the end (Table.close)."""
+    made: list[Table] = []
+    try:
+        made += [S.create(instance, p, lock_memory) for p in processes]
+        made.append(Table.create(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, n_symbols, lock_memory=lock_memory))
+        made.append(Table.create(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, balance_rows, lock_memory=lock_memory))
+    except BaseException:
+        for t in made:
+            t.close()
+        raise
+    return made
+
+
 def _fits(table: Table, rows: int) -> None:
     if len(table) != rows:
         raise RuntimeError(f"table {table.name} has {len(table)} rows, the engine needs {rows} (made from another config)")
@@ -197,17 +215,6 @@ class StateTables:
             self.close()
             raise
 
-    @staticmethod
-    def create(instance: str, n_symbols: int, max_accounts: int, n_assets: int, lock_memory: bool = False) -> list[Table]:
-        """The supervisor's part: both tables, no writer yet."""
-        made = [Table.create(instance, DEPTH_TABLE, DEPTH_ROW_DTYPE, n_symbols, lock_memory=lock_memory)]
-        try:
-            made.append(Table.create(instance, BALANCES_TABLE, BALANCE_ROW_DTYPE, max_accounts * n_assets,
-                                     lock_memory=lock_memory))
-        except BaseException:
-            made[0].close()
-            raise
-        return made
 
     def after(self, records_address: int, n: int) -> None:
         """A batch's records (results, sequenced stream or reports): the rows they changed."""

@@ -77,9 +77,9 @@ from ganntec.workers.runtime import (
     INTERNAL_RINGS,
     MATCHING_ORDER,
     ORDER_DOORBELL,
-    StateTables,
     cmd_ring,
     last_reported_seq,
+    make_tables,
     publish_turn,
     reports_ring,
     warm_publishers,
@@ -198,7 +198,7 @@ class Supervisor:
         self.ready_sent = not self.notify.enabled  # nobody to tell: nothing to wait for
         self.edge_sockets_unseen = ""  # why the edges' listening sockets cannot be looked at
         self.recovered_seq = 0
-        self.stats_tables: list = []  # stats.<process> (shm/stats.py), depth, balances: ours to unlink
+        self.tables: list = []  # stats.<process> (shm/stats.py), depth, balances: ours to unlink
         self.stats: stats.StatsWriter | None = None  # stats.supervisor: heartbeat, recoveries
         self.lock_memory = False  # mlock the segments (runtime.lock_memory, decided at the start)
         self.first_beats: dict[str, int] = {}  # engine -> the first heartbeat seen since its fork
@@ -227,9 +227,8 @@ class Supervisor:
             processes = ["supervisor", *self.engines] + [f"edge.{e}" for e in range(1, self.sources)
                                                          if self.cfg.edge.enabled]
             lock = self.lock_memory
-            self.stats_tables = [stats.create(self.instance, p, lock) for p in processes]
-            self.stats_tables += StateTables.create(self.instance, len(self.cfg.symbols), self.cfg.engine.max_accounts,
-                                                    len(self.cfg.assets), lock)
+            self.tables = make_tables(self.instance, processes, len(self.cfg.symbols),
+                                            self.cfg.engine.max_accounts * len(self.cfg.assets), lock)
             self.stats = stats.StatsWriter(self.instance, "supervisor")
             self.stats.describe("sleep", None)
             self.stats.beat(time.monotonic_ns())
@@ -698,9 +697,9 @@ class Supervisor:
         if self.stats is not None:
             self.stats.close()
             self.stats = None
-        for table in self.stats_tables:
+        for table in self.tables:
             table.close(unlink=True)
-        self.stats_tables = []
+        self.tables = []
         unlink_doorbells(self.instance, [ORDER_DOORBELL])
 
 

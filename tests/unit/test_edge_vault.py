@@ -125,11 +125,11 @@ def test_create_master_key_makes_a_0600_file_and_never_overwrites(tmp_path):
 def test_add_and_open_round_trip_and_the_public_dict(tmp_path):
     vault = V.Vault(str(tmp_path), _key())
     assert vault.entries() == []  # no file yet
-    pub, secret = vault.add_hmac(7, ["READ", "TRADE", "TRADE"], ["10.0.0.0/24", "192.0.2.7/32", "::FFFF:0:0/96"],
+    pub, secret = vault.add_hmac(7, ["READ", "TRADE", "TRADE"], ["10.0.0.0/24", "192.0.2.7/32", "::FFFF:10.9.0.0/112"],
                                  "bot one", NOW)
     assert len(secret) == 64 and secret.isalnum() and secret.isascii()
     assert pub == {"key_id": 1, "account_id": 7, "api_key": pub["api_key"], "kind": "HMAC_SHA256",
-                   "permissions": ["TRADE", "READ"], "ips": ["10.0.0.0/24", "192.0.2.7", "::ffff:0:0/96"],
+                   "permissions": ["TRADE", "READ"], "ips": ["10.0.0.0/24", "192.0.2.7", "10.9.0.0/16"],
                    "label": "bot one", "created_ms": NOW}
     assert len(pub["api_key"]) == 64 and pub["api_key"].isalnum()
     [e] = vault.entries()
@@ -138,6 +138,8 @@ def test_add_and_open_round_trip_and_the_public_dict(tmp_path):
     assert V.api_key_sha256(pub["api_key"]) == hashlib.sha256(pub["api_key"].encode()).digest() == e.api_key_sha256
     assert len(V.api_key_sha256(pub["api_key"])) == 32
     assert e.allows_ip("10.0.0.200") and e.allows_ip("192.0.2.7") and e.allows_ip("::ffff:192.0.2.7")
+    # a mapped entry is the IPv4 network, as in the admin allow-list (one parser: auth.parse_network)
+    assert e.allows_ip("10.9.3.4") and e.allows_ip("::ffff:10.9.3.4") and not e.allows_ip("10.8.0.1")
     assert not e.allows_ip("10.0.1.1") and not e.allows_ip("not-an-ip")
     assert stat.S_IMODE(os.stat(vault.path).st_mode) == 0o600
     doc = orjson.loads(Path(vault.path).read_bytes())
