@@ -1638,9 +1638,9 @@ def run(E, in_address, n_in, out_address, out_cap):
 
 
 # --- the depth table (DESIGN §3: read-mostly state in shared memory) -------------------------
-# Matching writes each symbol's best levels into a seqlock table (shm/table.py DEPTH_ROW_DTYPE,
-# row = symbol id) after its batches, from its own books, for the inspector and other readers.
-# It is a side channel: the engine's records and state are the same with or without it.
+# Matching's worker copies each symbol's best levels into a seqlock table (shm/table.py
+# DEPTH_ROW_DTYPE, row = symbol id) between batches, for the inspector and other readers. A
+# side channel: the engine's records and state are the same with or without it.
 _DR = tables.DEPTH_ROW_DTYPE
 D_SYMBOL, D_NBIDS, D_NASKS, D_UPDATE, D_LAST_SEQ, D_LAST_PRICE = (_off(_DR, n) for n in (
     "symbol_id", "n_bids", "n_asks", "update_id", "last_seq", "last_price_tick"))
@@ -1673,34 +1673,25 @@ def _write_depth(E, base, sym, seq):
     st = _sst(E, sym)
     st_i64(p + D_UPDATE, ld_i64(st + 8 * SS_BOOKID))
     st_i64(p + D_LAST_PRICE, ld_i64(st + 8 * SS_LAST))
-    if seq > 0:
-        st_i64(p + D_LAST_SEQ, seq)
+    st_i64(p + D_LAST_SEQ, seq)
     tables.row_end(base, sym)
 
 
 @njit(cache=True, nogil=True)
-def publish_depth(E, base, records, n):
-    """After a batch: rewrite the depth row of each symbol named by a BOOK_UPDATE among the n
-    records at `records` (matching's results, or the sequenced stream). Returns rows written."""
-    written, last = 0, -1
-    for i in range(n):
-        r = records + i * RB
-        if ld_u16(r + H_TYPE) != T_BOOK:
+def publish_depth(E, base, seq):
+    """Every symbol whose book moved since its row was written (its book update id differs),
+    stamped `seq` (the last sequence the state includes); call between batches, never while
+    a command is pending. Returns rows written."""
+    written = 0
+    for sym in range(_g(E, E_NSYM)):
+        p = tables.payload_address(base, sym)  # (this process is the row's one writer)
+        st = _sst(E, sym)
+        if (ld_i64(p + D_UPDATE) == ld_i64(st + 8 * SS_BOOKID) and ld_i64(p + D_LAST_PRICE) == ld_i64(st + 8 * SS_LAST)
+                and ld_u32(p + D_SYMBOL) == sym and seq != 0):
             continue
-        sym = ld_u32(r + H_SYM)
-        if sym == last:  # one command's updates come together
-            continue
-        last = sym
-        _write_depth(E, base, sym, ld_i64(r + H_SEQ))
+        _write_depth(E, base, sym, seq)
         written += 1
     return written
-
-
-@njit(cache=True, nogil=True)
-def publish_depth_all(E, base):
-    """Every symbol's row (a worker's start: the recovered books)."""
-    for sym in range(_g(E, E_NSYM)):
-        _write_depth(E, base, sym, 0)
 
 
 # --- Python side ---------------------------------------------------------------------------

@@ -73,6 +73,23 @@ st_u32 = st_i32
 
 
 @intrinsic
+def bit_length(typingctx, value):
+    """Bits needed to write a non-negative int64 (0 for 0): one `lzcnt`, where a shift loop
+    costs a step per bit (stats histograms bucket every value by it)."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.int64)
+        i64 = ir.IntType(64)
+        ctlz = builder.module.declare_intrinsic("llvm.ctlz", [i64, ir.IntType(1)])
+        zeros = builder.call(ctlz, [v, ir.Constant(ir.IntType(1), 0)])  # defined for 0: 64
+        return builder.sub(ir.Constant(i64, 64), zeros)
+
+    return types.int64(value), codegen
+
+
+@intrinsic
 def zero_bytes(typingctx, addr, nbytes):
     """memset(addr, 0, nbytes)."""
     if not (isinstance(addr, types.Integer) and isinstance(nbytes, types.Integer)):

@@ -991,9 +991,9 @@ def run(K, in_address, n_in, a_address, a_cap, b_address, b_cap):
 
 
 # --- the balances table (DESIGN §3: read-mostly state in shared memory) ---------------------
-# Risk writes every balance it changes into a seqlock table (shm/table.py BALANCE_ROW_DTYPE,
-# row = account x assets + asset) after its batches, from the BALANCE records it made, for the
-# inspector and other readers. A side channel: records and state are the same without it.
+# Risk's worker copies the balances into a seqlock table (shm/table.py BALANCE_ROW_DTYPE, row =
+# account x assets + asset) between batches, for the inspector and other readers. A side
+# channel: records and state are the same without it.
 _BR = tables.BALANCE_ROW_DTYPE
 BR_ACCOUNT, BR_ASSET, BR_FREE, BR_LOCKED, BR_SEQ = (_off(_BR, n) for n in (
     "account_id", "asset_id", "free_minor", "locked_minor", "last_seq"))
@@ -1012,29 +1012,20 @@ def _write_balance(base, row, account, asset, free, locked, seq):
 
 
 @njit(cache=True, nogil=True)
-def publish_balances(K, base, records, n):
-    """After a batch: each BALANCE among the n records at `records` (risk's output to
-    position, or the single placement's reports) into its row. Returns rows written."""
+def publish_balances(K, base, seq):
+    """Every (account, asset) row that differs from the state, stamped `seq` (the last
+    sequence the state includes); call between batches. Returns rows written."""
     na, written = _g(K, K_NASSET), 0
-    for i in range(n):
-        r = records + i * RB
-        if ld_u16(r + H_TYPE) != T_BALANCE:
-            continue
-        account, asset = ld_u32(r + H_ACC), ld_u32(r + BA_ASSET)
-        _write_balance(base, account * na + asset, account, asset, ld_i64(r + BA_FREE), ld_i64(r + BA_LOCKED),
-                       ld_i64(r + H_SEQ))
-        written += 1
-    return written
-
-
-@njit(cache=True, nogil=True)
-def publish_balances_all(K, base):
-    """Every (account, asset) row from the state (a worker's start: the recovered balances)."""
-    na = _g(K, K_NASSET)
     for account in range(_g(K, K_NACC)):
         for asset in range(na):
-            b = _bal(K, account, asset)
-            _write_balance(base, account * na + asset, account, asset, ld_i64(b), ld_i64(b + 8), 0)
+            b, row = _bal(K, account, asset), account * na + asset
+            p = tables.payload_address(base, row)  # (this process is the row's one writer)
+            free, locked = ld_i64(b), ld_i64(b + 8)
+            if ld_i64(p + BR_FREE) == free and ld_i64(p + BR_LOCKED) == locked and ld_u32(p + BR_ACCOUNT) == account:
+                continue
+            _write_balance(base, row, account, asset, free, locked, seq)
+            written += 1
+    return written
 
 
 class RiskEngine:

@@ -53,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ganntec.engines.mem import ld_i64, ld_u16, st_i64
+from ganntec.engines.mem import bit_length, ld_i64, ld_u16, st_i64
 from ganntec.shm.table import Table, payload_address, row_begin, row_end
 
 BUCKETS = 40  # 2^39 ns = 550 s: larger values share the last bucket
@@ -100,11 +100,9 @@ def _add(p, v):
     """Count one value into the row payload at p (between row_begin and row_end)."""
     if v < 0:
         v = 0
-    k = 0
-    x = v
-    while x > 0 and k < BUCKETS - 1:
-        x >>= 1
-        k += 1
+    k = bit_length(v)
+    if k > BUCKETS - 1:
+        k = BUCKETS - 1
     st_i64(p + OFF_COUNT, ld_i64(p + OFF_COUNT) + 1)
     st_i64(p + OFF_SUM, ld_i64(p + OFF_SUM) + v)
     if v > ld_i64(p + OFF_MAX):

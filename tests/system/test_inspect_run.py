@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import orjson
@@ -127,8 +128,6 @@ def test_inspect_shows_each_process_its_stage_counts_and_the_journal_then_post_m
 def _reports_until(client, record_type: RecordType, count: int, timeout: float = 60.0) -> np.ndarray:
     """Raw report records (bytes, whole payloads) from the client's ring until `count` of
     `record_type` have come; between pops it waits on the ring itself, with a deadline."""
-    import time
-
     out, parts, seen = np.zeros((4096, R.RECORD_BYTES), np.uint8), [], 0
     deadline = time.monotonic() + timeout
     while seen < count:
@@ -146,9 +145,8 @@ def _reports_until(client, record_type: RecordType, count: int, timeout: float =
 @pytest.mark.parametrize("placement", ["single", "per-engine"])
 def test_inspect_shows_top_of_book_and_balances_from_the_engines_tables(tmp_path, instance, placement):
     """Resting orders that never cross: account 1 bids at 20 prices, account 2 asks at 20. Once
-    the client has read every BOOK_UPDATE (matching writes the depth row before it sends its
-    results), the depth table holds the best levels of both sides and each balance row equals
-    the last BALANCE report of that account and asset."""
+    the client has read every BOOK_UPDATE, the depth table comes to hold the best levels of
+    both sides and each balance row the last BALANCE report of that account and asset."""
     from test_runtime import Client
 
     s = Server(tmp_path, instance, placement=placement)
@@ -172,18 +170,35 @@ def test_inspect_shows_top_of_book_and_balances_from_the_engines_tables(tmp_path
         while done < len(batch):
             done += client.cmd.push(batch[done:])
         raw = _reports_until(client, RecordType.BOOK_UPDATE, len(orders))
-        rows = inspect_json(instance, "--name", "depth") + inspect_json(instance, "--name", "balances")
-        (book,) = [b for r in rows if r["table"].get("kind") == "depth" for b in r["table"]["books"]]
-        assert book["symbol_id"] == 0 and book["update_id"] == len(orders)
-        assert book["bids"] == [[900_000 - 10 * k, 1 + k] for k in range(20)]
-        assert book["asks"] == [[1_100_000 + 10 * k, 1 + k] for k in range(20)]
-        table = {(b["account_id"], b["asset_id"]): b for r in rows if r["table"].get("kind") == "balances"
-                 for b in r["table"]["balances"]}
         balances = raw[raw.view(R.RECORD_DTYPE).reshape(-1)["type"] == RecordType.BALANCE]
         last = {}
         for rec in balances.view(R.BALANCE_DTYPE).reshape(-1):
             last[(int(rec["account_id"]), int(rec["asset_id"]))] = (int(rec["free_minor"]), int(rec["locked_minor"]))
-        assert last and all((table[k]["free_minor"], table[k]["locked_minor"]) == v for k, v in last.items())
+        assert last
+
+        def tables():
+            rows = inspect_json(instance, "--name", "depth") + inspect_json(instance, "--name", "balances")
+            books = [b for r in rows if r["table"].get("kind") == "depth" for b in r["table"]["books"]]
+            table = {(b["account_id"], b["asset_id"]): b for r in rows if r["table"].get("kind") == "balances"
+                     for b in r["table"]["balances"]}
+            return books, table
+
+        # the worker copies its state into the tables between batches (at once when it runs out
+        # of work): poll until they hold it, with a deadline
+        deadline = time.monotonic() + 60
+        while True:
+            books, table = tables()
+            caught_up = (len(books) == 1 and books[0]["update_id"] == len(orders)
+                         and all((table.get(k, {}).get("free_minor"), table.get(k, {}).get("locked_minor")) == v
+                                 for k, v in last.items()))
+            if caught_up or time.monotonic() > deadline:
+                break
+        (book,) = books
+        assert book["symbol_id"] == 0 and book["update_id"] == len(orders)
+        assert book["bids"] == [[900_000 - 10 * k, 1 + k] for k in range(20)]
+        assert book["asks"] == [[1_100_000 + 10 * k, 1 + k] for k in range(20)]
+        assert all((table[k]["free_minor"], table[k]["locked_minor"]) == v for k, v in last.items())
+        assert book["last_seq"] > 0 and all(table[k]["last_seq"] > 0 for k in last)  # stamped with the state's sequence
         assert table[(1, 1)]["locked_minor"] > 0 and table[(2, 0)]["locked_minor"] > 0  # the bids' USDT, asks' BTC
         text = subprocess.run([sys.executable, "-m", "ganntec.cli", "inspect", "--instance", instance, "--account", "2"],
                               capture_output=True, text=True, timeout=120).stdout

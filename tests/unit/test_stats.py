@@ -8,7 +8,11 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numba import njit
 
+from ganntec.engines.mem import bit_length
 from ganntec.inspect.segments import format_processes, sample
 from ganntec.shm import records as R
 from ganntec.shm import stats as S
@@ -120,3 +124,13 @@ def test_the_live_view_draws_the_same_rows(writer, instance):
     assert re.search(r"order\s.*\balive\b.*busy-spin\s.*\b1\b.*order\s.*\b2\b", text), text
     assert "stats.order" in text and "no ganntec segments" not in text
     console.file.close()
+
+
+@njit(cache=True)
+def _bits(v):
+    return bit_length(v)
+
+
+@given(st.integers(min_value=0, max_value=(1 << 63) - 1))
+def test_bit_length_is_pythons(v):
+    assert _bits(v) == v.bit_length()
