@@ -201,11 +201,12 @@ class StateTables:
     (matching's books, row = symbol) and `balances` (risk's, row = account x assets + asset).
     The supervisor makes them; the worker attaches as their one writer and writes every row
     from its recovered state. Then the worker's loop copies what changed from the engine's
-    state at most every TABLE_REFRESH_NS while busy and at once when it runs out of work: the
-    rows trail the engines by at most that while records flow, and not at all once they stop.
-    From the state, not from the records: scanning every batch's records for BOOK_UPDATE and
-    BALANCE cost ~100 ns per command in the single placement (the buffers are past L2), a
-    refresh ~10 us per 10 ms. Readers (`ganntec inspect`) never wait on them."""
+    state at most every TABLE_REFRESH_NS (an idle wait ends when a copy is due, and the stop
+    makes a last one): the rows trail the engines by at most that. From the state, not from
+    the records: scanning every batch's records for BOOK_UPDATE and BALANCE cost ~100 ns per
+    command in the single placement (the buffers are past L2); a copy costs ~1.6 ns per
+    balance row (3 us for 2,000) and ~0.2 us per symbol, once per 10 ms at most. Readers
+    (`ganntec inspect`) never wait on them."""
 
     def __init__(self, instance: str, matching_engine=None, risk_engine=None, lock_memory: bool = False):
         self.depth = self.balances = None
@@ -225,7 +226,6 @@ class StateTables:
         self.dirty = True  # the recovered state is not in the rows yet
         self.due_ns = 0
 
-
     def refresh(self, seq: int) -> None:
         """Copy what changed in the engines' state into the rows, stamped `seq` (the last
         sequence that state includes). Only between batches (no command half applied)."""
@@ -236,9 +236,10 @@ class StateTables:
         self.dirty = False
 
     def after_turn(self, busy: bool, now_ns: int, seq: int) -> None:
-        """The worker's loop, after each turn: refresh when due (busy) or at once (idle)."""
+        """The worker's loop, after each turn: a refresh at most every TABLE_REFRESH_NS, busy
+        or idle (Worker.wait_s ends an idle wait when one is due)."""
         self.dirty |= busy
-        if self.dirty and (not busy or now_ns >= self.due_ns):
+        if self.dirty and now_ns >= self.due_ns:
             self.refresh(seq)
             self.due_ns = now_ns + TABLE_REFRESH_NS
 
@@ -265,6 +266,7 @@ class Worker(abc.ABC):
         self.stats: S.StatsWriter | None = None  # stats.<process>: latency, journal, heartbeat
         self.stage = -1  # this worker's stage row in it
         self.tables: StateTables | None = None  # depth / balances it writes, if any
+        self.journaled = 0  # records this process journaled (the journal writer's worker)
 
     def _on_signal(self, signum, frame):
         self.stop = True
@@ -284,6 +286,14 @@ class Worker(abc.ABC):
     def applied_seq(self) -> int:
         """The last journal sequence the engine's state includes (the state tables' stamp)."""
         return 0
+
+    def wait_s(self) -> float:
+        """How long an idle wait may last: a quarter heartbeat, or until the state tables'
+        next refresh is due (they then trail an idle engine by at most TABLE_REFRESH_NS)."""
+        t = self.tables
+        if t is None or not t.dirty:
+            return self.idle_timeout_s
+        return min(self.idle_timeout_s, max(0, t.due_ns - time.monotonic_ns()) / 1e9)
 
     def observe(self, inbox: "Inbox", got: int) -> None:
         """Count the edge-receive-to-here latency of the `got` records just popped into
@@ -312,7 +322,7 @@ class Worker(abc.ABC):
         return True
 
     def idle_wait(self) -> None:
-        self.wait.wait_for_any(self.inputs, self.idle_timeout_s)
+        self.wait.wait_for_any(self.inputs, self.wait_s())
 
     def push(self, ring: Ring, records: np.ndarray) -> None:
         """Every record, in order (any split), waiting for room: back-pressure, never a drop."""
@@ -386,7 +396,6 @@ class EngineWorker(Worker):
         self.driver, self.journal, self.rings, self.reports = driver, journal, cmd_rings, reports
         self.inboxes = [Inbox(batch) for _ in cmd_rings]
         self.commands = 0  # command records taken
-        self.journaled = 0
 
     def turn(self) -> bool:
         busy = False
@@ -433,7 +442,6 @@ class OrderWorker(Worker):
         self.cmds = [Inbox(batch) for _ in cmd_rings]
         # One turn sequences at most every result and command held: each in one place.
         self.seq = np.zeros((batch * (1 + len(cmd_rings)), RB), np.uint8)
-        self.journaled = 0
 
     def turn(self) -> bool:
         got = self.res.fill(self.results)
@@ -466,7 +474,7 @@ class OrderWorker(Worker):
         return [self.results] + [r for r, box in zip(self.rings, self.cmds) if admit and box.n < len(box.buf)]
 
     def idle_wait(self) -> None:
-        self.wait.wait_for_any(self.waiting_on(), self.idle_timeout_s)
+        self.wait.wait_for_any(self.waiting_on(), self.wait_s())
 
     def finished(self) -> bool:
         return self.engine.in_flight == 0 and self.res.n == 0 and self.results.readable() == 0
@@ -534,7 +542,7 @@ class RiskWorker(Worker):
 
     def idle_wait(self) -> None:
         if self.spill:  # matching's ring is full: wait for room there (new input waits meanwhile)
-            self.wait.wait_for_space(self.to_matching, 1, self.idle_timeout_s)
+            self.wait.wait_for_space(self.to_matching, 1, self.wait_s())
         else:
             super().idle_wait()
 
