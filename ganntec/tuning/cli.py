@@ -194,9 +194,12 @@ def _cmd_undo(args: argparse.Namespace) -> int:
 def _cmd_emit(args: argparse.Namespace) -> int:
     from ganntec.tuning.emit import emit
 
-    _, cfg, part = _context(args)
+    from ganntec.tuning.plan import nic_irq_list
+
+    host, cfg, part = _context(args)
+    nic = cfg.tuning.nic
     try:
-        paths = emit(cfg, part, args.out, args.config)
+        paths = emit(cfg, part, args.out, args.config, nic_irq_list(host, nic) if nic and part.nic else ())
     except ValueError as exc:
         raise _Fail([str(exc)]) from None
     for p in paths:

@@ -21,8 +21,8 @@ from ganntec.cpulist import format_cpulist, format_cpumask
 from ganntec.tuning import parse
 from ganntec.tuning.cpus import Partition
 from ganntec.tuning.host import Host, HostError
-from ganntec.tuning.settings import (MIB, CmdlineSetting, EthtoolSetting, FileSetting, IrqbalanceSetting,
-                                     MemlockSetting, ProbeSetting, Setting, ShmSetting, sysctl)
+from ganntec.tuning.settings import (MIB, CmdlineSetting, EthtoolSetting, FileSetting, IrqbalanceBanIrqSetting,
+                                     IrqbalanceSetting, MemlockSetting, ProbeSetting, Setting, ShmSetting, sysctl)
 
 THP = "sys/kernel/mm/transparent_hugepage"
 CPU = "sys/devices/system/cpu"
@@ -125,6 +125,15 @@ def _irq_settings(part: Partition, host: Host, nic: str) -> list[Setting]:
     return out
 
 
+def nic_irq_list(host: Host, nic: str) -> list[int]:
+    """The NIC's IRQs, sorted ([] when /proc/interrupts cannot be read: its probe says why)."""
+    try:
+        _, table = parse.interrupts(host.read("proc/interrupts"))
+    except (HostError, ValueError):
+        return []
+    return sorted(nic_irqs(host, nic, table))
+
+
 def _nic_settings(cfg: Config, part: Partition, host: Host, nic: str) -> list[Setting]:
     tu = cfg.tuning
     base = f"sys/class/net/{nic}"
@@ -199,6 +208,12 @@ def build(cfg: Config, part: Partition, host: Host, nic: str = "") -> Plan:
         settings.append(IrqbalanceSetting("irqbalance", "irqbalance.banned", format_cpulist(part.hot),
                                           "cpu-partitioning, irqbalance(1): irqbalance never moves IRQs "
                                           "onto the hot CPUs"))
+    ours = nic_irq_list(host, nic) if nic and part.nic else []
+    if ours:
+        settings.append(IrqbalanceBanIrqSetting("irqbalance", "irqbalance.banirq",
+                                                " ".join(f"--banirq={n}" for n in ours),
+                                                "irqbalance(1), ops-facts 1.3: irqbalance leaves the NIC's IRQs "
+                                                "on the NIC CPUs they are pinned to"))
     if nic:
         settings += _nic_settings(cfg, part, host, nic)
     settings += [

@@ -165,6 +165,7 @@ def sysctl(key: str, want: int | str, reason: str) -> FileSetting:
 # --- irqbalance -------------------------------------------------------------------------------
 
 BANNED = "IRQBALANCE_BANNED_CPULIST"
+ARGS = "IRQBALANCE_ARGS"
 
 
 @dataclass(frozen=True)
@@ -172,36 +173,41 @@ class IrqbalanceSetting(Setting):
     """`IRQBALANCE_BANNED_CPULIST=` in irqbalance's environment file; absent file = no irqbalance."""
 
     path: str = "etc/default/irqbalance"
+    var = BANNED
 
     def target(self) -> dict:
         return {"path": "/" + self.path}
 
-    @staticmethod
-    def _current(text: str) -> str:
+    def _current(self, text: str) -> str:
         value = ""
         for line in text.splitlines():
-            m = re.fullmatch(rf"\s*(?:export\s+)?{BANNED}=(.*)", line)
+            m = re.fullmatch(rf"\s*(?:export\s+)?{self.var}=(.*)", line)
             if m:
                 value = m[1].strip().strip("\"'")
         return value
 
+    def _shown(self, value: str) -> str:
+        parse_cpulist(value)
+        return value or "(unset)"
+
+    def _new_value(self, old: str) -> str:
+        return self.want
+
     def read(self, host: Host, cache: dict) -> Reading:
         text = host.read(self.path)
-        value = self._current(text)
-        parse_cpulist(value)
-        return Reading(value or "(unset)", text)
+        return Reading(self._shown(self._current(text)), text)
 
     def matches(self, current: str) -> bool:
         return current != "(unset)" and parse_cpulist(current) == parse_cpulist(self.want)
 
     def action(self) -> str:
-        return f"set {BANNED}={self.want} in /{self.path} (restart irqbalance to use it)"
+        return f"set {self.var}={self.want} in /{self.path} (restart irqbalance to use it)"
 
     def apply(self, host: Host) -> None:
         text = host.read(self.path)
         lines = text.splitlines()
-        line = f"{BANNED}={self.want}"
-        pattern = re.compile(rf"\s*(?:export\s+)?{BANNED}=")
+        line = f"{self.var}={self._new_value(self._current(text))}"
+        pattern = re.compile(rf"\s*(?:export\s+)?{self.var}=")
         if any(pattern.match(x) for x in lines):
             lines = [line if pattern.match(x) else x for x in lines]
         else:
@@ -210,6 +216,32 @@ class IrqbalanceSetting(Setting):
 
     def undo_entry(self, restore: str) -> dict:
         return {"path": self.path, "write": restore}
+
+
+@dataclass(frozen=True)
+class IrqbalanceBanIrqSetting(IrqbalanceSetting):
+    """The `--banirq=N` options in `IRQBALANCE_ARGS=`: irqbalance leaves these IRQs (the NIC's,
+    pinned by hand to the NIC CPUs) where the plan puts them; its other options are kept.
+    `want`: the options, space separated."""
+
+    var = ARGS
+
+    @staticmethod
+    def _banned(value: str) -> set[str]:
+        return {t for t in value.split() if t.startswith("--banirq=")}
+
+    def _shown(self, value: str) -> str:
+        return " ".join(sorted(self._banned(value), key=lambda t: int(t.split("=", 1)[1]))) or "(none)"
+
+    def matches(self, current: str) -> bool:
+        return self._banned(current) == self._banned(self.want)
+
+    def _new_value(self, old: str) -> str:
+        keep = [t for t in old.split() if not t.startswith("--banirq=")]
+        return '"' + " ".join(keep + self.want.split()) + '"'
+
+    def action(self) -> str:
+        return f"set the --banirq options of {self.var} in /{self.path} (restart irqbalance to use it)"
 
 
 # --- ethtool ----------------------------------------------------------------------------------

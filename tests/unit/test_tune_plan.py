@@ -120,7 +120,7 @@ def test_check_exit_codes_and_apply_undo(synth, capsys):
     before = tree_hashes(root)
     code, out, _ = run(["apply", "--root", str(root), "--config", cfg], capsys)
     assert code == 0
-    assert out.count("\nchanged  ") + out.startswith("changed  ") == 59
+    assert out.count("\nchanged  ") + out.startswith("changed  ") == 60
     after = tree_hashes(root)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     expected = {
@@ -134,7 +134,8 @@ def test_check_exit_codes_and_apply_undo(synth, capsys):
         "sys/devices/virtual/workqueue/cpumask": "ff9\n",
         "sys/bus/workqueue/devices/writeback/cpumask": "ff9\n",
         "proc/irq/default_smp_affinity": "ff9\n",
-        "etc/default/irqbalance": hosts.IRQBALANCE + "IRQBALANCE_BANNED_CPULIST=12-15\n",
+        "etc/default/irqbalance": hosts.IRQBALANCE + "IRQBALANCE_BANNED_CPULIST=12-15\n"
+                                  + 'IRQBALANCE_ARGS="' + " ".join(f"--banirq={n}" for n in range(121, 130)) + '"\n',  # the NIC's
         ".ganntec-tune/ethtool/eth0.c": hosts.IXGBE_C.replace("Adaptive RX: on", "Adaptive RX: off").replace(
             "rx-usecs:\t1", "rx-usecs:\t0"),
         ".ganntec-tune/ethtool/eth0.g": hosts.IXGBE_G.replace("settings:\nRX:\t\t\t512", "settings:\nRX:\t\t\t1024"),
@@ -158,7 +159,7 @@ def test_check_exit_codes_and_apply_undo(synth, capsys):
     assert code == 0 and "changed  vm.swappiness: 30 -> 10" in out and out.count("changed") == 1
 
     code, out, _ = run(["undo", "--root", str(root)], capsys)
-    assert code == 0 and out.count("restored ") == 59
+    assert code == 0 and out.count("restored ") == 60
     restored = tree_hashes(root)
     for rel, data in before_bytes.items():
         if rel.startswith("sys/kernel/mm/transparent_hugepage/"):
@@ -304,7 +305,9 @@ def test_emit_files_and_systemd_tmpfiles(synth, tmp_path, capsys):
     assert code == 0 and text.count("wrote ") == 6
     assert (out / "kernel-cmdline.txt").read_text() == (
         "isolcpus=managed_irq,12-15 nohz_full=12-15 rcu_nocbs=12-15 irqaffinity=0,3-11 skew_tick=1\n")
-    assert (out / "default/irqbalance").read_text().endswith("IRQBALANCE_BANNED_CPULIST=12-15\n")
+    irqbalance = (out / "default/irqbalance").read_text()
+    assert "\nIRQBALANCE_BANNED_CPULIST=12-15\n" in irqbalance  # the hot CPUs; the NIC's IRQs stay pinned:
+    assert irqbalance.endswith("\nIRQBALANCE_ARGS=\"" + " ".join(f"--banirq={n}" for n in range(121, 130)) + "\"\n")
     assert (out / "systemd/system.conf.d/ganntec-affinity.conf").read_text().endswith("[Manager]\nCPUAffinity=0,3-11\n")
     tuned = (out / "tuned/ganntec/tuned.conf").read_text()
     assert "include=cpu-partitioning\n\n[variables]\nisolated_cores=12-15\n\n[sysctl]\n" in tuned
@@ -380,3 +383,20 @@ def test_guard_refuses_writes_to_the_real_proc_and_sys(tmp_path):
         open(link / "swappiness", "r+")
     assert open("/proc/sys/vm/swappiness").read().strip().isdigit()  # reads stay allowed
     (tmp_path / "ok").write_text("x")  # and writes elsewhere
+
+
+def test_banirq_keeps_irqbalance_s_other_options(tmp_path):
+    """IRQBALANCE_ARGS: the plan's --banirq options replace the old ones, every other option stays."""
+    from ganntec.tuning.host import host_for
+    from ganntec.tuning.settings import DRIFT, OK, IrqbalanceBanIrqSetting
+
+    (tmp_path / "etc/default").mkdir(parents=True)
+    f = tmp_path / "etc/default/irqbalance"
+    f.write_text('#ENABLED=1\nIRQBALANCE_ARGS="--policyscript=/usr/local/bin/pin --banirq=5"\n')
+    host = host_for(str(tmp_path))
+    s = IrqbalanceBanIrqSetting("irqbalance", "irqbalance.banirq", "--banirq=40 --banirq=41", "the NIC's IRQs")
+    r = s.check(host, {})
+    assert (r.status, r.current) == (DRIFT, "--banirq=5")
+    s.apply(host)
+    assert f.read_text() == '#ENABLED=1\nIRQBALANCE_ARGS="--policyscript=/usr/local/bin/pin --banirq=40 --banirq=41"\n'
+    assert s.check(host, {}).status == OK
