@@ -194,6 +194,7 @@ def _fits(table: Table, rows: int) -> None:
 
 
 TABLE_REFRESH_NS = 10_000_000  # a busy worker copies its state into the tables this often
+SIDE_BEAT_NS = 1_000_000  # (each is a compiled call: once a turn cost ~0.6 us, at small turns ~50 ns a command)
 
 
 class StateTables:
@@ -226,22 +227,16 @@ class StateTables:
         self.dirty = True  # the recovered state is not in the rows yet
         self.due_ns = 0
 
-    def refresh(self, seq: int) -> None:
+    def refresh(self, seq: int, now_ns: int = 0) -> None:
         """Copy what changed in the engines' state into the rows, stamped `seq` (the last
-        sequence that state includes). Only between batches (no command half applied)."""
+        sequence that state includes). Only between batches (no command half applied). The
+        worker's loop calls it when `dirty` and `due_ns` has passed (Worker.run, wait_s)."""
         if self.depth is not None:
             matching.publish_depth(self.e, self.depth.address, seq)
         if self.balances is not None:
             risk.publish_balances(self.k, self.balances.address, seq)
         self.dirty = False
-
-    def after_turn(self, busy: bool, now_ns: int, seq: int) -> None:
-        """The worker's loop, after each turn: a refresh at most every TABLE_REFRESH_NS, busy
-        or idle (Worker.wait_s ends an idle wait when one is due)."""
-        self.dirty |= busy
-        if self.dirty and now_ns >= self.due_ns:
-            self.refresh(seq)
-            self.due_ns = now_ns + TABLE_REFRESH_NS
+        self.due_ns = now_ns + TABLE_REFRESH_NS
 
     def beat(self, now_ns: int) -> None:
         for t in (self.depth, self.balances):
@@ -267,6 +262,7 @@ class Worker(abc.ABC):
         self.stage = -1  # this worker's stage row in it
         self.tables: StateTables | None = None  # depth / balances it writes, if any
         self.journaled = 0  # records this process journaled (the journal writer's worker)
+        self.side_beat_ns = 0
 
     def _on_signal(self, signum, frame):
         self.stop = True
@@ -277,10 +273,12 @@ class Worker(abc.ABC):
         if pinger is not None and now >= pinger.next_ns:  # a ping due: every half WatchdogSec
             pinger.tick(now)  # before the heartbeat: the supervisor's READY (it waits for one) comes after
         self.inputs[0].heartbeat(now)
-        if self.stats is not None:
-            self.stats.beat(now)
-        if self.tables is not None:
-            self.tables.beat(now)
+        if now >= self.side_beat_ns:  # the stats and state tables' heartbeats: a ms is resolution enough
+            self.side_beat_ns = now + SIDE_BEAT_NS
+            if self.stats is not None:
+                self.stats.beat(now)
+            if self.tables is not None:
+                self.tables.beat(now)
         return now
 
     def applied_seq(self) -> int:
@@ -358,8 +356,11 @@ class Worker(abc.ABC):
         while True:
             busy = self.turn()
             now = self.beat()
-            if self.tables is not None:
-                self.tables.after_turn(busy, now, self.applied_seq())
+            tables = self.tables
+            if tables is not None:  # a copy into the state tables at most every TABLE_REFRESH_NS
+                tables.dirty |= busy
+                if tables.dirty and now >= tables.due_ns:
+                    tables.refresh(self.applied_seq(), now)
             if self.stop and self.finished():
                 break
             if not busy:
