@@ -712,6 +712,8 @@ def worker_main(engine: str, engines: InProcessDriver, journal: JournalWriter | 
         worker = PositionWorker(engines.position, ins[0], outs, wait, heartbeat_ms)
     else:
         raise ValueError(f"engine={engine!r} (engines, or one of {', '.join(ENGINES)})")
+    if engine in ("risk", "matching"):  # the recovered state includes every sequence up to here
+        worker.inbox.last_seq = int(engines.order.seq)
     worker.tables = StateTables(instance, engines.matching if engine in ("engines", "matching") else None,
                                 engines.risk if engine in ("engines", "risk") else None, lock_memory)
     worker.stats = S.StatsWriter(instance, engine, lock_memory)
