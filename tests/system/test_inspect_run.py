@@ -90,7 +90,13 @@ def test_inspect_shows_each_process_its_stage_counts_and_the_journal_then_post_m
         client.send_new(n)
         client.wait_acked(n)
         seqs = np.concatenate([r["seq"] for r in client.reports])
-        procs = _processes(inspect_json(instance, "--rates", "0.2"))
+        # an acknowledgement can come from risk (a BALANCE) before matching pops the command:
+        # read until matching has counted them all, with a deadline
+        deadline = time.monotonic() + 60
+        while True:
+            procs = _processes(inspect_json(instance, "--rates", "0.2"))
+            if procs["matching"]["stages"]["matching"]["count"] >= n or time.monotonic() > deadline:
+                break
         assert set(procs) == {"supervisor", "order", "risk", "matching", "position"}
         for name, t in procs.items():
             assert t["writer"]["alive"] and t["writer_pid"] > 0 and t["writer_heartbeat_ns"] > 0, name
