@@ -22,6 +22,7 @@ plan cannot be judged without; everything a kernel may simply lack is optional.
 
 from __future__ import annotations
 
+import abc
 import re
 from dataclasses import dataclass
 
@@ -68,8 +69,10 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Setting:
-    """Base: `read` gives a Reading; `matches`, `apply`, `undo_entry` per kind."""
+class Setting(abc.ABC):
+    """Base: `read` gives a Reading; `matches`, `apply`, `undo_entry` per kind. A check-only
+    kind (a probe, a boot parameter, a limit the unit sets) keeps the base apply/undo_entry,
+    which refuse: apply.py never calls them for `check_only` settings."""
 
     kind: str
     key: str
@@ -79,23 +82,26 @@ class Setting:
     reboot: bool = False  # a boot parameter: checked and printed, never applied
     check_only: bool = False
 
+    @abc.abstractmethod
     def target(self) -> dict:
-        raise NotImplementedError
+        """Where the value lives, for --json: {"path": ...} or {"cmd": [...]}."""
 
+    @abc.abstractmethod
     def read(self, host: Host, cache: dict) -> Reading:
-        raise NotImplementedError
+        """The current value (raises Missing, HostError, NotApplicable, Unsupported, ValueError)."""
 
     def matches(self, current: str) -> bool:
         return current == self.want
 
+    @abc.abstractmethod
     def action(self) -> str:
-        raise NotImplementedError
+        """What plan prints as the change (or the manual step) that gets `want`."""
 
     def apply(self, host: Host) -> None:
-        raise NotImplementedError
+        raise ApplyError(f"{self.key} is check-only: {self.action()}")
 
     def undo_entry(self, restore: str) -> dict:
-        raise NotImplementedError
+        raise ApplyError(f"{self.key} is check-only: nothing to restore")
 
     def check(self, host: Host, cache: dict) -> Result:
         try:
@@ -313,6 +319,9 @@ class ProbeSetting(Setting):
             if self.path == "proc/interrupts":
                 parse.interrupts(text)
         return Reading(self.want, "")
+
+    def action(self) -> str:
+        return f"make /{self.path} readable (the plan is built from it)"
 
 
 @dataclass(frozen=True)

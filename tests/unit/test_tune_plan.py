@@ -400,3 +400,14 @@ def test_banirq_keeps_irqbalance_s_other_options(tmp_path):
     s.apply(host)
     assert f.read_text() == '#ENABLED=1\nIRQBALANCE_ARGS="--policyscript=/usr/local/bin/pin --banirq=40 --banirq=41"\n'
     assert s.check(host, {}).status == OK
+
+
+def test_check_only_settings_refuse_to_apply(tmp_path):
+    from ganntec.tuning.host import host_for
+    from ganntec.tuning.settings import ApplyError, ShmSetting
+
+    s = ShmSetting("shm", "shm.size", ">= 2 MiB", "the rings", check_only=True, need=2 << 20)
+    with pytest.raises(ApplyError, match="shm.size is check-only: remount /dev/shm with size >= 2M"):
+        s.apply(host_for(str(tmp_path)))
+    with pytest.raises(ApplyError, match="check-only"):
+        s.undo_entry("x")
