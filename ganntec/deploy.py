@@ -30,6 +30,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from ganntec import subcommand
 from ganntec.config import PLACEMENTS, Config
 from ganntec.cpulist import format_cpulist, parse_cpulist
 from ganntec.shm.records import RECORD_BYTES
@@ -227,18 +228,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add `deploy` to the `ganntec` command's subparsers; it dispatches through `func=run`."""
-    parser = subparsers.add_parser("deploy", help="systemd deployment helpers (ganntec deploy emit)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _build(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return subcommand.add(subparsers, "deploy", "systemd deployment helpers (ganntec deploy emit)", __doc__,
+                          _build, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganntec deploy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _build(parser)
-    return parser
+    return subcommand.standalone("ganntec deploy", __doc__, _build)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -248,11 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`ganntec deploy` with these arguments (those after `deploy`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    return run(args)
+    return subcommand.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

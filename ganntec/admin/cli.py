@@ -29,6 +29,7 @@ import sys
 import time
 from decimal import Decimal, InvalidOperation
 
+from ganntec import subcommand
 from ganntec.admin import auth
 from ganntec.admin.client import (
     DEFAULT_TIMEOUT_S,
@@ -515,19 +516,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add `admin` to the `ganntec` command's subparsers; it dispatches through `func=run`."""
-    parser = subparsers.add_parser("admin", help="administer a running instance (admin port) and its admin users",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   parents=[_server_options()])
-    _build(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return subcommand.add(subparsers, "admin", "administer a running instance (admin port) and its admin users",
+                          __doc__, _build, run, parents=(_server_options(),))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PREFIX, description=__doc__, parents=[_server_options()],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _build(parser)
-    return parser
+    return subcommand.standalone(PREFIX, __doc__, _build, parents=(_server_options(),))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -553,11 +547,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`ganntec admin` with these arguments (those after `admin`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    return run(args)
+    return subcommand.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

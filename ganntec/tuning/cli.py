@@ -29,6 +29,8 @@ import os
 import sys
 from pathlib import Path
 
+from ganntec import subcommand
+
 PREFIX = "ganntec tune"
 
 
@@ -262,18 +264,12 @@ def _build(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add `tune` to the `ganntec` command's subparsers; it dispatches through `func=run`."""
-    parser = subparsers.add_parser("tune", help="host, kernel and NIC tuning (check, plan, apply, undo, emit)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _build(parser)
-    parser.set_defaults(func=run)
-    return parser
+    return subcommand.add(subparsers, "tune", "host, kernel and NIC tuning (check, plan, apply, undo, emit)",
+                          __doc__, _build, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PREFIX, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    _build(parser)
-    return parser
+    return subcommand.standalone(PREFIX, __doc__, _build)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -288,8 +284,4 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`ganntec tune` with these arguments (those after `tune`)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return run(args)
+    return subcommand.main(build_parser(), run, argv)
